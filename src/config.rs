@@ -1,0 +1,450 @@
+//! Configuration: the TOML file is read into a raw, serde-shaped struct and
+//! then validated in one place into [`Config`], whose values are ready to
+//! use (addresses parsed, durations typed, names normalised). Every error
+//! names the file and the key.
+//!
+//! The defaults written here are the ones documented in the shipped
+//! `etc/mailroom.toml`; a test keeps the two in step.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The shipped configuration, used when no `--config` is given.
+pub const EMBEDDED: &str = include_str!("../etc/mailroom.toml");
+pub const EMBEDDED_NAME: &str = "<embedded etc/mailroom.toml>";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Our name in the greeting, in `Received:` and in replies.
+    pub hostname: String,
+    /// Domains we deliver for, lower case.
+    pub local_domains: Vec<String>,
+    pub reverse_dns: bool,
+    pub strict_helo: bool,
+    pub vrfy: bool,
+    pub expn: bool,
+    pub case_insensitive_users: bool,
+    /// Where message bodies are spooled while they arrive.
+    pub spool_dir: PathBuf,
+    pub server: Server,
+    pub timeouts: Timeouts,
+    /// Virtual mailboxes by local part (lower case when
+    /// `case_insensitive_users` is on).
+    pub mailboxes: BTreeMap<String, Mailbox>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub workers: usize,
+    pub handoff_queue: usize,
+    pub max_connections_per_ip: usize,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub data_block: Duration,
+    pub data_total: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mailbox {
+    pub maildir: PathBuf,
+}
+
+/// A configuration error: the file, the key when one is to blame, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: {}: {}", self.file, key, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<String>,
+    local_domains: Option<Vec<String>>,
+    #[serde(default)]
+    reverse_dns: bool,
+    #[serde(default)]
+    strict_helo: bool,
+    #[serde(default)]
+    vrfy: bool,
+    #[serde(default)]
+    expn: bool,
+    #[serde(default = "yes")]
+    case_insensitive_users: bool,
+    #[serde(default = "default_spool_dir")]
+    spool_dir: PathBuf,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    mailbox: BTreeMap<String, RawMailbox>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("var/spool")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Vec<String>,
+    workers: usize,
+    handoff_queue: usize,
+    max_connections_per_ip: usize,
+    max_message_size: u64,
+    max_recipients: usize,
+    max_command_line: usize,
+    shutdown_grace: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["127.0.0.1:2525".into()],
+            workers: 8,
+            handoff_queue: 64,
+            max_connections_per_ip: 20,
+            max_message_size: 26_214_400,
+            max_recipients: 100,
+            max_command_line: 4096,
+            shutdown_grace: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    command: u64,
+    data_block: u64,
+    data_total: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            command: 300,
+            data_block: 180,
+            data_total: 600,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    maildir: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    /// The shipped default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED, EMBEDDED_NAME).expect("the embedded configuration is valid")
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: None,
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        raw.validate(file)
+    }
+
+    /// True if `domain` is one of ours (ASCII case-insensitive).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+impl RawConfig {
+    fn validate(self, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            key: Some(key.to_string()),
+            message,
+        };
+        let hostname = match self.hostname {
+            Some(h) => h,
+            None => system_hostname(),
+        };
+        if !is_hostname(&hostname) {
+            return Err(err("hostname", format!("{hostname:?} is not a valid host name")));
+        }
+        let local_domains = self
+            .local_domains
+            .unwrap_or_else(|| vec![hostname.clone(), "localhost".into()]);
+        for d in &local_domains {
+            if !is_hostname(d) {
+                return Err(err("local_domains", format!("{d:?} is not a valid domain")));
+            }
+        }
+        let local_domains = local_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+
+        let s = self.server;
+        if s.listen.is_empty() {
+            return Err(err("server.listen", "at least one address is needed".into()));
+        }
+        let mut listen = Vec::new();
+        for a in &s.listen {
+            let addr = a.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "server.listen",
+                    format!("{a:?} is not an IP address and port, like \"127.0.0.1:2525\" or \"[::1]:2525\""),
+                )
+            })?;
+            if listen.contains(&addr) {
+                return Err(err("server.listen", format!("{a} is listed twice")));
+            }
+            listen.push(addr);
+        }
+        let range = |key: &str, v: u64, lo: u64, hi: u64, why: &str| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(err(key, format!("{v} is out of range {lo}..={hi}{why}")))
+            }
+        };
+        range("server.workers", s.workers as u64, 1, 1024, "")?;
+        range("server.handoff_queue", s.handoff_queue as u64, 1, 65536, "")?;
+        range("server.max_connections_per_ip", s.max_connections_per_ip as u64, 1, 1_000_000, "")?;
+        range("server.max_message_size", s.max_message_size, 1024, 1 << 40, "")?;
+        range(
+            "server.max_recipients",
+            s.max_recipients as u64,
+            100,
+            100_000,
+            " (RFC 5321 4.5.3.1.8: at least 100)",
+        )?;
+        range(
+            "server.max_command_line",
+            s.max_command_line as u64,
+            512,
+            1 << 20,
+            " (RFC 5321 4.5.3.1.4: at least 512)",
+        )?;
+        range("server.shutdown_grace", s.shutdown_grace, 0, 3600, "")?;
+        let t = self.timeouts;
+        range("timeouts.command", t.command, 1, 86400, "")?;
+        range("timeouts.data_block", t.data_block, 1, 86400, "")?;
+        range("timeouts.data_total", t.data_total, 1, 86400, "")?;
+
+        let mut mailboxes = BTreeMap::new();
+        for (name, mb) in self.mailbox {
+            let key = format!("mailbox.{name}");
+            if let Some(why) = bad_local_part(&name) {
+                return Err(err(&key, format!("{name:?} cannot be a mailbox name: {why}")));
+            }
+            if mb.maildir.as_os_str().is_empty() {
+                return Err(err(&format!("{key}.maildir"), "empty path".into()));
+            }
+            let name = if self.case_insensitive_users {
+                name.to_lowercase()
+            } else {
+                name
+            };
+            if mailboxes.insert(name.clone(), Mailbox { maildir: mb.maildir }).is_some() {
+                return Err(err(&key, format!("{name:?} is declared twice (names are case-insensitive)")));
+            }
+        }
+
+        Ok(Config {
+            hostname,
+            local_domains,
+            reverse_dns: self.reverse_dns,
+            strict_helo: self.strict_helo,
+            vrfy: self.vrfy,
+            expn: self.expn,
+            case_insensitive_users: self.case_insensitive_users,
+            spool_dir: self.spool_dir,
+            server: Server {
+                listen,
+                workers: s.workers,
+                handoff_queue: s.handoff_queue,
+                max_connections_per_ip: s.max_connections_per_ip,
+                max_message_size: s.max_message_size,
+                max_recipients: s.max_recipients,
+                max_command_line: s.max_command_line,
+                shutdown_grace: Duration::from_secs(s.shutdown_grace),
+            },
+            timeouts: Timeouts {
+                command: Duration::from_secs(t.command),
+                data_block: Duration::from_secs(t.data_block),
+                data_total: Duration::from_secs(t.data_total),
+            },
+            mailboxes,
+        })
+    }
+}
+
+/// Why a local part cannot name a mailbox, if it cannot: it must never be
+/// able to name a path or carry control characters.
+pub fn bad_local_part(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name == "." || name == ".." || name.starts_with('.') {
+        Some("starts with '.'")
+    } else if name.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else if name.len() > 64 {
+        Some("longer than 64 octets")
+    } else {
+        None
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The kernel's host name, or `localhost` when it cannot be read.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| is_hostname(h))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_SHAPE: &str = r#"
+hostname = "mx.example.org"
+local_domains = ["example.org", "localhost"]
+[server]
+listen = ["127.0.0.1:2525"]
+workers = 8
+max_connections_per_ip = 20
+max_message_size = 26214400
+max_recipients = 100
+[timeouts]          # seconds
+command = 300
+data_block = 180
+data_total = 600
+[mailbox.alice]     # a virtual mailbox: local part -> Maildir path
+maildir = "var/mail/alice/Maildir"
+"#;
+
+    #[test]
+    fn documented_shape_parses() {
+        let c = Config::parse(ISSUE_SHAPE, "t.toml").unwrap();
+        assert_eq!(c.hostname, "mx.example.org");
+        assert_eq!(c.local_domains, ["example.org", "localhost"]);
+        assert_eq!(c.server.listen, ["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.timeouts.data_total, Duration::from_secs(600));
+        assert_eq!(c.mailboxes["alice"].maildir, PathBuf::from("var/mail/alice/Maildir"));
+    }
+
+    /// The shipped file documents the defaults: parsing it must give the
+    /// same settings as an empty file, apart from its sample mailboxes and
+    /// its host name.
+    #[test]
+    fn shipped_file_matches_builtin_defaults() {
+        let shipped = Config::embedded();
+        let mut empty = Config::parse("", "empty").unwrap();
+        empty.hostname = shipped.hostname.clone();
+        empty.local_domains = shipped.local_domains.clone();
+        empty.mailboxes = shipped.mailboxes.clone();
+        assert_eq!(shipped, empty);
+        assert!(shipped.mailboxes.contains_key("postmaster"));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases = [
+            ("[server]\nworkers = 0", "server.workers"),
+            ("[server]\nlisten = []", "server.listen"),
+            ("[server]\nlisten = [\"localhost:25\"]", "server.listen"),
+            ("[server]\nmax_recipients = 10", "server.max_recipients"),
+            ("[server]\nmax_command_line = 100", "server.max_command_line"),
+            ("[timeouts]\ncommand = 0", "timeouts.command"),
+            ("hostname = \"bad host\"", "hostname"),
+            ("local_domains = [\"\"]", "local_domains"),
+            ("[mailbox.\"../etc\"]\nmaildir = \"x\"", "mailbox.../etc"),
+            ("[mailbox.\"a/b\"]\nmaildir = \"x\"", "mailbox.a/b"),
+            ("[mailbox.Bob]\nmaildir = \"x\"\n[mailbox.bob]\nmaildir = \"y\"", "mailbox.bob"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text, "f.toml").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+            assert!(e.to_string().starts_with(&format!("f.toml: {key}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused_with_position() {
+        for text in ["bogus = 1", "[server]\nworkerz = 2", "[server]\nworkers = \"eight\""] {
+            let e = Config::parse(text, "f.toml").unwrap_err();
+            assert!(e.to_string().starts_with("f.toml: "), "{e}");
+            assert!(e.to_string().contains("line"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mailbox_names_fold_case_by_default() {
+        let c = Config::parse("[mailbox.Alice]\nmaildir = \"x\"", "f").unwrap();
+        assert!(c.mailboxes.contains_key("alice"));
+        let c = Config::parse("case_insensitive_users = false\n[mailbox.Alice]\nmaildir = \"x\"", "f").unwrap();
+        assert!(c.mailboxes.contains_key("Alice"));
+    }
+
+    #[test]
+    fn ipv6_listeners_parse() {
+        let c = Config::parse("[server]\nlisten = [\"[::1]:2525\", \"127.0.0.1:2526\"]", "f").unwrap();
+        assert!(c.server.listen[0].is_ipv6());
+    }
+}

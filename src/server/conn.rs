@@ -1,0 +1,423 @@
+//! The connection driver: the only code that reads and writes a client's
+//! socket. It reads bounded command lines, feeds them to the session,
+//! reads message bodies straight into the spool, calls delivery, and sends
+//! the replies.
+//!
+//! Replies are buffered and written only when the driver is about to block
+//! for more input, so a pipelining client (RFC 2920) that sends a whole
+//! batch of commands in one write gets all the replies, in order, in one
+//! write. Timeouts are set per phase here (RFC 5321 4.5.3.2); on expiry the
+//! client gets 421 and the connection is closed. The driver is generic over
+//! its stream so that TLS can wrap it.
+
+use crate::config::Config;
+use crate::delivery::spool::Spool;
+use crate::delivery::{Delivery, DeliveryError, Message};
+use crate::smtp::data::BodyDecoder;
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::session::{Action, BodyReport, Session, Verdict};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Size of the read buffer; command lines must fit, and a large buffer
+/// means few system calls for message bodies.
+const READ_BUFFER: usize = 64 * 1024;
+/// Decoded body bytes are written to the spool in pieces of this size.
+const SPOOL_WRITE: usize = 64 * 1024;
+
+/// A byte stream with settable timeouts: plain TCP now, TLS later.
+pub trait Transport: Read + Write {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()>;
+    fn set_write_timeout(&mut self, t: Duration) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(t))
+    }
+    fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, Some(t))
+    }
+}
+
+/// Why a session ended early.
+#[derive(Debug)]
+enum Stop {
+    /// The client went away.
+    Closed,
+    /// A read timed out; the client is told so.
+    Timeout,
+    /// The server is shutting down; the client is told so.
+    Shutdown,
+    Io(io::Error),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Stop {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Stop::Timeout,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Stop::Closed,
+            _ => Stop::Io(e),
+        }
+    }
+}
+
+enum Line {
+    /// The line without its line end, as a range of the read buffer.
+    Complete(std::ops::Range<usize>),
+    TooLong,
+}
+
+/// Buffered, bounded IO over a transport.
+struct Conn<S> {
+    stream: S,
+    rbuf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    wbuf: Vec<u8>,
+}
+
+impl<S: Transport> Conn<S> {
+    fn new(stream: S, max_line: usize) -> Conn<S> {
+        Conn {
+            stream,
+            rbuf: vec![0; READ_BUFFER.max(max_line)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            wbuf: Vec::with_capacity(1024),
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more input, first sending any replies owed: this is the one
+    /// place where the driver may block, so it is where replies go out.
+    fn fill(&mut self) -> Result<(), Stop> {
+        self.flush()?;
+        if self.end == self.rbuf.len() {
+            self.rbuf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match self.stream.read(&mut self.rbuf[self.end..]) {
+                Ok(0) => return Err(Stop::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads one line of at most `max` octets including its line end. A
+    /// longer line is read to its end and dropped. Lines end at LF; a CR
+    /// before it is removed.
+    fn read_line(&mut self, max: usize) -> Result<Line, Stop> {
+        let mut scanned = 0;
+        let mut too_long = false;
+        loop {
+            let data = &self.rbuf[self.start..self.end];
+            if let Some(i) = data[scanned..].iter().position(|&b| b == b'\n') {
+                let len = scanned + i + 1;
+                let range = self.start..self.start + len;
+                self.consume_keep(len);
+                if too_long || len > max {
+                    return Ok(Line::TooLong);
+                }
+                let mut end = range.end - 1;
+                if end > range.start && self.rbuf[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                return Ok(Line::Complete(range.start..end));
+            }
+            scanned = data.len();
+            if scanned >= max {
+                // Over the limit with no line end yet: drop what we have
+                // and keep reading until the line ends.
+                too_long = true;
+                self.consume(scanned);
+                scanned = 0;
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Like `consume`, but keeps the consumed bytes in place so that a
+    /// line range stays valid until the next read.
+    fn consume_keep(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    fn line(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.rbuf[range]
+    }
+
+    fn queue(&mut self, reply: &Reply, enhanced: bool) {
+        reply.write_to(&mut self.wbuf, enhanced);
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf)?;
+            self.stream.flush()?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// What a session needs from the server around it.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub delivery: Arc<dyn Delivery>,
+    /// Set when the server is shutting down.
+    pub shutdown: Arc<AtomicBool>,
+    /// Published by the driver: true while a transaction is open, so that
+    /// a shutdown can let it finish.
+    pub busy: Arc<AtomicBool>,
+}
+
+/// A body being received: its spool (or why there is none) and decoder.
+struct Body {
+    spool: Result<Spool, DeliveryError>,
+    decoder: BodyDecoder,
+    out: Vec<u8>,
+}
+
+impl Body {
+    fn new(ctx: &Context, session: &Session, dotted: bool) -> Body {
+        let max = ctx.config.server.max_message_size;
+        let mut spool =
+            Spool::create(&ctx.config.spool_dir).map_err(|e| DeliveryError::io("creating spool file", &e));
+        if let Ok(s) = &mut spool {
+            if let Err(e) = s.write(session.trace_field().as_bytes()) {
+                spool = Err(DeliveryError::io("writing spool file", &e));
+            }
+        }
+        Body {
+            spool,
+            decoder: if dotted { BodyDecoder::data(max) } else { BodyDecoder::chunked(max) },
+            out: Vec::with_capacity(SPOOL_WRITE + READ_BUFFER),
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) -> crate::smtp::data::Feed {
+        let f = self.decoder.feed(input, &mut self.out);
+        if self.out.len() >= SPOOL_WRITE {
+            self.write_out();
+        }
+        f
+    }
+
+    fn write_out(&mut self) {
+        if let Ok(s) = &mut self.spool {
+            if let Err(e) = s.write(&self.out) {
+                self.spool = Err(DeliveryError::io("writing spool file", &e));
+            }
+        }
+        self.out.clear();
+    }
+
+    fn finish(&mut self) -> BodyReport {
+        self.decoder.finish(&mut self.out);
+        self.write_out();
+        BodyReport {
+            size: self.decoder.size(),
+            too_big: self.decoder.too_big(),
+            bare_newline: self.decoder.bare_newline(),
+            received_count: self.decoder.received_count(),
+            spool_error: self.spool.as_ref().err().cloned(),
+        }
+    }
+}
+
+/// Runs one SMTP session to its end.
+pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
+    let mut conn = Conn::new(stream, ctx.config.server.max_command_line);
+    let host = ctx.config.hostname.clone();
+    let ended = drive(&mut conn, &mut session, ctx);
+    let farewell = match &ended {
+        Ok(()) | Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
+        Ok(()) => None,
+        Err(Stop::Timeout) => Some(reply::timeout(&host)),
+        Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(&host)),
+        Err(Stop::Io(_)) => None,
+    };
+    if let Err(Stop::Io(e)) = &ended {
+        log::info!("session ended by IO error: {e}");
+    }
+    if let Some(r) = farewell {
+        conn.queue(&r, true);
+    }
+    let _ = conn.flush();
+}
+
+fn drive<S: Transport>(conn: &mut Conn<S>, session: &mut Session, ctx: &Context) -> Result<(), Stop> {
+    let t = &ctx.config.timeouts;
+    conn.stream.set_write_timeout(t.command)?;
+    conn.queue(&session.greeting(), false);
+    let mut body: Option<Body> = None;
+    loop {
+        ctx.busy.store(session.in_transaction(), Ordering::SeqCst);
+        if ctx.shutdown.load(Ordering::SeqCst) && !session.in_transaction() {
+            return Err(Stop::Shutdown);
+        }
+        conn.stream.set_read_timeout(t.command)?;
+        let response = match conn.read_line(ctx.config.server.max_command_line)? {
+            Line::TooLong => {
+                conn.queue(&reply::line_too_long(), session.enhanced_codes());
+                continue;
+            }
+            Line::Complete(range) => session.command(conn.line(range)),
+        };
+        let enhanced = session.enhanced_codes();
+        if let Some(r) = &response.reply {
+            conn.queue(r, enhanced);
+        }
+        match response.action {
+            Action::Continue => {}
+            Action::Close => return Ok(()),
+            Action::ReceiveData => {
+                ctx.busy.store(true, Ordering::SeqCst);
+                let mut b = Body::new(ctx, session, true);
+                receive_data(conn, &mut b, ctx)?;
+                let report = b.finish();
+                let verdict = session.body_received(&report);
+                let r = conclude(verdict, Some(&b), session, ctx);
+                conn.queue(&r, session.enhanced_codes());
+            }
+            Action::ReceiveChunk {
+                size,
+                last,
+                start,
+                discard,
+            } => {
+                if start {
+                    body = Some(Body::new(ctx, session, false));
+                }
+                let target = if discard { None } else { body.as_mut() };
+                receive_chunk(conn, target, size, ctx)?;
+                if discard {
+                    let verdict = session.chunk_received(last, &BodyReport::default());
+                    let r = conclude(verdict, None, session, ctx);
+                    conn.queue(&r, session.enhanced_codes());
+                    continue;
+                }
+                let b = body.as_mut().expect("a chunk without start has a body");
+                let report = if last { b.finish() } else { b.report() };
+                let verdict = session.chunk_received(last, &report);
+                let r = conclude(verdict, Some(b), session, ctx);
+                if last || !r.is_positive() {
+                    body = None;
+                }
+                conn.queue(&r, session.enhanced_codes());
+            }
+        }
+    }
+}
+
+impl Body {
+    /// The state so far, between chunks.
+    fn report(&self) -> BodyReport {
+        BodyReport {
+            size: self.decoder.size(),
+            too_big: self.decoder.too_big(),
+            bare_newline: false,
+            received_count: self.decoder.received_count(),
+            spool_error: self.spool.as_ref().err().cloned(),
+        }
+    }
+}
+
+/// Turns the session's verdict into the reply, delivering if accepted.
+fn conclude(verdict: Verdict, body: Option<&Body>, session: &Session, ctx: &Context) -> Reply {
+    match verdict {
+        Verdict::Reply(r) => r,
+        Verdict::Deliver(env) => {
+            // The session accepts only bodies whose spool was written.
+            let Some(Ok(spool)) = body.map(|b| &b.spool) else {
+                log::error!("{}: accepted without a spool", env.id);
+                return reply::local_error();
+            };
+            let results = ctx.delivery.deliver(&Message {
+                id: &env.id,
+                reverse_path: &env.reverse_path,
+                recipients: &env.recipients,
+                body: spool.file(),
+            });
+            let r = session.delivered(&env, &results);
+            log::info!("{}: {}", env.id, r.render(true).trim_end());
+            r
+        }
+    }
+}
+
+/// Reads a dot-terminated body, bounded by the per-block and total timeouts.
+fn receive_data<S: Transport>(conn: &mut Conn<S>, body: &mut Body, ctx: &Context) -> Result<(), Stop> {
+    let deadline = Instant::now() + ctx.config.timeouts.data_total;
+    loop {
+        if !conn.buffered().is_empty() {
+            let f = body.feed(conn.buffered());
+            conn.consume(f.consumed);
+            if f.done {
+                return Ok(());
+            }
+        }
+        set_data_timeout(conn, deadline, ctx)?;
+        conn.fill()?;
+    }
+}
+
+/// Reads exactly `size` octets of a chunk into `body`, or drops them.
+fn receive_chunk<S: Transport>(
+    conn: &mut Conn<S>,
+    mut body: Option<&mut Body>,
+    size: u64,
+    ctx: &Context,
+) -> Result<(), Stop> {
+    let deadline = Instant::now() + ctx.config.timeouts.data_total;
+    let mut left = size;
+    loop {
+        let n = (conn.buffered().len() as u64).min(left) as usize;
+        if n > 0 {
+            if let Some(b) = body.as_deref_mut() {
+                b.feed(&conn.buffered()[..n]);
+            }
+            conn.consume(n);
+            left -= n as u64;
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        set_data_timeout(conn, deadline, ctx)?;
+        conn.fill()?;
+    }
+}
+
+fn set_data_timeout<S: Transport>(conn: &mut Conn<S>, deadline: Instant, ctx: &Context) -> Result<(), Stop> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Stop::Timeout);
+    }
+    conn.stream.set_read_timeout(left.min(ctx.config.timeouts.data_block))?;
+    Ok(())
+}

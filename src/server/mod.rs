@@ -1,0 +1,255 @@
+//! The server around the sessions: listeners, the acceptor thread, the
+//! worker pool, the live configuration (swapped on reload), and shutdown.
+//!
+//! One acceptor thread polls the listeners, the signals and a waker; it
+//! hands each accepted connection over a bounded channel to a fixed pool of
+//! workers, each running one synchronous session at a time. When the pool
+//! and its queue are full the acceptor answers 421 itself: it never blocks
+//! and nothing grows without bound.
+
+mod acceptor;
+pub mod conn;
+mod pool;
+
+use crate::config::Config;
+use crate::delivery::{self, Delivery};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The configuration in force and the delivery built from it. Sessions
+/// take a snapshot when they start and keep it to their end.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub delivery: Arc<dyn Delivery>,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Runtime {
+        let config = Arc::new(config);
+        Runtime {
+            delivery: Arc::new(delivery::Local::new(config.clone())),
+            config,
+        }
+    }
+}
+
+/// State shared by the acceptor, the workers and the controlling thread.
+pub struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    /// Where the configuration came from; `None` for the embedded one.
+    config_path: Option<PathBuf>,
+    shutdown: Arc<AtomicBool>,
+    registry: Registry,
+}
+
+impl Shared {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the configuration; a bad one is logged and the old kept.
+    /// Listeners and the number of workers are fixed at start.
+    fn reload(&self) {
+        let Some(path) = &self.config_path else {
+            log::info!("reload: running on the embedded configuration, nothing to reload");
+            return;
+        };
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload failed, keeping the old configuration: {e}");
+                return;
+            }
+        };
+        let old = self.runtime();
+        if new.server.listen != old.config.server.listen || new.server.workers != old.config.server.workers {
+            log::warn!("reload: changes to server.listen and server.workers take effect only after a restart");
+        }
+        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Runtime::new(new));
+        log::info!("configuration reloaded from {}", path.display());
+    }
+}
+
+/// Open connections: counts per client address, and a handle on each
+/// socket so that a shutdown can wake the sessions blocked on reading.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    per_ip: HashMap<IpAddr, usize>,
+    open: HashMap<u64, (TcpStream, Arc<AtomicBool>)>,
+    next: u64,
+}
+
+/// A connection's place in the registry, given back when it drops.
+pub struct Ticket {
+    registry: Arc<Shared>,
+    id: u64,
+    ip: IpAddr,
+    pub busy: Arc<AtomicBool>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut r = self.registry.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.open.remove(&self.id);
+        if let Some(n) = r.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                r.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shuts the reading side of open connections (only idle ones unless
+    /// `all`): a session blocked on reading wakes up, sees the shutdown and
+    /// says 421.
+    fn wake(&self, all: bool) {
+        for (stream, busy) in self.lock().open.values() {
+            if all || !busy.load(Ordering::SeqCst) {
+                let _ = stream.shutdown(Shutdown::Read);
+            }
+        }
+    }
+
+    fn open_count(&self) -> usize {
+        self.lock().open.len()
+    }
+}
+
+/// Admits a connection unless its address already has `max` open.
+fn admit(shared: &Arc<Shared>, stream: &TcpStream, ip: IpAddr, max: usize) -> Option<Ticket> {
+    let clone = stream.try_clone().ok()?;
+    let mut r = shared.registry.lock();
+    let n = r.per_ip.entry(ip).or_insert(0);
+    if *n >= max {
+        return None;
+    }
+    *n += 1;
+    r.next += 1;
+    let id = r.next;
+    let busy = Arc::new(AtomicBool::new(false));
+    r.open.insert(id, (clone, busy.clone()));
+    Some(Ticket {
+        registry: shared.clone(),
+        id,
+        ip,
+        busy,
+    })
+}
+
+/// An accepted connection on its way to a worker.
+pub struct Job {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub ticket: Ticket,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    acceptor: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    waker: Arc<mio::Waker>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Binds every listener, then starts the acceptor and the workers.
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+        crate::delivery::spool::prepare(&config.spool_dir)
+            .map_err(|e| StartError(format!("spool directory {}: {e}", config.spool_dir.display())))?;
+        let listeners = config
+            .server
+            .listen
+            .iter()
+            .map(|addr| acceptor::bind(*addr).map_err(|e| StartError(format!("cannot listen on {addr}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let local_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        for a in &local_addrs {
+            log::info!("listening on {a}");
+        }
+        let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
+        let workers_n = config.server.workers;
+        let shared = Arc::new(Shared {
+            runtime: RwLock::new(Arc::new(Runtime::new(config))),
+            config_path,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            registry: Registry::default(),
+        });
+        let acceptor = acceptor::Acceptor::new(listeners, tx, shared.clone())
+            .map_err(|e| StartError(format!("cannot start the acceptor: {e}")))?;
+        let waker = acceptor.waker();
+        let acceptor = std::thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || acceptor.run())
+            .map_err(|e| StartError(format!("cannot start the acceptor thread: {e}")))?;
+        let workers = pool::start(workers_n, rx, shared.clone())
+            .map_err(|e| StartError(format!("cannot start worker threads: {e}")))?;
+        Ok(Server {
+            shared,
+            acceptor,
+            workers,
+            waker,
+            local_addrs,
+        })
+    }
+
+    /// The bound addresses (with real port numbers when port 0 was asked).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Asks the server to stop, as SIGTERM does.
+    pub fn stop(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Waits until a stop is asked for (signal or [`Server::stop`]), then
+    /// lets open transactions finish within the grace period, says 421 to
+    /// everyone else, and returns when all workers are done.
+    pub fn wait(self) {
+        let _ = self.acceptor.join();
+        let grace = self.shared.runtime().config.server.shutdown_grace;
+        log::info!("shutting down: {} open connections", self.shared.registry.open_count());
+        self.shared.registry.wake(false);
+        let deadline = Instant::now() + grace;
+        // Sessions check the flag before each command, so one that finishes
+        // its transaction says 421 by itself.
+        while self.shared.registry.open_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.shared.registry.wake(true);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        log::info!("stopped");
+    }
+}

@@ -1,0 +1,399 @@
+//! Parsing one SMTP command line into a typed [`Command`].
+//!
+//! Pure and stateless: the line (without its line end) goes in, a command or
+//! a typed [`ParseError`] comes out, and the session maps errors to replies.
+//! Verbs and parameter keywords are case-insensitive; addresses keep their
+//! case. Whether a command is allowed *now* is the session's business.
+
+use super::address::{self, AddressError, ForwardPath, ReversePath};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Helo(String),
+    Ehlo(String),
+    Mail { path: ReversePath, params: MailParams },
+    Rcpt { path: ForwardPath },
+    Data,
+    Bdat { size: u64, last: bool },
+    Rset,
+    Noop,
+    Quit,
+    Help(Option<String>),
+    Vrfy(String),
+    Expn(String),
+    StartTls,
+    /// A verb this server knows but does not offer (AUTH, ETRN, TURN, ...).
+    NotImplemented,
+}
+
+/// The body type declared with `BODY=` (RFC 6152, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyType {
+    #[default]
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+impl BodyType {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+            BodyType::BinaryMime => "BINARYMIME",
+        }
+    }
+}
+
+/// ESMTP parameters of MAIL FROM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MailParams {
+    /// RFC 1870 declared size; saturates, since any overflow is over the limit anyway.
+    pub size: Option<u64>,
+    pub body: Option<BodyType>,
+    pub smtputf8: bool,
+}
+
+impl MailParams {
+    pub fn is_empty(&self) -> bool {
+        *self == MailParams::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Unknown verb or empty line: 500.
+    Unrecognized,
+    /// NUL, other control characters or invalid UTF-8 in the line: 501.
+    BadCharacters,
+    /// Wrong arguments for a known verb; the text is the usage line.
+    Syntax(&'static str),
+    /// `BDAT` whose size cannot be read: the chunk cannot be skipped safely.
+    BdatSyntax,
+    Sender(AddressError),
+    Recipient(AddressError),
+    /// A parameter keyword we do not implement: 555.
+    UnknownParameter(String),
+    /// A known parameter with a bad or repeated value: 501.
+    BadParameter(&'static str),
+}
+
+/// Parses one command line. The caller has stripped the line end; trailing
+/// white space is tolerated.
+pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    if line.iter().any(|&b| b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(ParseError::BadCharacters);
+    }
+    let line = std::str::from_utf8(line).map_err(|_| ParseError::BadCharacters)?;
+    let line = line.trim_end_matches([' ', '\t']);
+    let (verb, rest) = match line.find([' ', '\t']) {
+        Some(i) => (&line[..i], line[i + 1..].trim_start_matches([' ', '\t'])),
+        None => (line, ""),
+    };
+    let is = |name: &str| verb.eq_ignore_ascii_case(name);
+    let no_args = |cmd: Command, usage: &'static str| {
+        if rest.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(ParseError::Syntax(usage))
+        }
+    };
+    if is("HELO") || is("EHLO") {
+        if rest.is_empty() {
+            return Err(ParseError::Syntax(if is("HELO") {
+                "Syntax: HELO hostname"
+            } else {
+                "Syntax: EHLO hostname"
+            }));
+        }
+        let name = rest.to_string();
+        return Ok(if is("HELO") { Command::Helo(name) } else { Command::Ehlo(name) });
+    }
+    if is("MAIL") {
+        let arg = keyword_arg(rest, "FROM:").ok_or(ParseError::Syntax("Syntax: MAIL FROM:<address>"))?;
+        let (path, params) = address::parse_reverse_path(arg).map_err(ParseError::Sender)?;
+        return Ok(Command::Mail {
+            path,
+            params: parse_mail_params(params)?,
+        });
+    }
+    if is("RCPT") {
+        let arg = keyword_arg(rest, "TO:").ok_or(ParseError::Syntax("Syntax: RCPT TO:<address>"))?;
+        let (path, params) = address::parse_forward_path(arg).map_err(ParseError::Recipient)?;
+        if let Some(param) = params.split([' ', '\t']).find(|p| !p.is_empty()) {
+            return Err(ParseError::UnknownParameter(keyword_of(param)));
+        }
+        return Ok(Command::Rcpt { path });
+    }
+    if is("DATA") {
+        return no_args(Command::Data, "Syntax: DATA");
+    }
+    if is("BDAT") {
+        return parse_bdat(rest);
+    }
+    if is("RSET") {
+        return no_args(Command::Rset, "Syntax: RSET");
+    }
+    if is("QUIT") {
+        return no_args(Command::Quit, "Syntax: QUIT");
+    }
+    if is("STARTTLS") {
+        return no_args(Command::StartTls, "Syntax: STARTTLS");
+    }
+    if is("NOOP") {
+        // RFC 5321 4.1.1.9: a parameter is allowed and ignored.
+        return Ok(Command::Noop);
+    }
+    if is("HELP") {
+        return Ok(Command::Help((!rest.is_empty()).then(|| rest.to_string())));
+    }
+    if is("VRFY") || is("EXPN") {
+        if rest.is_empty() {
+            return Err(ParseError::Syntax(if is("VRFY") {
+                "Syntax: VRFY address"
+            } else {
+                "Syntax: EXPN mailing-list"
+            }));
+        }
+        let arg = rest.to_string();
+        return Ok(if is("VRFY") { Command::Vrfy(arg) } else { Command::Expn(arg) });
+    }
+    const KNOWN_UNOFFERED: [&str; 9] = ["AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD"];
+    if KNOWN_UNOFFERED.iter().any(|v| is(v)) {
+        return Ok(Command::NotImplemented);
+    }
+    Err(ParseError::Unrecognized)
+}
+
+/// `FROM:<a>` / `from: <a>` -> `<a>`; `None` when the keyword is missing.
+fn keyword_arg<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = rest.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword).then(|| &rest[keyword.len()..])
+}
+
+fn keyword_of(param: &str) -> String {
+    param.split('=').next().unwrap_or(param).to_ascii_uppercase()
+}
+
+fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
+    let mut params = MailParams::default();
+    for param in s.split([' ', '\t']).filter(|p| !p.is_empty()) {
+        let (key, value) = match param.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (param, None),
+        };
+        if key.eq_ignore_ascii_case("SIZE") {
+            let v = value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            let v = v.ok_or(ParseError::BadParameter("Bad SIZE parameter"))?;
+            if params.size.is_some() {
+                return Err(ParseError::BadParameter("Duplicate SIZE parameter"));
+            }
+            params.size = Some(v.parse().unwrap_or(u64::MAX));
+        } else if key.eq_ignore_ascii_case("BODY") {
+            let body = match value {
+                Some(v) if v.eq_ignore_ascii_case("7BIT") => BodyType::SevenBit,
+                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => BodyType::EightBitMime,
+                Some(v) if v.eq_ignore_ascii_case("BINARYMIME") => BodyType::BinaryMime,
+                _ => return Err(ParseError::BadParameter("Bad BODY parameter")),
+            };
+            if params.body.is_some() {
+                return Err(ParseError::BadParameter("Duplicate BODY parameter"));
+            }
+            params.body = Some(body);
+        } else if key.eq_ignore_ascii_case("SMTPUTF8") {
+            if value.is_some() {
+                return Err(ParseError::BadParameter("SMTPUTF8 takes no value"));
+            }
+            if params.smtputf8 {
+                return Err(ParseError::BadParameter("Duplicate SMTPUTF8 parameter"));
+            }
+            params.smtputf8 = true;
+        } else {
+            return Err(ParseError::UnknownParameter(keyword_of(param)));
+        }
+    }
+    Ok(params)
+}
+
+fn parse_bdat(rest: &str) -> Result<Command, ParseError> {
+    let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
+    let size = words
+        .next()
+        .filter(|w| w.len() <= 19 && w.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|w| w.parse::<u64>().ok())
+        .ok_or(ParseError::BdatSyntax)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(ParseError::BdatSyntax),
+    };
+    if words.next().is_some() {
+        return Err(ParseError::BdatSyntax);
+    }
+    Ok(Command::Bdat { size, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::address::{Domain, Mailbox};
+
+    fn mbox(local: &str, domain: &str) -> Mailbox {
+        Mailbox {
+            local: local.into(),
+            domain: Domain::Name(domain.into()),
+        }
+    }
+
+    /// Every case is replayed with the line as given, with trailing white
+    /// space, and in lower case where the case of the verb is all that changes.
+    fn check(line: &str, expected: &Result<Command, ParseError>) {
+        for variant in [line.to_string(), format!("{line} "), format!("{line}\t ")] {
+            assert_eq!(&parse(variant.as_bytes()), expected, "line {variant:?}");
+        }
+    }
+
+    #[test]
+    fn valid_commands() {
+        let cases: Vec<(&str, Command)> = vec![
+            ("HELO client.example", Command::Helo("client.example".into())),
+            ("helo client.example", Command::Helo("client.example".into())),
+            ("EHLO [192.0.2.1]", Command::Ehlo("[192.0.2.1]".into())),
+            ("eHlO client_x", Command::Ehlo("client_x".into())),
+            (
+                "MAIL FROM:<a@b.example>",
+                Command::Mail {
+                    path: ReversePath::Mailbox(mbox("a", "b.example")),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "mail from: <A@b.example> SIZE=1000 BODY=8bitmime smtputf8",
+                Command::Mail {
+                    path: ReversePath::Mailbox(mbox("A", "b.example")),
+                    params: MailParams {
+                        size: Some(1000),
+                        body: Some(BodyType::EightBitMime),
+                        smtputf8: true,
+                    },
+                },
+            ),
+            (
+                "MAIL FROM:<> BODY=BINARYMIME",
+                Command::Mail {
+                    path: ReversePath::Null,
+                    params: MailParams {
+                        body: Some(BodyType::BinaryMime),
+                        ..MailParams::default()
+                    },
+                },
+            ),
+            (
+                "MAIL FROM:<x@y.example> SIZE=99999999999999999999999",
+                Command::Mail {
+                    path: ReversePath::Mailbox(mbox("x", "y.example")),
+                    params: MailParams {
+                        size: Some(u64::MAX),
+                        ..MailParams::default()
+                    },
+                },
+            ),
+            (
+                "RCPT TO:<postmaster>",
+                Command::Rcpt {
+                    path: ForwardPath::Postmaster,
+                },
+            ),
+            (
+                "rcpt to:<@relay.example:user@c.example>",
+                Command::Rcpt {
+                    path: ForwardPath::Mailbox(mbox("user", "c.example")),
+                },
+            ),
+            ("DATA", Command::Data),
+            ("data", Command::Data),
+            ("BDAT 0 LAST", Command::Bdat { size: 0, last: true }),
+            ("bdat 1024", Command::Bdat { size: 1024, last: false }),
+            ("BDAT 5 last", Command::Bdat { size: 5, last: true }),
+            ("RSET", Command::Rset),
+            ("NOOP", Command::Noop),
+            ("NOOP anything at all", Command::Noop),
+            ("QUIT", Command::Quit),
+            ("HELP", Command::Help(None)),
+            ("HELP mail", Command::Help(Some("mail".into()))),
+            ("VRFY alice", Command::Vrfy("alice".into())),
+            ("EXPN staff", Command::Expn("staff".into())),
+            ("STARTTLS", Command::StartTls),
+            ("AUTH PLAIN AGFhAGI=", Command::NotImplemented),
+            ("ETRN example.org", Command::NotImplemented),
+            ("TURN", Command::NotImplemented),
+        ];
+        for (line, cmd) in cases {
+            check(line, &Ok(cmd));
+        }
+    }
+
+    #[test]
+    fn invalid_commands() {
+        use ParseError::*;
+        let cases: Vec<(&str, ParseError)> = vec![
+            ("", Unrecognized),
+            ("FOO bar", Unrecognized),
+            ("MAILFROM:<a@b>", Unrecognized),
+            ("HELO", Syntax("Syntax: HELO hostname")),
+            ("EHLO", Syntax("Syntax: EHLO hostname")),
+            ("MAIL", Syntax("Syntax: MAIL FROM:<address>")),
+            ("MAIL TO:<a@b>", Syntax("Syntax: MAIL FROM:<address>")),
+            ("RCPT FROM:<a@b>", Syntax("Syntax: RCPT TO:<address>")),
+            ("DATA now", Syntax("Syntax: DATA")),
+            ("RSET x", Syntax("Syntax: RSET")),
+            ("QUIT x", Syntax("Syntax: QUIT")),
+            ("STARTTLS x", Syntax("Syntax: STARTTLS")),
+            ("VRFY", Syntax("Syntax: VRFY address")),
+            ("EXPN", Syntax("Syntax: EXPN mailing-list")),
+            ("BDAT", BdatSyntax),
+            ("BDAT x", BdatSyntax),
+            ("BDAT -1", BdatSyntax),
+            ("BDAT 10 FIRST", BdatSyntax),
+            ("BDAT 10 LAST more", BdatSyntax),
+            ("BDAT 99999999999999999999", BdatSyntax),
+            ("MAIL FROM:<a@b.example> FOO=1", UnknownParameter("FOO".into())),
+            ("MAIL FROM:<a@b.example> RET=HDRS", UnknownParameter("RET".into())),
+            ("RCPT TO:<a@b.example> NOTIFY=NEVER", UnknownParameter("NOTIFY".into())),
+            ("MAIL FROM:<a@b.example> SIZE=", BadParameter("Bad SIZE parameter")),
+            ("MAIL FROM:<a@b.example> SIZE=12k", BadParameter("Bad SIZE parameter")),
+            ("MAIL FROM:<a@b.example> SIZE=1 SIZE=2", BadParameter("Duplicate SIZE parameter")),
+            ("MAIL FROM:<a@b.example> BODY=9BIT", BadParameter("Bad BODY parameter")),
+            ("MAIL FROM:<a@b.example> BODY", BadParameter("Bad BODY parameter")),
+            ("MAIL FROM:<a@b.example> SMTPUTF8=yes", BadParameter("SMTPUTF8 takes no value")),
+        ];
+        for (line, err) in cases {
+            check(line, &Err(err));
+        }
+    }
+
+    #[test]
+    fn address_errors_are_typed_by_side() {
+        assert!(matches!(parse(b"MAIL FROM:<a b@c>"), Err(ParseError::Sender(_))));
+        assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Recipient(_))));
+        assert!(matches!(parse(b"RCPT TO:<a@@b>"), Err(ParseError::Recipient(_))));
+    }
+
+    #[test]
+    fn control_bytes_and_bad_utf8_are_refused() {
+        for line in [&b"NOOP \0"[..], b"MAIL FROM:<a\0@b>", b"HELO \xff\xfe", b"RSET\x01", b"HELO a\rb"] {
+            assert_eq!(parse(line), Err(ParseError::BadCharacters), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn utf8_addresses_parse() {
+        let cmd = parse("RCPT TO:<用户@例子.example>".as_bytes()).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Rcpt {
+                path: ForwardPath::Mailbox(mbox("用户", "例子.example"))
+            }
+        );
+    }
+}

@@ -1,0 +1,568 @@
+//! The SMTP session state machine (RFC 5321 with its extensions), without
+//! any IO: the connection driver hands it one command line at a time and
+//! gets back a reply and an [`Action`] to carry out (read a body, read a
+//! chunk, close). Bodies are read by the driver; the session then judges
+//! them ([`Session::body_received`]) and turns delivery results into the
+//! final reply ([`Session::delivered`]).
+//!
+//! The whole state is who the client said it was and the open transaction;
+//! each verb checks its preconditions and then proceeds, and anything out
+//! of order gets 503.
+
+use super::address::{ForwardPath, Mailbox, ReversePath};
+use super::command::{self, BodyType, Command, MailParams, ParseError};
+use super::reply::{self, Enhanced, Reply};
+use super::trace::{self, Received};
+use crate::config::Config;
+use crate::delivery::{Delivery, DeliveryError, Failure, Lookup, Recipient};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Received headers above this mean a mail loop (RFC 5321 6.3).
+pub const MAX_HOPS: usize = 100;
+
+/// What the driver must do after sending the reply (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next command.
+    Continue,
+    /// Close the connection.
+    Close,
+    /// Receive a dot-terminated body into a new spool that starts with
+    /// [`Session::trace_field`], then call [`Session::body_received`].
+    ReceiveData,
+    /// Receive exactly `size` octets of a BDAT chunk. `start`: this chunk
+    /// begins a new body (new spool, trace field first). `discard`: read and
+    /// drop the octets. Then call [`Session::chunk_received`].
+    ReceiveChunk { size: u64, last: bool, start: bool, discard: bool },
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub reply: Option<Reply>,
+    pub action: Action,
+}
+
+impl Response {
+    fn reply(reply: Reply) -> Response {
+        Response {
+            reply: Some(reply),
+            action: Action::Continue,
+        }
+    }
+}
+
+/// What the driver observed while reading a body.
+#[derive(Debug, Clone, Default)]
+pub struct BodyReport {
+    pub size: u64,
+    pub too_big: bool,
+    pub bare_newline: bool,
+    pub received_count: usize,
+    /// Writing the spool failed.
+    pub spool_error: Option<DeliveryError>,
+}
+
+/// What the session decided about a complete body.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Refused, or a chunk acknowledged: send this reply.
+    Reply(Reply),
+    /// Accepted: deliver it, then call [`Session::delivered`].
+    Deliver(Envelope),
+}
+
+/// A message ready for delivery.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    /// Reverse path without angle brackets; empty for `<>`.
+    pub reverse_path: String,
+    pub recipients: Vec<Recipient>,
+    pub size: u64,
+}
+
+/// The connection facts a session needs.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Forward-confirmed reverse DNS name, when looked up.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    None,
+    Data,
+    Chunks,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    id: String,
+    from: ReversePath,
+    params: MailParams,
+    rcpts: Vec<Recipient>,
+    rcpt_attempts: usize,
+    /// The single recipient's address as given, for `Received: ... for`.
+    first_rcpt: Option<String>,
+    body: BodyMode,
+    chunk_octets: u64,
+}
+
+#[derive(Debug)]
+struct Hello {
+    name: String,
+    esmtp: bool,
+}
+
+pub struct Session {
+    config: Arc<Config>,
+    delivery: Arc<dyn Delivery>,
+    peer: Peer,
+    hello: Option<Hello>,
+    tx: Option<Transaction>,
+    /// The reply owed after a BDAT chunk that is being discarded.
+    pending: Option<Reply>,
+}
+
+impl Session {
+    pub fn new(config: Arc<Config>, delivery: Arc<dyn Delivery>, peer: Peer) -> Session {
+        Session {
+            config,
+            delivery,
+            peer,
+            hello: None,
+            tx: None,
+            pending: None,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        reply::greeting(&self.config.hostname)
+    }
+
+    /// Whether replies carry enhanced status codes: always, except to a
+    /// client that greeted with plain HELO (RFC 2034 ties them to EHLO).
+    pub fn enhanced_codes(&self) -> bool {
+        self.hello.as_ref().is_none_or(|h| h.esmtp)
+    }
+
+    /// True while a transaction is open: a shutdown lets it finish.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.config.hostname
+    }
+
+    /// Handles one command line (without its line end).
+    pub fn command(&mut self, line: &[u8]) -> Response {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => return self.parse_error(e),
+        };
+        match cmd {
+            Command::Helo(name) => self.hello(name, false),
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Mail { path, params } => Response::reply(self.mail(path, params)),
+            Command::Rcpt { path } => Response::reply(self.rcpt(path)),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.tx = None;
+                Response::reply(reply::reset_ok())
+            }
+            Command::Noop => Response::reply(reply::ok()),
+            Command::Quit => Response {
+                reply: Some(reply::closing(&self.config.hostname)),
+                action: Action::Close,
+            },
+            Command::Help(_) => Response::reply(help()),
+            Command::Vrfy(arg) => Response::reply(self.vrfy(&arg)),
+            Command::Expn(arg) => Response::reply(self.expn(&arg)),
+            Command::StartTls | Command::NotImplemented => Response::reply(reply::not_implemented()),
+        }
+    }
+
+    fn parse_error(&self, e: ParseError) -> Response {
+        let r = match e {
+            ParseError::Unrecognized => reply::unrecognized(),
+            ParseError::BadCharacters => reply::bad_characters(),
+            ParseError::Syntax(usage) => reply::syntax(usage),
+            // Without a size the chunk cannot be skipped, and its octets
+            // must never be read as commands: end the session.
+            ParseError::BdatSyntax => {
+                return Response {
+                    reply: Some(reply::syntax("Syntax: BDAT chunk-size [LAST]; closing connection")),
+                    action: Action::Close,
+                }
+            }
+            ParseError::Sender(e) => reply::bad_sender_syntax(&e.to_string()),
+            ParseError::Recipient(e) => reply::bad_recipient_syntax(&e.to_string()),
+            ParseError::UnknownParameter(p) => reply::parameter_not_implemented(&p),
+            ParseError::BadParameter(text) => reply::syntax(text),
+        };
+        Response::reply(r)
+    }
+
+    fn hello(&mut self, name: String, esmtp: bool) -> Response {
+        let valid = if self.config.strict_helo {
+            super::address::Domain::parse_strict(&name).is_ok()
+        } else {
+            !name.contains([' ', '\t'])
+        };
+        if !valid {
+            return Response::reply(reply::bad_helo(&name));
+        }
+        // RFC 5321 4.1.4: a new greeting resets any transaction.
+        self.tx = None;
+        let client = format!("{name} {}", trace::address_literal(self.peer.addr.ip()));
+        let mut r = reply::helo_ok(&self.config.hostname, &client);
+        if esmtp {
+            for ext in self.extensions() {
+                r = r.line(ext);
+            }
+        }
+        self.hello = Some(Hello { name, esmtp });
+        Response::reply(r)
+    }
+
+    fn extensions(&self) -> Vec<String> {
+        let mut ext = vec![
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.server.max_message_size),
+        ];
+        if self.config.vrfy {
+            ext.push("VRFY".into());
+        }
+        if self.config.expn {
+            ext.push("EXPN".into());
+        }
+        for e in ["8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "SMTPUTF8", "HELP"] {
+            ext.push(e.into());
+        }
+        ext
+    }
+
+    fn mail(&mut self, path: ReversePath, params: MailParams) -> Reply {
+        let Some(hello) = &self.hello else {
+            return reply::bad_sequence("Error: send HELO/EHLO first");
+        };
+        if self.tx.is_some() {
+            return reply::bad_sequence("Error: nested MAIL command");
+        }
+        if !hello.esmtp && !params.is_empty() {
+            return reply::parameter_not_implemented("ESMTP parameters need EHLO");
+        }
+        if let ReversePath::Mailbox(m) = &path {
+            if !m.is_ascii() && !params.smtputf8 {
+                return reply::utf8_not_permitted();
+            }
+        }
+        if params.size.is_some_and(|s| s > self.config.server.max_message_size) {
+            return reply::message_too_big();
+        }
+        let id = trace::queue_id(SystemTime::now());
+        log::info!(
+            "{id}: from=<{}> size={} body={}",
+            reverse_path_text(&path),
+            params.size.map_or("-".into(), |s| s.to_string()),
+            params.body.unwrap_or_default().keyword()
+        );
+        self.tx = Some(Transaction {
+            id,
+            from: path,
+            params,
+            rcpts: Vec::new(),
+            rcpt_attempts: 0,
+            first_rcpt: None,
+            body: BodyMode::None,
+            chunk_octets: 0,
+        });
+        reply::sender_ok()
+    }
+
+    fn rcpt(&mut self, path: ForwardPath) -> Reply {
+        let Some(tx) = &mut self.tx else {
+            return reply::bad_sequence("Error: need MAIL command");
+        };
+        if tx.body != BodyMode::None {
+            return reply::bad_sequence("Error: RCPT after message data");
+        }
+        tx.rcpt_attempts += 1;
+        let shown = forward_path_text(&path);
+        if let ForwardPath::Mailbox(m) = &path {
+            if !m.is_ascii() && !tx.params.smtputf8 {
+                return reply::utf8_not_permitted();
+            }
+        }
+        if tx.rcpts.len() >= self.config.server.max_recipients {
+            return reply::too_many_recipients();
+        }
+        match self.delivery.lookup(&path) {
+            Lookup::Local(r) => {
+                log::debug!("{}: to=<{shown}> accepted", tx.id);
+                if tx.first_rcpt.is_none() {
+                    tx.first_rcpt = Some(shown);
+                }
+                tx.rcpts.push(r);
+                reply::recipient_ok()
+            }
+            Lookup::UnknownUser => {
+                log::info!("{}: to=<{shown}> rejected: user unknown", tx.id);
+                reply::user_unknown(&shown)
+            }
+            Lookup::NotLocal => {
+                log::info!("{}: to=<{shown}> rejected: relaying denied", tx.id);
+                reply::relay_denied(&shown)
+            }
+        }
+    }
+
+    /// Checks common to DATA and the first BDAT.
+    fn ready_for_body(&self) -> Result<(), Reply> {
+        if self.hello.is_none() {
+            return Err(reply::bad_sequence("Error: send HELO/EHLO first"));
+        }
+        let Some(tx) = &self.tx else {
+            return Err(reply::bad_sequence("Error: need MAIL command"));
+        };
+        if tx.rcpts.is_empty() {
+            return Err(if tx.rcpt_attempts == 0 {
+                reply::bad_sequence("Error: need RCPT command")
+            } else {
+                reply::no_valid_recipients()
+            });
+        }
+        Ok(())
+    }
+
+    fn data(&mut self) -> Response {
+        if let Err(r) = self.ready_for_body() {
+            return Response::reply(r);
+        }
+        let tx = self.tx.as_mut().expect("checked by ready_for_body");
+        if tx.params.body == Some(BodyType::BinaryMime) {
+            return Response::reply(reply::bad_sequence("Error: BODY=BINARYMIME needs BDAT, not DATA"));
+        }
+        if tx.body == BodyMode::Chunks {
+            return Response::reply(reply::bad_sequence("Error: DATA after BDAT"));
+        }
+        tx.body = BodyMode::Data;
+        Response {
+            reply: Some(reply::start_data()),
+            action: Action::ReceiveData,
+        }
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) -> Response {
+        let discard = |pending: &mut Option<Reply>, r: Reply| {
+            *pending = Some(r);
+            Response {
+                reply: None,
+                action: Action::ReceiveChunk {
+                    size,
+                    last,
+                    start: false,
+                    discard: true,
+                },
+            }
+        };
+        if let Err(r) = self.ready_for_body() {
+            return discard(&mut self.pending, r);
+        }
+        let tx = self.tx.as_mut().expect("checked by ready_for_body");
+        let start = match tx.body {
+            BodyMode::None => true,
+            BodyMode::Chunks => false,
+            BodyMode::Data => unreachable!("a DATA body is read to its end before the next command"),
+        };
+        tx.body = BodyMode::Chunks;
+        tx.chunk_octets = tx.chunk_octets.saturating_add(size);
+        Response {
+            reply: None,
+            action: Action::ReceiveChunk {
+                size,
+                last,
+                start,
+                discard: false,
+            },
+        }
+    }
+
+    /// The `Received:` field that starts the spooled body of the open
+    /// transaction.
+    pub fn trace_field(&self) -> String {
+        let tx = self.tx.as_ref().expect("a body is read only inside a transaction");
+        let hello = self.hello.as_ref().expect("a transaction needs a greeting");
+        let utf8 = tx.params.smtputf8;
+        let protocol = match (hello.esmtp, utf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        };
+        Received {
+            helo: &hello.name,
+            peer_name: self.peer.name.as_deref(),
+            peer_ip: self.peer.addr.ip(),
+            hostname: &self.config.hostname,
+            protocol,
+            id: &tx.id,
+            recipient: tx.first_rcpt.as_deref().filter(|_| tx.rcpts.len() == 1),
+            date: SystemTime::now(),
+        }
+        .render()
+    }
+
+    /// Judges a complete DATA body, or the last BDAT chunk's body. The
+    /// transaction ends here whatever the verdict.
+    pub fn body_received(&mut self, report: &BodyReport) -> Verdict {
+        let Some(tx) = self.tx.take() else {
+            return Verdict::Reply(reply::bad_sequence("Error: no transaction"));
+        };
+        let refuse = |why: &str, r: Reply| {
+            log::info!("{}: message refused: {why}", tx.id);
+            Verdict::Reply(r)
+        };
+        if let Some(e) = &report.spool_error {
+            log::error!("{}: spooling failed: {e}", tx.id);
+            return Verdict::Reply(failure_reply(e.kind, &e.reason));
+        }
+        if report.too_big {
+            return refuse("too big", reply::message_too_big());
+        }
+        if report.bare_newline {
+            return refuse("bare CR or LF", reply::bare_newline());
+        }
+        if report.received_count > MAX_HOPS {
+            return refuse("mail loop", reply::mail_loop());
+        }
+        log::info!(
+            "{}: accepted from=<{}> size={} nrcpt={}",
+            tx.id,
+            reverse_path_text(&tx.from),
+            report.size,
+            tx.rcpts.len()
+        );
+        Verdict::Deliver(Envelope {
+            id: tx.id,
+            reverse_path: reverse_path_text(&tx.from),
+            recipients: tx.rcpts,
+            size: report.size,
+        })
+    }
+
+    /// Handles the end of a BDAT chunk. For the last chunk (or a failed
+    /// one) this is the message's verdict.
+    pub fn chunk_received(&mut self, last: bool, report: &BodyReport) -> Verdict {
+        if let Some(r) = self.pending.take() {
+            return Verdict::Reply(r);
+        }
+        if report.too_big || report.spool_error.is_some() || last {
+            return self.body_received(report);
+        }
+        let octets = self.tx.as_ref().map_or(0, |tx| tx.chunk_octets);
+        Verdict::Reply(reply::chunk_ok(octets))
+    }
+
+    /// The final reply for a delivered envelope: 250 if any recipient got
+    /// the message, otherwise a temporary failure if any failure was
+    /// temporary, otherwise a permanent one.
+    pub fn delivered(&self, env: &Envelope, results: &[Result<(), DeliveryError>]) -> Reply {
+        let errors: Vec<&DeliveryError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        if errors.len() < results.len() {
+            return reply::queued(&env.id);
+        }
+        let kind = if errors.iter().any(|e| e.kind == Failure::DiskFull) {
+            Failure::DiskFull
+        } else if errors.iter().any(|e| e.kind == Failure::Temporary) {
+            Failure::Temporary
+        } else {
+            Failure::Permanent
+        };
+        failure_reply(kind, &errors.first().map(|e| e.reason.as_str()).unwrap_or(""))
+    }
+
+    fn vrfy(&self, arg: &str) -> Reply {
+        if !self.config.vrfy {
+            return reply::cannot_vrfy();
+        }
+        match self.lookup_arg(arg) {
+            Ok(r) => Reply::new(250, Some(Enhanced(2, 1, 5)), format!("<{}>", r.address)),
+            Err(r) => r,
+        }
+    }
+
+    fn expn(&self, arg: &str) -> Reply {
+        if !self.config.expn {
+            return Reply::new(502, Some(Enhanced(5, 5, 1)), "Error: EXPN is disabled");
+        }
+        match self.lookup_arg(arg) {
+            Ok(r) => Reply::new(250, Some(Enhanced(2, 1, 5)), format!("<{}>", r.address)),
+            Err(r) => r,
+        }
+    }
+
+    /// VRFY/EXPN argument: an address, with or without `<>`, or a bare
+    /// local part meaning a user of our own host.
+    fn lookup_arg(&self, arg: &str) -> Result<Recipient, Reply> {
+        let arg = arg.trim();
+        let qualified;
+        let arg = if !arg.contains('@') && !arg.contains('<') {
+            qualified = format!("<{arg}@{}>", self.config.hostname);
+            &qualified
+        } else {
+            arg
+        };
+        let path = match super::address::parse_forward_path(arg) {
+            Ok((p, rest)) if rest.is_empty() => p,
+            _ => return Err(reply::syntax("Syntax: VRFY/EXPN address")),
+        };
+        let shown = forward_path_text(&path);
+        match self.delivery.lookup(&path) {
+            Lookup::Local(r) => Ok(r),
+            Lookup::UnknownUser => Err(reply::user_unknown(&shown)),
+            Lookup::NotLocal => Err(Reply::new(
+                551,
+                Some(Enhanced(5, 1, 6)),
+                format!("<{shown}>: not a local address"),
+            )),
+        }
+    }
+}
+
+fn failure_reply(kind: Failure, reason: &str) -> Reply {
+    match kind {
+        Failure::DiskFull => reply::insufficient_storage(),
+        Failure::Temporary => reply::local_error(),
+        Failure::Permanent => reply::delivery_failed(format!("Error: delivery failed: {reason}")),
+    }
+}
+
+fn help() -> Reply {
+    Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
+        .line("HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN")
+        .line("See RFC 5321; mail for local users only")
+}
+
+fn mailbox_text(m: &Mailbox) -> String {
+    m.to_string()
+}
+
+/// The reverse path as written in logs and `Return-Path:` (no brackets).
+fn reverse_path_text(p: &ReversePath) -> String {
+    match p {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(m) => mailbox_text(m),
+    }
+}
+
+fn forward_path_text(p: &ForwardPath) -> String {
+    match p {
+        ForwardPath::Postmaster => "postmaster".into(),
+        ForwardPath::Mailbox(m) => mailbox_text(m),
+    }
+}

@@ -1,0 +1,188 @@
+//! Trace information: queue ids, RFC 5322 dates and the `Received:` field
+//! (RFC 5321 4.4). Dates are written in UTC (`+0000`), which RFC 5322 allows
+//! and which needs no time zone database on a small box.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A new queue id: time in microseconds and a per-process sequence number,
+/// so ids sort by arrival and never repeat within one process.
+pub fn queue_id(now: SystemTime) -> String {
+    let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("{:09X}{:05X}{:04X}", t.as_secs(), t.subsec_micros(), seq)
+}
+
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Broken-down UTC time.
+struct Civil {
+    year: i64,
+    month: usize,
+    day: u32,
+    weekday: usize,
+    hour: u64,
+    minute: u64,
+    second: u64,
+}
+
+fn civil(now: SystemTime) -> Civil {
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year,
+        month,
+        day,
+        weekday: (days.rem_euclid(7)) as usize,
+        hour: rem / 3600,
+        minute: rem / 60 % 60,
+        second: rem % 60,
+    }
+}
+
+/// `Sun, 22 Nov 2026 14:40:00 +0000` (RFC 5322 3.3).
+pub fn rfc5322_date(now: SystemTime) -> String {
+    let c = civil(now);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[c.weekday],
+        c.day,
+        MONTHS[c.month - 1],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+/// `Sun Nov 22 14:40:00 2026`, the asctime form of mbox `From ` lines.
+pub fn asctime(now: SystemTime) -> String {
+    let c = civil(now);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[c.weekday],
+        MONTHS[c.month - 1],
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.year
+    )
+}
+
+/// The address literal of an IP as RFC 5321 4.1.3 writes it.
+pub fn address_literal(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    }
+}
+
+/// What a `Received:` field records about one transaction.
+pub struct Received<'a> {
+    pub helo: &'a str,
+    pub peer_name: Option<&'a str>,
+    pub peer_ip: IpAddr,
+    pub hostname: &'a str,
+    /// `SMTP`, `ESMTP`, `UTF8SMTP`, ... (RFC 3848, RFC 6531).
+    pub protocol: &'a str,
+    pub id: &'a str,
+    /// Set when the message has exactly one recipient.
+    pub recipient: Option<&'a str>,
+    pub date: SystemTime,
+}
+
+impl Received<'_> {
+    /// The field with its LF line end, folded over three lines.
+    pub fn render(&self) -> String {
+        let for_clause = match self.recipient {
+            Some(r) => format!("\n\tfor <{r}>"),
+            None => String::new(),
+        };
+        format!(
+            "Received: from {} ({} {})\n\tby {} (mailroom) with {} id {}{};\n\t{}\n",
+            self.helo,
+            self.peer_name.unwrap_or("unknown"),
+            address_literal(self.peer_ip),
+            self.hostname,
+            self.protocol,
+            self.id,
+            for_clause,
+            rfc5322_date(self.date)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn dates() {
+        let cases = [
+            (0, "Thu, 1 Jan 1970 00:00:00 +0000", "Thu Jan  1 00:00:00 1970"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000", "Tue Feb 29 00:00:00 2000"),
+            (1_795_358_400, "Sun, 22 Nov 2026 14:40:00 +0000", "Sun Nov 22 14:40:00 2026"),
+            (4_133_980_799, "Fri, 31 Dec 2100 23:59:59 +0000", "Fri Dec 31 23:59:59 2100"),
+        ];
+        for (secs, rfc, asc) in cases {
+            assert_eq!(rfc5322_date(at(secs)), rfc);
+            assert_eq!(asctime(at(secs)), asc);
+        }
+    }
+
+    #[test]
+    fn queue_ids_are_unique_and_sortable() {
+        let a = queue_id(at(1_795_358_400));
+        let b = queue_id(at(1_795_358_400));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 18);
+        assert!(queue_id(at(1_795_358_401)) > a);
+    }
+
+    #[test]
+    fn received_field() {
+        let r = Received {
+            helo: "client.example",
+            peer_name: None,
+            peer_ip: "::ffff:192.0.2.7".parse().unwrap(),
+            hostname: "mx.example.org",
+            protocol: "ESMTP",
+            id: "ID1",
+            recipient: Some("alice@example.org"),
+            date: at(1_795_358_400),
+        };
+        assert_eq!(
+            r.render(),
+            "Received: from client.example (unknown [192.0.2.7])\n\tby mx.example.org (mailroom) with ESMTP id ID1\n\tfor <alice@example.org>;\n\tSun, 22 Nov 2026 14:40:00 +0000\n"
+        );
+        let v6 = Received {
+            peer_ip: "::1".parse().unwrap(),
+            recipient: None,
+            peer_name: Some("localhost"),
+            ..r
+        };
+        assert!(v6.render().starts_with("Received: from client.example (localhost [IPv6:::1])\n"));
+        assert!(!v6.render().contains("for <"));
+    }
+}
