@@ -195,7 +195,9 @@ impl Config {
 
     /// True if `domain` is one of ours (ASCII case-insensitive).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        self.local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
     }
 }
 
@@ -211,7 +213,10 @@ impl RawConfig {
             None => system_hostname(),
         };
         if !is_hostname(&hostname) {
-            return Err(err("hostname", format!("{hostname:?} is not a valid host name")));
+            return Err(err(
+                "hostname",
+                format!("{hostname:?} is not a valid host name"),
+            ));
         }
         let local_domains = self
             .local_domains
@@ -221,11 +226,17 @@ impl RawConfig {
                 return Err(err("local_domains", format!("{d:?} is not a valid domain")));
             }
         }
-        let local_domains = local_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let local_domains = local_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
 
         let s = self.server;
         if s.listen.is_empty() {
-            return Err(err("server.listen", "at least one address is needed".into()));
+            return Err(err(
+                "server.listen",
+                "at least one address is needed".into(),
+            ));
         }
         let mut listen = Vec::new();
         for a in &s.listen {
@@ -249,8 +260,20 @@ impl RawConfig {
         };
         range("server.workers", s.workers as u64, 1, 1024, "")?;
         range("server.handoff_queue", s.handoff_queue as u64, 1, 65536, "")?;
-        range("server.max_connections_per_ip", s.max_connections_per_ip as u64, 1, 1_000_000, "")?;
-        range("server.max_message_size", s.max_message_size, 1024, 1 << 40, "")?;
+        range(
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip as u64,
+            1,
+            1_000_000,
+            "",
+        )?;
+        range(
+            "server.max_message_size",
+            s.max_message_size,
+            1024,
+            1 << 40,
+            "",
+        )?;
         range(
             "server.max_recipients",
             s.max_recipients as u64,
@@ -275,7 +298,10 @@ impl RawConfig {
         for (name, mb) in self.mailbox {
             let key = format!("mailbox.{name}");
             if let Some(why) = bad_local_part(&name) {
-                return Err(err(&key, format!("{name:?} cannot be a mailbox name: {why}")));
+                return Err(err(
+                    &key,
+                    format!("{name:?} cannot be a mailbox name: {why}"),
+                ));
             }
             if mb.maildir.as_os_str().is_empty() {
                 return Err(err(&format!("{key}.maildir"), "empty path".into()));
@@ -285,8 +311,19 @@ impl RawConfig {
             } else {
                 name
             };
-            if mailboxes.insert(name.clone(), Mailbox { maildir: mb.maildir }).is_some() {
-                return Err(err(&key, format!("{name:?} is declared twice (names are case-insensitive)")));
+            if mailboxes
+                .insert(
+                    name.clone(),
+                    Mailbox {
+                        maildir: mb.maildir,
+                    },
+                )
+                .is_some()
+            {
+                return Err(err(
+                    &key,
+                    format!("{name:?} is declared twice (names are case-insensitive)"),
+                ));
             }
         }
 
@@ -345,7 +382,9 @@ fn is_hostname(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -384,9 +423,15 @@ maildir = "var/mail/alice/Maildir"
         let c = Config::parse(ISSUE_SHAPE, "t.toml").unwrap();
         assert_eq!(c.hostname, "mx.example.org");
         assert_eq!(c.local_domains, ["example.org", "localhost"]);
-        assert_eq!(c.server.listen, ["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.server.listen,
+            ["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(c.timeouts.data_total, Duration::from_secs(600));
-        assert_eq!(c.mailboxes["alice"].maildir, PathBuf::from("var/mail/alice/Maildir"));
+        assert_eq!(
+            c.mailboxes["alice"].maildir,
+            PathBuf::from("var/mail/alice/Maildir")
+        );
     }
 
     /// The shipped file documents the defaults: parsing it must give the
@@ -410,24 +455,37 @@ maildir = "var/mail/alice/Maildir"
             ("[server]\nlisten = []", "server.listen"),
             ("[server]\nlisten = [\"localhost:25\"]", "server.listen"),
             ("[server]\nmax_recipients = 10", "server.max_recipients"),
-            ("[server]\nmax_command_line = 100", "server.max_command_line"),
+            (
+                "[server]\nmax_command_line = 100",
+                "server.max_command_line",
+            ),
             ("[timeouts]\ncommand = 0", "timeouts.command"),
             ("hostname = \"bad host\"", "hostname"),
             ("local_domains = [\"\"]", "local_domains"),
             ("[mailbox.\"../etc\"]\nmaildir = \"x\"", "mailbox.../etc"),
             ("[mailbox.\"a/b\"]\nmaildir = \"x\"", "mailbox.a/b"),
-            ("[mailbox.Bob]\nmaildir = \"x\"\n[mailbox.bob]\nmaildir = \"y\"", "mailbox.bob"),
+            (
+                "[mailbox.Bob]\nmaildir = \"x\"\n[mailbox.bob]\nmaildir = \"y\"",
+                "mailbox.bob",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(text, "f.toml").unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}");
-            assert!(e.to_string().starts_with(&format!("f.toml: {key}: ")), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("f.toml: {key}: ")),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn unknown_keys_and_bad_types_are_refused_with_position() {
-        for text in ["bogus = 1", "[server]\nworkerz = 2", "[server]\nworkers = \"eight\""] {
+        for text in [
+            "bogus = 1",
+            "[server]\nworkerz = 2",
+            "[server]\nworkers = \"eight\"",
+        ] {
             let e = Config::parse(text, "f.toml").unwrap_err();
             assert!(e.to_string().starts_with("f.toml: "), "{e}");
             assert!(e.to_string().contains("line"), "{e}");
@@ -438,13 +496,21 @@ maildir = "var/mail/alice/Maildir"
     fn mailbox_names_fold_case_by_default() {
         let c = Config::parse("[mailbox.Alice]\nmaildir = \"x\"", "f").unwrap();
         assert!(c.mailboxes.contains_key("alice"));
-        let c = Config::parse("case_insensitive_users = false\n[mailbox.Alice]\nmaildir = \"x\"", "f").unwrap();
+        let c = Config::parse(
+            "case_insensitive_users = false\n[mailbox.Alice]\nmaildir = \"x\"",
+            "f",
+        )
+        .unwrap();
         assert!(c.mailboxes.contains_key("Alice"));
     }
 
     #[test]
     fn ipv6_listeners_parse() {
-        let c = Config::parse("[server]\nlisten = [\"[::1]:2525\", \"127.0.0.1:2526\"]", "f").unwrap();
+        let c = Config::parse(
+            "[server]\nlisten = [\"[::1]:2525\", \"127.0.0.1:2526\"]",
+            "f",
+        )
+        .unwrap();
         assert!(c.server.listen[0].is_ipv6());
     }
 }

@@ -89,10 +89,17 @@ fn main() -> ExitCode {
                 "mailroom {} starting with {}",
                 env!("CARGO_PKG_VERSION"),
                 path.as_ref()
-                    .map_or(config::EMBEDDED_NAME.to_string(), |p| p.display().to_string())
+                    .map_or(config::EMBEDDED_NAME.to_string(), |p| p
+                        .display()
+                        .to_string())
             );
             match Server::start(config, path) {
                 Ok(server) => {
+                    log::info!(
+                        "ready: {} workers on {} listeners",
+                        server.workers(),
+                        server.local_addrs().len()
+                    );
                     server.wait();
                     ExitCode::SUCCESS
                 }

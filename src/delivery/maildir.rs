@@ -16,7 +16,12 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// Writes `prefix` followed by the whole of `body` as one new message in
 /// the Maildir at `dir`, creating the Maildir if needed. Returns the path
 /// of the message in `new/`.
-pub fn deliver(dir: &Path, prefix: &[u8], body: &File, hostname: &str) -> Result<PathBuf, DeliveryError> {
+pub fn deliver(
+    dir: &Path,
+    prefix: &[u8],
+    body: &File,
+    hostname: &str,
+) -> Result<PathBuf, DeliveryError> {
     let body_len = body
         .metadata()
         .map_err(|e| DeliveryError::io("spool", &e))?
@@ -34,10 +39,17 @@ pub fn deliver(dir: &Path, prefix: &[u8], body: &File, hostname: &str) -> Result
         {
             Ok(f) => break (name, f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts == 0 => {
-                create(dir).map_err(|e| DeliveryError::io(&format!("creating Maildir {}", dir.display()), &e))?;
+                create(dir).map_err(|e| {
+                    DeliveryError::io(&format!("creating Maildir {}", dir.display()), &e)
+                })?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 5 => {}
-            Err(e) => return Err(DeliveryError::io(&format!("creating {}", tmp_dir.join(&name).display()), &e)),
+            Err(e) => {
+                return Err(DeliveryError::io(
+                    &format!("creating {}", tmp_dir.join(&name).display()),
+                    &e,
+                ))
+            }
         }
         attempts += 1;
     };
@@ -77,7 +89,9 @@ pub fn create(dir: &Path) -> io::Result<()> {
 /// `<secs>.M<usecs>P<pid>Q<seq>.<host>,S=<size>` (the Maildir naming of
 /// qmail and Dovecot), with `/` and `:` in the host name escaped.
 fn unique_name(hostname: &str, size: u64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let host = hostname.replace('/', "\\057").replace(':', "\\072");
     format!(
@@ -98,7 +112,8 @@ mod tests {
 
     #[test]
     fn delivers_into_new_and_leaves_tmp_empty() {
-        let root = std::env::temp_dir().join(format!("mailroom-maildir-test-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("mailroom-maildir-test-{}", std::process::id()));
         let mut spool = Spool::create(&root.join("spool")).unwrap();
         spool.write(b"Subject: x\n\nbody\n").unwrap();
         let md = root.join("a/Maildir");
@@ -112,7 +127,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 2);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(md.join("new")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(md.join("new"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -136,7 +136,9 @@ impl Delivery for Local {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
         match rcpt {
             ForwardPath::Postmaster => self.mailbox("postmaster", &self.config.hostname),
-            ForwardPath::Mailbox(m) if self.is_local(&m.domain) => self.mailbox(&m.local, &m.domain.to_string()),
+            ForwardPath::Mailbox(m) if self.is_local(&m.domain) => {
+                self.mailbox(&m.local, &m.domain.to_string())
+            }
             ForwardPath::Mailbox(_) => Lookup::NotLocal,
         }
     }
@@ -145,16 +147,29 @@ impl Delivery for Local {
         let mut results: Vec<Result<(), DeliveryError>> = Vec::with_capacity(msg.recipients.len());
         for (i, rcpt) in msg.recipients.iter().enumerate() {
             // One copy per mailbox, however many addresses lead there.
-            if let Some(j) = msg.recipients[..i].iter().position(|r| r.target == rcpt.target) {
+            if let Some(j) = msg.recipients[..i]
+                .iter()
+                .position(|r| r.target == rcpt.target)
+            {
                 results.push(results[j].clone());
                 continue;
             }
-            let prefix = format!("Return-Path: <{}>\nDelivered-To: {}\n", msg.reverse_path, rcpt.address);
+            let prefix = format!(
+                "Return-Path: <{}>\nDelivered-To: {}\n",
+                msg.reverse_path, rcpt.address
+            );
             let result = match &rcpt.target {
-                Target::Maildir(dir) => maildir::deliver(dir, prefix.as_bytes(), msg.body, &self.config.hostname),
+                Target::Maildir(dir) => {
+                    maildir::deliver(dir, prefix.as_bytes(), msg.body, &self.config.hostname)
+                }
             };
             match &result {
-                Ok(path) => log::info!("{}: delivered to <{}> at {}", msg.id, rcpt.address, path.display()),
+                Ok(path) => log::info!(
+                    "{}: delivered to <{}> at {}",
+                    msg.id,
+                    rcpt.address,
+                    path.display()
+                ),
                 Err(e) => log::warn!("{}: delivery to <{}> failed: {}", msg.id, rcpt.address, e),
             }
             results.push(result.map(|_| ()));

@@ -29,7 +29,13 @@ impl Spool {
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!("spool.{}.{n}", std::process::id()));
-            match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
                 Ok(file) => {
                     std::fs::remove_file(&path)?;
                     return Ok(Spool { file, len: 0 });

@@ -47,11 +47,16 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(mut listeners: Vec<TcpListener>, tx: Sender<Job>, shared: Arc<Shared>) -> io::Result<Acceptor> {
+    pub fn new(
+        mut listeners: Vec<TcpListener>,
+        tx: Sender<Job>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Acceptor> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
@@ -139,16 +144,28 @@ impl Acceptor {
         let rt = self.shared.runtime();
         let host = &rt.config.hostname;
         let ip = peer.ip().to_canonical();
-        let Some(ticket) = admit(&self.shared, &stream, ip, rt.config.server.max_connections_per_ip) else {
+        let Some(ticket) = admit(
+            &self.shared,
+            &stream,
+            ip,
+            rt.config.server.max_connections_per_ip,
+        ) else {
             log::warn!("refused {peer}: too many connections from {ip}");
             refuse(stream, &reply::too_many_connections(host));
             return;
         };
-        if let Err(e) = stream.set_nonblocking(false).and_then(|()| stream.set_nodelay(true)) {
+        if let Err(e) = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_nodelay(true))
+        {
             log::warn!("dropping {peer}: {e}");
             return;
         }
-        match self.tx.try_send(Job { stream, peer, ticket }) {
+        match self.tx.try_send(Job {
+            stream,
+            peer,
+            ticket,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(job)) => {
                 log::warn!("refused {peer}: all workers busy and the queue is full");

@@ -206,8 +206,8 @@ struct Body {
 impl Body {
     fn new(ctx: &Context, session: &Session, dotted: bool) -> Body {
         let max = ctx.config.server.max_message_size;
-        let mut spool =
-            Spool::create(&ctx.config.spool_dir).map_err(|e| DeliveryError::io("creating spool file", &e));
+        let mut spool = Spool::create(&ctx.config.spool_dir)
+            .map_err(|e| DeliveryError::io("creating spool file", &e));
         if let Ok(s) = &mut spool {
             if let Err(e) = s.write(session.trace_field().as_bytes()) {
                 spool = Err(DeliveryError::io("writing spool file", &e));
@@ -215,7 +215,11 @@ impl Body {
         }
         Body {
             spool,
-            decoder: if dotted { BodyDecoder::data(max) } else { BodyDecoder::chunked(max) },
+            decoder: if dotted {
+                BodyDecoder::data(max)
+            } else {
+                BodyDecoder::chunked(max)
+            },
             out: Vec::with_capacity(SPOOL_WRITE + READ_BUFFER),
         }
     }
@@ -271,7 +275,11 @@ pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
     let _ = conn.flush();
 }
 
-fn drive<S: Transport>(conn: &mut Conn<S>, session: &mut Session, ctx: &Context) -> Result<(), Stop> {
+fn drive<S: Transport>(
+    conn: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<(), Stop> {
     let t = &ctx.config.timeouts;
     conn.stream.set_write_timeout(t.command)?;
     conn.queue(&session.greeting(), false);
@@ -372,7 +380,11 @@ fn conclude(verdict: Verdict, body: Option<&Body>, session: &Session, ctx: &Cont
 }
 
 /// Reads a dot-terminated body, bounded by the per-block and total timeouts.
-fn receive_data<S: Transport>(conn: &mut Conn<S>, body: &mut Body, ctx: &Context) -> Result<(), Stop> {
+fn receive_data<S: Transport>(
+    conn: &mut Conn<S>,
+    body: &mut Body,
+    ctx: &Context,
+) -> Result<(), Stop> {
     let deadline = Instant::now() + ctx.config.timeouts.data_total;
     loop {
         if !conn.buffered().is_empty() {
@@ -413,11 +425,16 @@ fn receive_chunk<S: Transport>(
     }
 }
 
-fn set_data_timeout<S: Transport>(conn: &mut Conn<S>, deadline: Instant, ctx: &Context) -> Result<(), Stop> {
+fn set_data_timeout<S: Transport>(
+    conn: &mut Conn<S>,
+    deadline: Instant,
+    ctx: &Context,
+) -> Result<(), Stop> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Stop::Timeout);
     }
-    conn.stream.set_read_timeout(left.min(ctx.config.timeouts.data_block))?;
+    conn.stream
+        .set_read_timeout(left.min(ctx.config.timeouts.data_block))?;
     Ok(())
 }

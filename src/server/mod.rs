@@ -50,7 +50,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.runtime
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the configuration; a bad one is logged and the old kept.
@@ -68,7 +71,9 @@ impl Shared {
             }
         };
         let old = self.runtime();
-        if new.server.listen != old.config.server.listen || new.server.workers != old.config.server.workers {
+        if new.server.listen != old.config.server.listen
+            || new.server.workers != old.config.server.workers
+        {
             log::warn!("reload: changes to server.listen and server.workers take effect only after a restart");
         }
         *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Runtime::new(new));
@@ -100,7 +105,12 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut r = self.registry.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .registry
+            .registry
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         r.open.remove(&self.id);
         if let Some(n) = r.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -183,15 +193,25 @@ pub struct Server {
 impl Server {
     /// Binds every listener, then starts the acceptor and the workers.
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
-        crate::delivery::spool::prepare(&config.spool_dir)
-            .map_err(|e| StartError(format!("spool directory {}: {e}", config.spool_dir.display())))?;
+        crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
+            StartError(format!(
+                "spool directory {}: {e}",
+                config.spool_dir.display()
+            ))
+        })?;
         let listeners = config
             .server
             .listen
             .iter()
-            .map(|addr| acceptor::bind(*addr).map_err(|e| StartError(format!("cannot listen on {addr}: {e}"))))
+            .map(|addr| {
+                acceptor::bind(*addr)
+                    .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let local_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let local_addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         for a in &local_addrs {
             log::info!("listening on {a}");
         }
@@ -226,6 +246,10 @@ impl Server {
         &self.local_addrs
     }
 
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Asks the server to stop, as SIGTERM does.
     pub fn stop(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -238,7 +262,10 @@ impl Server {
     pub fn wait(self) {
         let _ = self.acceptor.join();
         let grace = self.shared.runtime().config.server.shutdown_grace;
-        log::info!("shutting down: {} open connections", self.shared.registry.open_count());
+        log::info!(
+            "shutting down: {} open connections",
+            self.shared.registry.open_count()
+        );
         self.shared.registry.wake(false);
         let deadline = Instant::now() + grace;
         // Sessions check the flag before each command, so one that finishes

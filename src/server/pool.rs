@@ -14,7 +14,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub fn start(n: usize, rx: Receiver<Job>, shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+pub fn start(
+    n: usize,
+    rx: Receiver<Job>,
+    shared: Arc<Shared>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..n)
         .map(|i| {
             let rx = rx.clone();
@@ -52,8 +56,16 @@ fn serve(job: Job, shared: &Shared) {
     } else {
         None
     };
-    log::info!("connect from {} [{}]", name.as_deref().unwrap_or("unknown"), peer);
-    let session = Session::new(rt.config.clone(), rt.delivery.clone(), Peer { addr: peer, name });
+    log::info!(
+        "connect from {} [{}]",
+        name.as_deref().unwrap_or("unknown"),
+        peer
+    );
+    let session = Session::new(
+        rt.config.clone(),
+        rt.delivery.clone(),
+        Peer { addr: peer, name },
+    );
     let ctx = Context {
         config: rt.config.clone(),
         delivery: rt.delivery.clone(),
@@ -70,6 +82,8 @@ fn serve(job: Job, shared: &Shared) {
 fn confirmed_name(ip: IpAddr) -> Option<String> {
     let ip = ip.to_canonical();
     let name = dns_lookup::lookup_addr(&ip).ok()?;
-    let confirmed = dns_lookup::lookup_host(&name).ok()?.any(|a| a.to_canonical() == ip);
+    let confirmed = dns_lookup::lookup_host(&name)
+        .ok()?
+        .any(|a| a.to_canonical() == ip);
     confirmed.then_some(name)
 }

@@ -11,10 +11,18 @@ use super::address::{self, AddressError, ForwardPath, ReversePath};
 pub enum Command {
     Helo(String),
     Ehlo(String),
-    Mail { path: ReversePath, params: MailParams },
-    Rcpt { path: ForwardPath },
+    Mail {
+        path: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        path: ForwardPath,
+    },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -81,7 +89,10 @@ pub enum ParseError {
 /// Parses one command line. The caller has stripped the line end; trailing
 /// white space is tolerated.
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
-    if line.iter().any(|&b| b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if line
+        .iter()
+        .any(|&b| b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(ParseError::BadCharacters);
     }
     let line = std::str::from_utf8(line).map_err(|_| ParseError::BadCharacters)?;
@@ -107,10 +118,15 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             }));
         }
         let name = rest.to_string();
-        return Ok(if is("HELO") { Command::Helo(name) } else { Command::Ehlo(name) });
+        return Ok(if is("HELO") {
+            Command::Helo(name)
+        } else {
+            Command::Ehlo(name)
+        });
     }
     if is("MAIL") {
-        let arg = keyword_arg(rest, "FROM:").ok_or(ParseError::Syntax("Syntax: MAIL FROM:<address>"))?;
+        let arg =
+            keyword_arg(rest, "FROM:").ok_or(ParseError::Syntax("Syntax: MAIL FROM:<address>"))?;
         let (path, params) = address::parse_reverse_path(arg).map_err(ParseError::Sender)?;
         return Ok(Command::Mail {
             path,
@@ -118,7 +134,8 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         });
     }
     if is("RCPT") {
-        let arg = keyword_arg(rest, "TO:").ok_or(ParseError::Syntax("Syntax: RCPT TO:<address>"))?;
+        let arg =
+            keyword_arg(rest, "TO:").ok_or(ParseError::Syntax("Syntax: RCPT TO:<address>"))?;
         let (path, params) = address::parse_forward_path(arg).map_err(ParseError::Recipient)?;
         if let Some(param) = params.split([' ', '\t']).find(|p| !p.is_empty()) {
             return Err(ParseError::UnknownParameter(keyword_of(param)));
@@ -156,9 +173,15 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             }));
         }
         let arg = rest.to_string();
-        return Ok(if is("VRFY") { Command::Vrfy(arg) } else { Command::Expn(arg) });
+        return Ok(if is("VRFY") {
+            Command::Vrfy(arg)
+        } else {
+            Command::Expn(arg)
+        });
     }
-    const KNOWN_UNOFFERED: [&str; 9] = ["AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD"];
+    const KNOWN_UNOFFERED: [&str; 9] = [
+        "AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
+    ];
     if KNOWN_UNOFFERED.iter().any(|v| is(v)) {
         return Ok(Command::NotImplemented);
     }
@@ -168,11 +191,16 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 /// `FROM:<a>` / `from: <a>` -> `<a>`; `None` when the keyword is missing.
 fn keyword_arg<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
     let head = rest.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword).then(|| &rest[keyword.len()..])
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &rest[keyword.len()..])
 }
 
 fn keyword_of(param: &str) -> String {
-    param.split('=').next().unwrap_or(param).to_ascii_uppercase()
+    param
+        .split('=')
+        .next()
+        .unwrap_or(param)
+        .to_ascii_uppercase()
 }
 
 fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
@@ -256,8 +284,14 @@ mod tests {
     #[test]
     fn valid_commands() {
         let cases: Vec<(&str, Command)> = vec![
-            ("HELO client.example", Command::Helo("client.example".into())),
-            ("helo client.example", Command::Helo("client.example".into())),
+            (
+                "HELO client.example",
+                Command::Helo("client.example".into()),
+            ),
+            (
+                "helo client.example",
+                Command::Helo("client.example".into()),
+            ),
             ("EHLO [192.0.2.1]", Command::Ehlo("[192.0.2.1]".into())),
             ("eHlO client_x", Command::Ehlo("client_x".into())),
             (
@@ -312,9 +346,27 @@ mod tests {
             ),
             ("DATA", Command::Data),
             ("data", Command::Data),
-            ("BDAT 0 LAST", Command::Bdat { size: 0, last: true }),
-            ("bdat 1024", Command::Bdat { size: 1024, last: false }),
-            ("BDAT 5 last", Command::Bdat { size: 5, last: true }),
+            (
+                "BDAT 0 LAST",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
+            (
+                "bdat 1024",
+                Command::Bdat {
+                    size: 1024,
+                    last: false,
+                },
+            ),
+            (
+                "BDAT 5 last",
+                Command::Bdat {
+                    size: 5,
+                    last: true,
+                },
+            ),
             ("RSET", Command::Rset),
             ("NOOP", Command::Noop),
             ("NOOP anything at all", Command::Noop),
@@ -357,15 +409,42 @@ mod tests {
             ("BDAT 10 FIRST", BdatSyntax),
             ("BDAT 10 LAST more", BdatSyntax),
             ("BDAT 99999999999999999999", BdatSyntax),
-            ("MAIL FROM:<a@b.example> FOO=1", UnknownParameter("FOO".into())),
-            ("MAIL FROM:<a@b.example> RET=HDRS", UnknownParameter("RET".into())),
-            ("RCPT TO:<a@b.example> NOTIFY=NEVER", UnknownParameter("NOTIFY".into())),
-            ("MAIL FROM:<a@b.example> SIZE=", BadParameter("Bad SIZE parameter")),
-            ("MAIL FROM:<a@b.example> SIZE=12k", BadParameter("Bad SIZE parameter")),
-            ("MAIL FROM:<a@b.example> SIZE=1 SIZE=2", BadParameter("Duplicate SIZE parameter")),
-            ("MAIL FROM:<a@b.example> BODY=9BIT", BadParameter("Bad BODY parameter")),
-            ("MAIL FROM:<a@b.example> BODY", BadParameter("Bad BODY parameter")),
-            ("MAIL FROM:<a@b.example> SMTPUTF8=yes", BadParameter("SMTPUTF8 takes no value")),
+            (
+                "MAIL FROM:<a@b.example> FOO=1",
+                UnknownParameter("FOO".into()),
+            ),
+            (
+                "MAIL FROM:<a@b.example> RET=HDRS",
+                UnknownParameter("RET".into()),
+            ),
+            (
+                "RCPT TO:<a@b.example> NOTIFY=NEVER",
+                UnknownParameter("NOTIFY".into()),
+            ),
+            (
+                "MAIL FROM:<a@b.example> SIZE=",
+                BadParameter("Bad SIZE parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> SIZE=12k",
+                BadParameter("Bad SIZE parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> SIZE=1 SIZE=2",
+                BadParameter("Duplicate SIZE parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> BODY=9BIT",
+                BadParameter("Bad BODY parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> BODY",
+                BadParameter("Bad BODY parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> SMTPUTF8=yes",
+                BadParameter("SMTPUTF8 takes no value"),
+            ),
         ];
         for (line, err) in cases {
             check(line, &Err(err));
@@ -374,14 +453,29 @@ mod tests {
 
     #[test]
     fn address_errors_are_typed_by_side() {
-        assert!(matches!(parse(b"MAIL FROM:<a b@c>"), Err(ParseError::Sender(_))));
-        assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Recipient(_))));
-        assert!(matches!(parse(b"RCPT TO:<a@@b>"), Err(ParseError::Recipient(_))));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a b@c>"),
+            Err(ParseError::Sender(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<>"),
+            Err(ParseError::Recipient(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<a@@b>"),
+            Err(ParseError::Recipient(_))
+        ));
     }
 
     #[test]
     fn control_bytes_and_bad_utf8_are_refused() {
-        for line in [&b"NOOP \0"[..], b"MAIL FROM:<a\0@b>", b"HELO \xff\xfe", b"RSET\x01", b"HELO a\rb"] {
+        for line in [
+            &b"NOOP \0"[..],
+            b"MAIL FROM:<a\0@b>",
+            b"HELO \xff\xfe",
+            b"RSET\x01",
+            b"HELO a\rb",
+        ] {
             assert_eq!(parse(line), Err(ParseError::BadCharacters), "{line:?}");
         }
     }

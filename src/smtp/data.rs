@@ -108,7 +108,10 @@ impl BodyDecoder {
                     if b == b'\n' {
                         i += 1;
                         self.state = State::Done;
-                        return Feed { consumed: i, done: true };
+                        return Feed {
+                            consumed: i,
+                            done: true,
+                        };
                     }
                     self.bare_newline = true;
                     self.emit(b"\r", out);
@@ -137,7 +140,11 @@ impl BodyDecoder {
                         i += 1;
                         self.size += 1;
                         self.emit(b"\n", out);
-                        self.state = if self.dotted { State::LineStart } else { State::Mid };
+                        self.state = if self.dotted {
+                            State::LineStart
+                        } else {
+                            State::Mid
+                        };
                     } else {
                         if self.dotted {
                             self.bare_newline = true;
@@ -283,7 +290,11 @@ mod tests {
             if f.done {
                 return (out, pos + f.consumed, true);
             }
-            assert_eq!(f.consumed, end - pos, "a piece without the end is used whole");
+            assert_eq!(
+                f.consumed,
+                end - pos,
+                "a piece without the end is used whole"
+            );
             pos = end;
         }
         (out, pos, false)
@@ -326,7 +337,12 @@ mod tests {
         ];
         for &(input, output, consumed, done, bare) in cases {
             let got = data(input);
-            assert_eq!(got, (output.to_vec(), consumed, done, bare), "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got,
+                (output.to_vec(), consumed, done, bare),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

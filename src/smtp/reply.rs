@@ -31,7 +31,10 @@ impl Reply {
     /// an enhanced code whose class disagrees with it: both are programming
     /// errors, never client-driven.
     pub fn new(code: u16, enhanced: Option<Enhanced>, text: impl Into<Cow<'static, str>>) -> Reply {
-        assert!((200..=599).contains(&code), "reply code {code} out of range");
+        assert!(
+            (200..=599).contains(&code),
+            "reply code {code} out of range"
+        );
         if let Some(e) = enhanced {
             assert_eq!(u16::from(e.0), code / 100, "enhanced code class mismatch");
         }
@@ -98,7 +101,11 @@ impl fmt::Display for Reply {
 
 fn clean(text: Cow<'static, str>) -> Cow<'static, str> {
     if text.chars().any(char::is_control) {
-        Cow::Owned(text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+        Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
     } else {
         text
     }
@@ -142,10 +149,18 @@ pub fn start_data() -> Reply {
     Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
 }
 pub fn cannot_vrfy() -> Reply {
-    Reply::new(252, e(2, 1, 5), "Cannot VRFY user, but will accept message and attempt delivery")
+    Reply::new(
+        252,
+        e(2, 1, 5),
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
 }
 pub fn shutting_down(host: &str) -> Reply {
-    Reply::new(421, e(4, 3, 0), format!("{host} Service shutting down, closing connection"))
+    Reply::new(
+        421,
+        e(4, 3, 0),
+        format!("{host} Service shutting down, closing connection"),
+    )
 }
 pub fn timeout(host: &str) -> Reply {
     Reply::new(421, e(4, 4, 2), format!("{host} Error: timeout exceeded"))
@@ -154,10 +169,18 @@ pub fn too_busy(host: &str) -> Reply {
     Reply::new(421, e(4, 7, 0), format!("{host} too busy, try again later"))
 }
 pub fn too_many_connections(host: &str) -> Reply {
-    Reply::new(421, e(4, 7, 0), format!("{host} too many connections from your address, try again later"))
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        format!("{host} too many connections from your address, try again later"),
+    )
 }
 pub fn local_error() -> Reply {
-    Reply::new(451, e(4, 3, 0), "Error: local error in processing, try again later")
+    Reply::new(
+        451,
+        e(4, 3, 0),
+        "Error: local error in processing, try again later",
+    )
 }
 pub fn insufficient_storage() -> Reply {
     Reply::new(452, e(4, 3, 1), "Error: insufficient system storage")
@@ -178,13 +201,21 @@ pub fn bad_characters() -> Reply {
     Reply::new(501, e(5, 5, 2), "Error: invalid characters in command")
 }
 pub fn bad_helo(arg: &str) -> Reply {
-    Reply::new(501, e(5, 5, 2), format!("<{arg}>: Helo command rejected: invalid hostname"))
+    Reply::new(
+        501,
+        e(5, 5, 2),
+        format!("<{arg}>: Helo command rejected: invalid hostname"),
+    )
 }
 pub fn bad_sender_syntax(why: &str) -> Reply {
     Reply::new(501, e(5, 1, 7), format!("Bad sender address syntax: {why}"))
 }
 pub fn bad_recipient_syntax(why: &str) -> Reply {
-    Reply::new(501, e(5, 1, 3), format!("Bad recipient address syntax: {why}"))
+    Reply::new(
+        501,
+        e(5, 1, 3),
+        format!("Bad recipient address syntax: {why}"),
+    )
 }
 pub fn not_implemented() -> Reply {
     Reply::new(502, e(5, 5, 1), "Error: command not implemented")
@@ -196,16 +227,28 @@ pub fn parameter_not_implemented(param: &str) -> Reply {
     Reply::new(555, e(5, 5, 4), format!("Unsupported parameter: {param}"))
 }
 pub fn user_unknown(rcpt: &str) -> Reply {
-    Reply::new(550, e(5, 1, 1), format!("<{rcpt}>: Recipient address rejected: user unknown"))
+    Reply::new(
+        550,
+        e(5, 1, 1),
+        format!("<{rcpt}>: Recipient address rejected: user unknown"),
+    )
 }
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(550, e(5, 7, 1), format!("<{rcpt}>: relaying denied"))
 }
 pub fn bare_newline() -> Reply {
-    Reply::new(550, e(5, 5, 2), "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>")
+    Reply::new(
+        550,
+        e(5, 5, 2),
+        "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+    )
 }
 pub fn utf8_not_permitted() -> Reply {
-    Reply::new(553, e(5, 6, 7), "Non-ASCII address requires the SMTPUTF8 parameter")
+    Reply::new(
+        553,
+        e(5, 6, 7),
+        "Non-ASCII address requires the SMTPUTF8 parameter",
+    )
 }
 pub fn message_too_big() -> Reply {
     Reply::new(552, e(5, 3, 4), "Error: message size exceeds fixed limit")

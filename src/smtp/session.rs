@@ -35,7 +35,12 @@ pub enum Action {
     /// Receive exactly `size` octets of a BDAT chunk. `start`: this chunk
     /// begins a new body (new spool, trace field first). `discard`: read and
     /// drop the octets. Then call [`Session::chunk_received`].
-    ReceiveChunk { size: u64, last: bool, start: bool, discard: bool },
+    ReceiveChunk {
+        size: u64,
+        last: bool,
+        start: bool,
+        discard: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -183,7 +188,9 @@ impl Session {
             Command::Help(_) => Response::reply(help()),
             Command::Vrfy(arg) => Response::reply(self.vrfy(&arg)),
             Command::Expn(arg) => Response::reply(self.expn(&arg)),
-            Command::StartTls | Command::NotImplemented => Response::reply(reply::not_implemented()),
+            Command::StartTls | Command::NotImplemented => {
+                Response::reply(reply::not_implemented())
+            }
         }
     }
 
@@ -196,7 +203,9 @@ impl Session {
             // must never be read as commands: end the session.
             ParseError::BdatSyntax => {
                 return Response {
-                    reply: Some(reply::syntax("Syntax: BDAT chunk-size [LAST]; closing connection")),
+                    reply: Some(reply::syntax(
+                        "Syntax: BDAT chunk-size [LAST]; closing connection",
+                    )),
                     action: Action::Close,
                 }
             }
@@ -241,7 +250,14 @@ impl Session {
         if self.config.expn {
             ext.push("EXPN".into());
         }
-        for e in ["8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "SMTPUTF8", "HELP"] {
+        for e in [
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "BINARYMIME",
+            "SMTPUTF8",
+            "HELP",
+        ] {
             ext.push(e.into());
         }
         ext
@@ -262,7 +278,10 @@ impl Session {
                 return reply::utf8_not_permitted();
             }
         }
-        if params.size.is_some_and(|s| s > self.config.server.max_message_size) {
+        if params
+            .size
+            .is_some_and(|s| s > self.config.server.max_message_size)
+        {
             return reply::message_too_big();
         }
         let id = trace::queue_id(SystemTime::now());
@@ -346,7 +365,9 @@ impl Session {
         }
         let tx = self.tx.as_mut().expect("checked by ready_for_body");
         if tx.params.body == Some(BodyType::BinaryMime) {
-            return Response::reply(reply::bad_sequence("Error: BODY=BINARYMIME needs BDAT, not DATA"));
+            return Response::reply(reply::bad_sequence(
+                "Error: BODY=BINARYMIME needs BDAT, not DATA",
+            ));
         }
         if tx.body == BodyMode::Chunks {
             return Response::reply(reply::bad_sequence("Error: DATA after BDAT"));
@@ -378,7 +399,9 @@ impl Session {
         let start = match tx.body {
             BodyMode::None => true,
             BodyMode::Chunks => false,
-            BodyMode::Data => unreachable!("a DATA body is read to its end before the next command"),
+            BodyMode::Data => {
+                unreachable!("a DATA body is read to its end before the next command")
+            }
         };
         tx.body = BodyMode::Chunks;
         tx.chunk_octets = tx.chunk_octets.saturating_add(size);
@@ -396,7 +419,10 @@ impl Session {
     /// The `Received:` field that starts the spooled body of the open
     /// transaction.
     pub fn trace_field(&self) -> String {
-        let tx = self.tx.as_ref().expect("a body is read only inside a transaction");
+        let tx = self
+            .tx
+            .as_ref()
+            .expect("a body is read only inside a transaction");
         let hello = self.hello.as_ref().expect("a transaction needs a greeting");
         let utf8 = tx.params.smtputf8;
         let protocol = match (hello.esmtp, utf8) {
@@ -483,7 +509,10 @@ impl Session {
         } else {
             Failure::Permanent
         };
-        failure_reply(kind, &errors.first().map(|e| e.reason.as_str()).unwrap_or(""))
+        failure_reply(
+            kind,
+            &errors.first().map(|e| e.reason.as_str()).unwrap_or(""),
+        )
     }
 
     fn vrfy(&self, arg: &str) -> Reply {

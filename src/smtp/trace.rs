@@ -17,7 +17,9 @@ pub fn queue_id(now: SystemTime) -> String {
 }
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Broken-down UTC time.
 struct Civil {
@@ -31,7 +33,10 @@ struct Civil {
 }
 
 fn civil(now: SystemTime) -> Civil {
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's days-to-civil algorithm.
@@ -140,10 +145,26 @@ mod tests {
     #[test]
     fn dates() {
         let cases = [
-            (0, "Thu, 1 Jan 1970 00:00:00 +0000", "Thu Jan  1 00:00:00 1970"),
-            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000", "Tue Feb 29 00:00:00 2000"),
-            (1_795_358_400, "Sun, 22 Nov 2026 14:40:00 +0000", "Sun Nov 22 14:40:00 2026"),
-            (4_133_980_799, "Fri, 31 Dec 2100 23:59:59 +0000", "Fri Dec 31 23:59:59 2100"),
+            (
+                0,
+                "Thu, 1 Jan 1970 00:00:00 +0000",
+                "Thu Jan  1 00:00:00 1970",
+            ),
+            (
+                951_782_400,
+                "Tue, 29 Feb 2000 00:00:00 +0000",
+                "Tue Feb 29 00:00:00 2000",
+            ),
+            (
+                1_795_358_400,
+                "Sun, 22 Nov 2026 14:40:00 +0000",
+                "Sun Nov 22 14:40:00 2026",
+            ),
+            (
+                4_133_980_799,
+                "Fri, 31 Dec 2100 23:59:59 +0000",
+                "Fri Dec 31 23:59:59 2100",
+            ),
         ];
         for (secs, rfc, asc) in cases {
             assert_eq!(rfc5322_date(at(secs)), rfc);
@@ -182,7 +203,9 @@ mod tests {
             peer_name: Some("localhost"),
             ..r
         };
-        assert!(v6.render().starts_with("Received: from client.example (localhost [IPv6:::1])\n"));
+        assert!(v6
+            .render()
+            .starts_with("Received: from client.example (localhost [IPv6:::1])\n"));
         assert!(!v6.render().contains("for <"));
     }
 }

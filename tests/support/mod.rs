@@ -1,0 +1,353 @@
+//! Test support: start the real `mailroom` binary on an ephemeral loopback
+//! port with a temporary configuration, talk to it over raw sockets, and
+//! read what it delivered with an independent parser (mail-parser).
+//!
+//! Servers are stopped by PID when the handle drops; everything is written
+//! under a temporary directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// A running server with its own temporary directory.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// The configuration every test server starts from; `extra` is appended
+/// (top-level keys must come before any table, so tests pass whole tables
+/// or use `Server::start_with`).
+pub fn base_config(dir: &Path, top: &str, server: &str, tables: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"hostname = "mx.test.example"
+local_domains = ["test.example", "localhost"]
+spool_dir = "{d}/spool"
+{top}
+[server]
+listen = ["127.0.0.1:0"]
+{server}
+[mailbox.alice]
+maildir = "{d}/mail/alice/Maildir"
+[mailbox.bob]
+maildir = "{d}/mail/bob/Maildir"
+[mailbox.postmaster]
+maildir = "{d}/mail/postmaster/Maildir"
+{tables}
+"#
+    )
+}
+
+impl Server {
+    /// A server with the base configuration.
+    pub fn start() -> Server {
+        Server::start_with("", "", "")
+    }
+
+    /// `top`: top-level keys; `server`: keys of `[server]`; `tables`: more tables.
+    pub fn start_with(top: &str, server: &str, tables: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = base_config(dir.path(), top, server, tables);
+        Server::start_config(dir, &text)
+    }
+
+    /// A server with exactly this configuration text.
+    pub fn start_config(dir: tempfile::TempDir, text: &str) -> Server {
+        let config_path = dir.path().join("mailroom.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "debug")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mailroom");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        // The server logs each bound address, then "ready"; the reader
+        // passes the addresses on and keeps collecting the log.
+        let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(i) = line.find("listening on ") {
+                        let _ = tx.send(Some(line[i + 13..].trim().to_string()));
+                    } else if line.contains(" ready: ") {
+                        let _ = tx.send(None);
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                let _ = tx.send(None);
+            });
+        }
+        let mut addrs = Vec::new();
+        while let Ok(Some(a)) = rx.recv_timeout(Duration::from_secs(20)) {
+            addrs.push(a.parse().expect("listen address"));
+        }
+        let Some(&addr) = addrs.first() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mailroom did not start:\n{}", log.lock().unwrap());
+        };
+        Server {
+            addr,
+            addrs,
+            child: Some(child),
+            dir,
+            config_path,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (bounded).
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to this server's PID.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the server to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("mail").join(user).join("Maildir")
+    }
+
+    /// The raw messages in a user's `Maildir/new`, oldest name first.
+    pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
+        read_maildir(&self.maildir(user))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn read_maildir(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(dir.join("new")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// A parsed message, read with mail-parser (independent of mailroom).
+pub struct Parsed {
+    pub raw: Vec<u8>,
+}
+
+impl Parsed {
+    pub fn new(raw: Vec<u8>) -> Parsed {
+        Parsed { raw }
+    }
+
+    fn message(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(&self.raw)
+            .expect("mail-parser can read the message")
+    }
+
+    /// The raw values of every header with this name, in order.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        let m = self.message();
+        m.headers()
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case(name))
+            .map(|h| {
+                String::from_utf8_lossy(
+                    &self.raw[h.offset_start() as usize..h.offset_end() as usize],
+                )
+                .trim()
+                .to_string()
+            })
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+
+    /// The names of the headers, in order.
+    pub fn header_names(&self) -> Vec<String> {
+        self.message()
+            .headers()
+            .iter()
+            .map(|h| h.name().to_string())
+            .collect()
+    }
+
+    pub fn subject(&self) -> Option<String> {
+        self.message().subject().map(str::to_string)
+    }
+
+    /// The body as raw bytes (everything after the blank line).
+    pub fn body(&self) -> Vec<u8> {
+        let m = self.message();
+        self.raw[m.root_part().offset_body as usize..].to_vec()
+    }
+}
+
+/// One SMTP reply: its code and lines (without the code and separator).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// A raw SMTP client over a TCP socket.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).unwrap();
+    }
+
+    /// Reads one (possibly multi-line) reply; panics on EOF.
+    pub fn reply(&mut self) -> Reply {
+        self.try_reply().expect("a reply, not end of stream")
+    }
+
+    /// Reads one reply; `None` at end of stream.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            assert!(line.len() >= 4, "short reply line: {line:?}");
+            let code: u16 = line[..3].parse().expect("reply code");
+            let sep = line.as_bytes()[3];
+            lines.push(line[4..line.len() - 2].to_string());
+            if sep == b' ' {
+                return Some(Reply { code, lines });
+            }
+            assert_eq!(sep, b'-', "bad separator in {line:?}");
+        }
+    }
+
+    /// Sends a command line and reads its reply.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n"));
+        self.reply()
+    }
+
+    /// Sends a command and checks the reply code.
+    pub fn expect(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.cmd(line);
+        assert_eq!(r.code, code, "{line:?} got {r:?}");
+        r
+    }
+
+    /// Reads the greeting and says EHLO.
+    pub fn hello(mut self) -> Client {
+        assert_eq!(self.reply().code, 220);
+        self.expect("EHLO client.test.example", 250);
+        self
+    }
+
+    /// True when the server has closed the connection (reads EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    /// MAIL, RCPTs, DATA with `body` (already CRLF and dot-stuffed, ending
+    /// in CRLF); returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        for t in to {
+            self.expect(&format!("RCPT TO:<{t}>"), 250);
+        }
+        self.expect("DATA", 354);
+        self.send(body);
+        self.send(".\r\n");
+        self.reply()
+    }
+}
