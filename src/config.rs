@@ -221,6 +221,9 @@ impl RawConfig {
         let local_domains = self
             .local_domains
             .unwrap_or_else(|| vec![hostname.clone(), "localhost".into()]);
+        if local_domains.is_empty() {
+            return Err(err("local_domains", "at least one domain is needed".into()));
+        }
         for d in &local_domains {
             if !is_hostname(d) {
                 return Err(err("local_domains", format!("{d:?} is not a valid domain")));
@@ -462,6 +465,7 @@ maildir = "var/mail/alice/Maildir"
             ("[timeouts]\ncommand = 0", "timeouts.command"),
             ("hostname = \"bad host\"", "hostname"),
             ("local_domains = [\"\"]", "local_domains"),
+            ("local_domains = []", "local_domains"),
             ("[mailbox.\"../etc\"]\nmaildir = \"x\"", "mailbox.../etc"),
             ("[mailbox.\"a/b\"]\nmaildir = \"x\"", "mailbox.a/b"),
             (

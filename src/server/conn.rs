@@ -438,3 +438,225 @@ fn set_data_timeout<S: Transport>(
         .set_read_timeout(left.min(ctx.config.timeouts.data_block))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Lookup, Recipient, Target};
+    use crate::smtp::address::ForwardPath;
+    use crate::smtp::session::Peer;
+    use std::io::{Cursor, Seek};
+    use std::sync::Mutex;
+
+    /// A stream that yields the client's bytes and records each write.
+    struct Mem {
+        input: Cursor<Vec<u8>>,
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for &mut Mem {
+        fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_write_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Accepts anyone at example.org and keeps delivered bodies in memory.
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<Vec<u8>>>);
+
+    impl Delivery for Keep {
+        fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
+            match rcpt {
+                ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
+                    Lookup::Local(Recipient {
+                        address: m.to_string(),
+                        target: Target::Maildir(m.local.clone().into()),
+                    })
+                }
+                _ => Lookup::NotLocal,
+            }
+        }
+        fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
+            let mut body = Vec::new();
+            let mut f = msg.body;
+            f.rewind().unwrap();
+            f.read_to_end(&mut body).unwrap();
+            self.0.lock().unwrap().push(body);
+            msg.recipients.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    struct Outcome {
+        replies: Vec<String>,
+        writes: usize,
+        bodies: Vec<Vec<u8>>,
+    }
+
+    fn converse(input: &[u8]) -> Outcome {
+        let dir = std::env::temp_dir().join(format!("mailroom-conn-test-{}", std::process::id()));
+        let text = format!(
+            "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nspool_dir = \"{}\"\n[server]\nmax_command_line = 512\nmax_message_size = 2048",
+            dir.display()
+        );
+        let config = Arc::new(Config::parse(&text, "test").unwrap());
+        let keep = Arc::new(Keep::default());
+        let ctx = Context {
+            config: config.clone(),
+            delivery: keep.clone(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            busy: Arc::new(AtomicBool::new(false)),
+        };
+        let peer = Peer {
+            addr: "192.0.2.9:4321".parse().unwrap(),
+            name: None,
+        };
+        let session = Session::new(config, keep.clone(), peer);
+        let mut mem = Mem {
+            input: Cursor::new(input.to_vec()),
+            writes: Vec::new(),
+        };
+        run(&mut mem, session, &ctx);
+        let all = String::from_utf8(mem.writes.concat()).unwrap();
+        let replies = all
+            .split_inclusive("\r\n")
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| l.trim_end().to_string())
+            .collect();
+        let bodies = keep.0.lock().unwrap().clone();
+        Outcome {
+            replies,
+            writes: mem.writes.len(),
+            bodies,
+        }
+    }
+
+    fn codes(o: &Outcome) -> Vec<u16> {
+        o.replies.iter().map(|r| r[..3].parse().unwrap()).collect()
+    }
+
+    /// The body as stored, without our Received field.
+    fn stored(body: &[u8]) -> &[u8] {
+        let text = body;
+        let end = text.windows(2).position(|w| w == b";\n").unwrap() + 2;
+        let date_end = end + text[end..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        &text[date_end..]
+    }
+
+    #[test]
+    fn pipelined_batch_gets_every_reply_in_order_in_one_write() {
+        let o = converse(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nRCPT TO:<y@nowhere.example>\r\nRCPT TO:<z@example.org>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 250, 250, 550, 250, 354, 250, 221]);
+        // The greeting goes out before the first read; then one write for
+        // the whole batch.
+        assert_eq!(o.writes, 2, "replies to a pipelined batch go out together");
+        assert_eq!(stored(&o.bodies[0]), b"Subject: s\n\nhi\n");
+    }
+
+    #[test]
+    fn long_command_line_is_refused_and_the_session_goes_on() {
+        let mut input = b"EHLO c.example\r\nNOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 600));
+        input.extend_from_slice(b"\r\nNOOP\r\nQUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(codes(&o), [220, 250, 500, 250, 221]);
+        assert!(o.replies[2].starts_with("500 5.5.6"));
+        // Exactly at the limit (512 with CRLF) is fine.
+        let mut input = b"NOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 505));
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        assert_eq!(codes(&converse(&input)), [220, 250, 221]);
+    }
+
+    #[test]
+    fn bare_lf_commands_are_accepted() {
+        assert_eq!(
+            codes(&converse(b"EHLO c.example\nNOOP\nQUIT\n")),
+            [220, 250, 250, 221]
+        );
+    }
+
+    #[test]
+    fn smuggled_commands_are_never_executed() {
+        let o = converse(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nhi\n.\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354, 550, 221]);
+        assert!(o.replies[5].starts_with("550 5.5.2"));
+        assert!(o.bodies.is_empty());
+    }
+
+    #[test]
+    fn bdat_chunks_make_one_message() {
+        let o = converse(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example> BODY=BINARYMIME\r\nRCPT TO:<x@example.org>\r\nBDAT 10\r\nSubject: \rBDAT 11\r\n\n\r\nbody\0\xff\r\nBDAT 0 LAST\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 250, 250, 250, 250, 250, 221]);
+        assert_eq!(o.replies[4], "250 2.0.0 10 octets received");
+        assert_eq!(o.replies[5], "250 2.0.0 21 octets received");
+        assert_eq!(stored(&o.bodies[0]), b"Subject: \n\nbody\0\xff\n");
+    }
+
+    #[test]
+    fn bdat_without_transaction_is_read_and_dropped() {
+        // The chunk holds command text: it must not be executed.
+        let o = converse(
+            b"EHLO c.example\r\nBDAT 28 LAST\r\nMAIL FROM:<evil@b.example>\r\nNOOP\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 503, 250, 221]);
+    }
+
+    #[test]
+    fn bdat_with_bad_size_closes_the_connection() {
+        let o = converse(b"EHLO c.example\r\nBDAT 12x\r\nNOOP\r\n");
+        assert_eq!(codes(&o), [220, 250, 501]);
+    }
+
+    #[test]
+    fn oversized_messages_get_552_and_the_session_goes_on() {
+        let mut input =
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n"
+                .to_vec();
+        for _ in 0..100 {
+            input.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+        }
+        input.extend_from_slice(
+            b".\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nBDAT 3000 LAST\r\n",
+        );
+        input.extend(std::iter::repeat_n(b'x', 3000));
+        input.extend_from_slice(b"RSET\r\nQUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(
+            codes(&o),
+            [220, 250, 250, 250, 354, 552, 250, 250, 552, 250, 221]
+        );
+        assert!(o.bodies.is_empty());
+    }
+
+    #[test]
+    fn eof_in_data_delivers_nothing() {
+        let o = converse(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\npartial\r\n");
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354]);
+        assert!(o.bodies.is_empty());
+    }
+}

@@ -536,12 +536,17 @@ impl Session {
     }
 
     /// VRFY/EXPN argument: an address, with or without `<>`, or a bare
-    /// local part meaning a user of our own host.
+    /// local part meaning a user of our first local domain.
     fn lookup_arg(&self, arg: &str) -> Result<Recipient, Reply> {
         let arg = arg.trim();
         let qualified;
         let arg = if !arg.contains('@') && !arg.contains('<') {
-            qualified = format!("<{arg}@{}>", self.config.hostname);
+            let domain = self
+                .config
+                .local_domains
+                .first()
+                .unwrap_or(&self.config.hostname);
+            qualified = format!("<{arg}@{domain}>");
             &qualified
         } else {
             arg
@@ -593,5 +598,406 @@ fn forward_path_text(p: &ForwardPath) -> String {
     match p {
         ForwardPath::Postmaster => "postmaster".into(),
         ForwardPath::Mailbox(m) => mailbox_text(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Message, Target};
+    use std::path::PathBuf;
+
+    /// Knows alice and postmaster at example.org; delivers nowhere.
+    struct Fake;
+
+    impl Delivery for Fake {
+        fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
+            let user = match rcpt {
+                ForwardPath::Postmaster => "postmaster".to_string(),
+                ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
+                    m.local.to_lowercase()
+                }
+                ForwardPath::Mailbox(_) => return Lookup::NotLocal,
+            };
+            if user == "alice" || user == "postmaster" {
+                Lookup::Local(Recipient {
+                    address: format!("{user}@example.org"),
+                    target: Target::Maildir(PathBuf::from(user)),
+                })
+            } else {
+                Lookup::UnknownUser
+            }
+        }
+        fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
+            msg.recipients.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    fn session(extra: &str) -> Session {
+        let text =
+            format!("hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\n{extra}");
+        let config = Arc::new(Config::parse(&text, "test").unwrap());
+        let peer = Peer {
+            addr: "192.0.2.9:4321".parse().unwrap(),
+            name: None,
+        };
+        Session::new(config, Arc::new(Fake), peer)
+    }
+
+    /// Replays a dialogue: each line with the reply code it must get.
+    fn dialogue(s: &mut Session, steps: &[(&str, u16)]) {
+        for (line, code) in steps {
+            let r = s.command(line.as_bytes());
+            let got = r.reply.as_ref().map(|r| r.code());
+            assert_eq!(
+                got,
+                Some(*code),
+                "{line:?} -> {:?}",
+                r.reply.map(|r| r.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let cases: &[&[(&str, u16)]] = &[
+            &[("MAIL FROM:<a@b.example>", 503)],
+            &[
+                ("EHLO c.example", 250),
+                ("RCPT TO:<alice@example.org>", 503),
+            ],
+            &[("EHLO c.example", 250), ("DATA", 503)],
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("DATA", 503),
+            ],
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("RCPT TO:<nobody@example.org>", 550),
+                ("DATA", 554),
+            ],
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("MAIL FROM:<a@b.example>", 503),
+            ],
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("EHLO c.example", 250),
+                ("RCPT TO:<alice@example.org>", 503),
+            ],
+            &[
+                ("HELO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("RSET", 250),
+                ("RCPT TO:<alice@example.org>", 503),
+                ("MAIL FROM:<a@b.example>", 250),
+            ],
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example> BODY=BINARYMIME", 250),
+                ("RCPT TO:<alice@example.org>", 250),
+                ("DATA", 503),
+            ],
+        ];
+        for steps in cases {
+            dialogue(&mut session(""), steps);
+        }
+    }
+
+    #[test]
+    fn command_replies() {
+        dialogue(
+            &mut session(""),
+            &[
+                ("FOO", 500),
+                ("HELO", 501),
+                ("NOOP", 250),
+                ("HELP", 214),
+                ("VRFY alice", 252),
+                ("EXPN staff", 502),
+                ("STARTTLS", 502),
+                ("AUTH PLAIN AAAA", 502),
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example> FOO=BAR", 555),
+                ("MAIL FROM:<a@b.example> SIZE=x", 501),
+                ("MAIL FROM:<a@b.example> SIZE=26214401", 552),
+                ("MAIL FROM:<a b@c>", 501),
+                ("MAIL FROM:<ü@b.example>", 553),
+                ("MAIL FROM:<ü@b.example> SMTPUTF8", 250),
+                ("RCPT TO:<alice@example.org> NOTIFY=NEVER", 555),
+                ("RCPT TO:<bob@example.org>", 550),
+                ("RCPT TO:<x@elsewhere.example>", 550),
+                ("RCPT TO:<Alice@EXAMPLE.ORG>", 250),
+                ("RCPT TO:<postmaster>", 250),
+                ("RCPT TO:<@r1.example,@r2.example:alice@example.org>", 250),
+                ("RCPT TO:alice@example.org", 250),
+                ("QUIT", 221),
+            ],
+        );
+    }
+
+    #[test]
+    fn helo_params_need_ehlo() {
+        dialogue(
+            &mut session(""),
+            &[
+                ("HELO c.example", 250),
+                ("MAIL FROM:<a@b.example> SIZE=10", 555),
+            ],
+        );
+    }
+
+    #[test]
+    fn strict_helo() {
+        for (arg, lax, strict) in [
+            ("c.example", 250, 250),
+            ("[192.0.2.1]", 250, 250),
+            ("[IPv6:2001:db8::1]", 250, 250),
+            ("192.0.2.1", 250, 501),
+            ("bad_name.example", 250, 501),
+            ("two words", 501, 501),
+        ] {
+            dialogue(&mut session(""), &[(&format!("EHLO {arg}"), lax)]);
+            dialogue(
+                &mut session("strict_helo = true"),
+                &[(&format!("EHLO {arg}"), strict)],
+            );
+        }
+    }
+
+    #[test]
+    fn recipient_limit() {
+        let mut s = session("");
+        dialogue(
+            &mut s,
+            &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        for _ in 0..100 {
+            dialogue(&mut s, &[("RCPT TO:<alice@example.org>", 250)]);
+        }
+        dialogue(
+            &mut s,
+            &[("RCPT TO:<alice@example.org>", 452), ("DATA", 354)],
+        );
+    }
+
+    #[test]
+    fn vrfy_and_expn_when_enabled() {
+        let mut s = session("vrfy = true\nexpn = true");
+        dialogue(
+            &mut s,
+            &[
+                ("VRFY alice", 250),
+                ("VRFY <alice@example.org>", 250),
+                ("VRFY nobody", 550),
+                ("VRFY x@elsewhere.example", 551),
+                ("EXPN postmaster", 250),
+            ],
+        );
+        let r = s.command(b"EHLO c.example").reply.unwrap();
+        assert!(r.lines().any(|l| l == "VRFY"));
+    }
+
+    #[test]
+    fn ehlo_advertises_extensions_and_enhanced_codes_follow_ehlo() {
+        let mut s = session("");
+        let r = s.command(b"EHLO c.example").reply.unwrap();
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines[0], "mx.example.org Hello c.example [192.0.2.9]");
+        for ext in [
+            "PIPELINING",
+            "SIZE 26214400",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "BINARYMIME",
+            "SMTPUTF8",
+            "HELP",
+        ] {
+            assert!(lines.contains(&ext), "{ext} missing from {lines:?}");
+        }
+        assert!(s.enhanced_codes());
+        s.command(b"HELO c.example");
+        assert!(!s.enhanced_codes());
+    }
+
+    fn open(s: &mut Session, rcpts: usize) {
+        dialogue(
+            s,
+            &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        for _ in 0..rcpts {
+            dialogue(s, &[("RCPT TO:<alice@example.org>", 250)]);
+        }
+    }
+
+    #[test]
+    fn body_verdicts() {
+        let cases = [
+            (BodyReport::default(), None),
+            (
+                BodyReport {
+                    too_big: true,
+                    ..BodyReport::default()
+                },
+                Some(552),
+            ),
+            (
+                BodyReport {
+                    bare_newline: true,
+                    ..BodyReport::default()
+                },
+                Some(550),
+            ),
+            (
+                BodyReport {
+                    received_count: 101,
+                    ..BodyReport::default()
+                },
+                Some(554),
+            ),
+            (
+                BodyReport {
+                    received_count: 100,
+                    ..BodyReport::default()
+                },
+                None,
+            ),
+            (
+                BodyReport {
+                    spool_error: Some(DeliveryError {
+                        kind: Failure::DiskFull,
+                        reason: "full".into(),
+                    }),
+                    ..BodyReport::default()
+                },
+                Some(452),
+            ),
+        ];
+        for (report, code) in cases {
+            let mut s = session("");
+            open(&mut s, 1);
+            assert_eq!(s.command(b"DATA").action, Action::ReceiveData);
+            match (s.body_received(&report), code) {
+                (Verdict::Deliver(env), None) => assert_eq!(env.recipients.len(), 1),
+                (Verdict::Reply(r), Some(c)) => assert_eq!(r.code(), c),
+                (v, c) => panic!("{report:?}: got {v:?}, wanted {c:?}"),
+            }
+            assert!(!s.in_transaction(), "the transaction ends with the body");
+        }
+    }
+
+    #[test]
+    fn delivery_results_make_one_reply() {
+        let temp = || {
+            Err(DeliveryError {
+                kind: Failure::Temporary,
+                reason: "t".into(),
+            })
+        };
+        let full = || {
+            Err(DeliveryError {
+                kind: Failure::DiskFull,
+                reason: "f".into(),
+            })
+        };
+        let perm = || {
+            Err(DeliveryError {
+                kind: Failure::Permanent,
+                reason: "p".into(),
+            })
+        };
+        let cases: Vec<(Vec<Result<(), DeliveryError>>, u16)> = vec![
+            (vec![Ok(())], 250),
+            (vec![Ok(()), perm()], 250),
+            (vec![temp(), temp()], 451),
+            (vec![temp(), full()], 452),
+            (vec![perm(), perm()], 554),
+            (vec![perm(), temp()], 451),
+        ];
+        let s = session("");
+        let env = Envelope {
+            id: "ID".into(),
+            reverse_path: String::new(),
+            recipients: Vec::new(),
+            size: 0,
+        };
+        for (results, code) in cases {
+            assert_eq!(s.delivered(&env, &results).code(), code, "{results:?}");
+        }
+    }
+
+    #[test]
+    fn bdat_flow() {
+        let mut s = session("");
+        // Without a transaction the chunk is read and dropped, then 503.
+        dialogue(&mut s, &[("EHLO c.example", 250)]);
+        let r = s.command(b"BDAT 10");
+        assert!(r.reply.is_none());
+        assert!(matches!(
+            r.action,
+            Action::ReceiveChunk { discard: true, .. }
+        ));
+        match s.chunk_received(false, &BodyReport::default()) {
+            Verdict::Reply(r) => assert_eq!(r.code(), 503),
+            v => panic!("{v:?}"),
+        }
+        open(&mut s, 1);
+        let r = s.command(b"BDAT 5");
+        assert_eq!(
+            r.action,
+            Action::ReceiveChunk {
+                size: 5,
+                last: false,
+                start: true,
+                discard: false
+            }
+        );
+        match s.chunk_received(false, &BodyReport::default()) {
+            Verdict::Reply(r) => assert_eq!(r.to_string(), "250 2.0.0 5 octets received"),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(s.command(b"DATA").reply.unwrap().code(), 503);
+        let r = s.command(b"BDAT 0 LAST");
+        assert!(matches!(
+            r.action,
+            Action::ReceiveChunk {
+                start: false,
+                last: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.chunk_received(true, &BodyReport::default()),
+            Verdict::Deliver(_)
+        ));
+        // An unreadable chunk size ends the session.
+        assert_eq!(s.command(b"BDAT lots").action, Action::Close);
+    }
+
+    #[test]
+    fn trace_field_names_protocol_and_single_recipient() {
+        let mut s = session("");
+        open(&mut s, 1);
+        let t = s.trace_field();
+        assert!(t.starts_with("Received: from c.example (unknown [192.0.2.9])\n\tby mx.example.org (mailroom) with ESMTP id "));
+        assert!(t.contains("\n\tfor <alice@example.org>;\n\t"));
+        let mut s = session("");
+        open(&mut s, 2);
+        assert!(!s.trace_field().contains("for <"));
+        let mut s = session("");
+        dialogue(
+            &mut s,
+            &[
+                ("HELO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("RCPT TO:<alice@example.org>", 250),
+            ],
+        );
+        assert!(s.trace_field().contains(" with SMTP id "));
     }
 }
