@@ -93,6 +93,9 @@ fn main() -> ExitCode {
                         .display()
                         .to_string())
             );
+            if !config.mailboxes.contains_key("postmaster") {
+                log::warn!("no mailbox for postmaster: RFC 5321 4.5.1 requires one, and mail to it will be refused");
+            }
             match Server::start(config, path) {
                 Ok(server) => {
                     log::info!(
