@@ -9,7 +9,7 @@
 //! each verb checks its preconditions and then proceeds, and anything out
 //! of order gets 503.
 
-use super::address::{ForwardPath, Mailbox, ReversePath};
+use super::address::{Domain, ForwardPath, Mailbox, ReversePath};
 use super::command::{self, BodyType, Command, MailParams, ParseError};
 use super::reply::{self, Enhanced, Reply};
 use super::trace::{self, Received};
@@ -218,10 +218,16 @@ impl Session {
     }
 
     fn hello(&mut self, name: String, esmtp: bool) -> Response {
+        // Lax: any domain (underscores and bare IPs included) or address
+        // literal, and `[::1]`-style literals that some clients send.
         let valid = if self.config.strict_helo {
-            super::address::Domain::parse_strict(&name).is_ok()
+            Domain::parse_strict(&name).is_ok()
         } else {
-            !name.contains([' ', '\t'])
+            Domain::parse(&name).is_ok()
+                || name
+                    .strip_prefix('[')
+                    .and_then(|n| n.strip_suffix(']'))
+                    .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok())
         };
         if !valid {
             return Response::reply(reply::bad_helo(&name));
@@ -466,12 +472,18 @@ impl Session {
         if report.received_count > MAX_HOPS {
             return refuse("mail loop", reply::mail_loop());
         }
+        let to: Vec<String> = tx
+            .rcpts
+            .iter()
+            .map(|r| format!("<{}>", r.address))
+            .collect();
         log::info!(
-            "{}: accepted from=<{}> size={} nrcpt={}",
+            "{}: accepted from=<{}> size={} nrcpt={} to={}",
             tx.id,
             reverse_path_text(&tx.from),
             report.size,
-            tx.rcpts.len()
+            tx.rcpts.len(),
+            to.join(",")
         );
         Verdict::Deliver(Envelope {
             id: tx.id,
@@ -760,6 +772,10 @@ mod tests {
             ("192.0.2.1", 250, 501),
             ("bad_name.example", 250, 501),
             ("two words", 501, 501),
+            ("!!!", 501, 501),
+            ("user@host.example", 501, 501),
+            ("[::1]", 250, 501),
+            ("localhost", 250, 250),
         ] {
             dialogue(&mut session(""), &[(&format!("EHLO {arg}"), lax)]);
             dialogue(
