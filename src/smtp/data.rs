@@ -316,8 +316,9 @@ mod tests {
 
     #[test]
     fn data_table() {
-        // (wire input, stored output, consumed, ended, bare newline seen)
-        let cases: &[(&[u8], &[u8], usize, bool, bool)] = &[
+        /// Wire input, stored output, bytes consumed, end seen, bare newline seen.
+        type Case = (&'static [u8], &'static [u8], usize, bool, bool);
+        let cases: &[Case] = &[
             (b".\r\n", b"", 3, true, false),
             (b"a\r\n.\r\n", b"a\n", 6, true, false),
             (b"a\r\n.\r\nMAIL FROM:<x>\r\n", b"a\n", 6, true, false),

@@ -523,7 +523,7 @@ impl Session {
         };
         failure_reply(
             kind,
-            &errors.first().map(|e| e.reason.as_str()).unwrap_or(""),
+            errors.first().map(|e| e.reason.as_str()).unwrap_or(""),
         )
     }
 
@@ -564,7 +564,7 @@ impl Session {
             arg
         };
         let path = match super::address::parse_forward_path(arg) {
-            Ok((p, rest)) if rest.is_empty() => p,
+            Ok((p, "")) => p,
             _ => return Err(reply::syntax("Syntax: VRFY/EXPN address")),
         };
         let shown = forward_path_text(&path);
