@@ -105,19 +105,18 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut r = self
-            .registry
-            .registry
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        r.open.remove(&self.id);
+        let mut r = self.registry.registry.lock();
         if let Some(n) = r.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
                 r.per_ip.remove(&self.ip);
             }
         }
+        // Our duplicate of the socket is the last handle on it: closing it
+        // is what the client sees as the end, so the slot is free by then.
+        let stream = r.open.remove(&self.id);
+        drop(r);
+        drop(stream);
     }
 }
 
