@@ -173,7 +173,7 @@ impl Server {
         self.dir.path().join("mail").join(user).join("Maildir")
     }
 
-    /// The raw messages in a user's `Maildir/new`, oldest name first.
+    /// The raw messages in a user's `Maildir/new`, in delivery order.
     pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
         read_maildir(&self.maildir(user))
     }
@@ -193,7 +193,13 @@ pub fn read_maildir(dir: &Path) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    names.sort();
+    // Delivery order: the `Q<n>` part of the name counts up in the server.
+    let seq = |p: &PathBuf| -> u64 {
+        let name = p.file_name().unwrap().to_string_lossy();
+        let q = &name[name.find('Q').expect("Q<n> in a Maildir name") + 1..];
+        q[..q.find('.').unwrap()].parse().unwrap()
+    };
+    names.sort_by_key(seq);
     names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
