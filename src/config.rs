@@ -6,6 +6,7 @@
 //! The defaults written here are the ones documented in the shipped
 //! `etc/mailroom.toml`; a test keeps the two in step.
 
+use crate::smtp::data::BareNewline;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,8 @@ pub struct Config {
     pub local_domains: Vec<String>,
     pub reverse_dns: bool,
     pub strict_helo: bool,
+    /// What a bare LF or CR inside DATA means.
+    pub bare_newline: BareNewline,
     pub vrfy: bool,
     pub expn: bool,
     pub case_insensitive_users: bool,
@@ -91,6 +94,8 @@ struct RawConfig {
     #[serde(default)]
     strict_helo: bool,
     #[serde(default)]
+    bare_newline: RawBareNewline,
+    #[serde(default)]
     vrfy: bool,
     #[serde(default)]
     expn: bool,
@@ -104,6 +109,14 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     mailbox: BTreeMap<String, RawMailbox>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawBareNewline {
+    #[default]
+    Normalize,
+    Reject,
 }
 
 fn yes() -> bool {
@@ -335,6 +348,10 @@ impl RawConfig {
             local_domains,
             reverse_dns: self.reverse_dns,
             strict_helo: self.strict_helo,
+            bare_newline: match self.bare_newline {
+                RawBareNewline::Normalize => BareNewline::Normalize,
+                RawBareNewline::Reject => BareNewline::Reject,
+            },
             vrfy: self.vrfy,
             expn: self.expn,
             case_insensitive_users: self.case_insensitive_users,
@@ -489,6 +506,7 @@ maildir = "var/mail/alice/Maildir"
             "bogus = 1",
             "[server]\nworkerz = 2",
             "[server]\nworkers = \"eight\"",
+            "bare_newline = \"accept\"",
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err();
             assert!(e.to_string().starts_with("f.toml: "), "{e}");

@@ -854,28 +854,43 @@ fn curl_uploads_crlf_files_and_lf_files_with_crlf_option() {
         assert_bytes_eq(stored_body(raw), body.as_bytes(), "curl body");
     }
 
-    // Without --crlf, curl 7/8 sends the file's bare LFs as they are, which
-    // mailroom refuses (550 5.5.2) rather than guess; if a curl ever
-    // converts them itself, the message must arrive intact.
+    // Without --crlf, curl sends the file's bare LFs as they are and
+    // dot-stuffs only after CRLF. Under the default bare_newline =
+    // "normalize" the body is stored as sent: dots untouched, plus the
+    // empty line that curl's closing CRLF.CRLF makes after the final LF.
     let bare = dir.path().join("bare.eml");
     std::fs::write(&bare, message("curl bare lf")).unwrap();
     let out = curl(&srv, &bare, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let msgs = by_subject(&srv, "alice");
-    if out.status.success() {
-        assert_bytes_eq(
-            stored_body(&msgs["curl bare lf"]),
-            body.as_bytes(),
-            "curl bare-LF body",
-        );
-    } else {
-        assert_eq!(msgs.len(), 2, "a refused message was stored");
-        assert!(
-            srv.log().contains("message refused: bare CR or LF"),
-            "curl failed for another reason: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            srv.log()
-        );
-    }
+    assert_bytes_eq(
+        stored_body(&msgs["curl bare lf"]),
+        format!("{body}\n").as_bytes(),
+        "curl bare-LF body",
+    );
+
+    // Under bare_newline = "reject" the same upload is refused (550 5.5.2,
+    // curl exits non-zero) and nothing is stored.
+    let strict = Server::start_with("bare_newline = \"reject\"", "", "");
+    let out = curl(&strict, &bare, &[]);
+    assert!(
+        !out.status.success(),
+        "a bare-LF upload was accepted under reject"
+    );
+    assert!(
+        by_subject(&strict, "alice").is_empty(),
+        "a refused message was stored"
+    );
+    assert!(
+        strict.wait_log("message refused: bare CR or LF"),
+        "curl failed for another reason: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        strict.log()
+    );
 }
 
 // ---------------------------------------------------------------------------

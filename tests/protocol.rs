@@ -111,38 +111,70 @@ fn pipelining_everything_in_one_write() {
     assert_eq!(srv.messages("bob").len(), 1);
 }
 
-#[test]
-fn smuggling_payload_is_refused_whole() {
-    let srv = Server::start();
-    let mut c = srv.connect().hello();
+/// The classic CVE-2023-51764 payload: <LF>.<LF> then a second
+/// transaction that a lax receiver would execute.
+const SMUGGLING: &str = "Subject: legit\r\n\r\nhello\n.\nMAIL FROM:<admin@test.example>\r\nRCPT TO:<bob@test.example>\r\n\
+                         DATA\r\nSubject: forged\r\n\r\nforged\r\n.\r\n";
+
+fn open_data(c: &mut Client) {
     c.expect("MAIL FROM:<a@remote.example>", 250);
     c.expect("RCPT TO:<alice@test.example>", 250);
     c.expect("DATA", 354);
-    // The classic CVE-2023-51764 payload: <LF>.<LF> then a second
-    // transaction that a lax receiver would execute.
-    c.send(
-        "Subject: legit\r\n\r\nhello\n.\nMAIL FROM:<admin@test.example>\r\nRCPT TO:<bob@test.example>\r\n\
-         DATA\r\nSubject: forged\r\n\r\nforged\r\n.\r\n",
-    );
+}
+
+#[test]
+fn smuggling_payload_is_refused_whole_under_reject() {
+    let srv = Server::start_with("bare_newline = \"reject\"", "", "");
+    let mut c = srv.connect().hello();
+    open_data(&mut c);
+    c.send(SMUGGLING);
     let r = c.reply();
     assert_eq!(r.code, 550, "{r:?}");
     assert!(r.text().starts_with("5.5.2"));
     c.expect("NOOP", 250);
-    assert!(srv.messages("alice").is_empty());
-    assert!(srv.messages("bob").is_empty());
     // Variants: <CR><LF>.<LF>, <LF>.<CR><LF>, <CR>.<CR><LF>.
     for payload in [
         "a\r\n.\nb\r\n.\r\n",
         "a\n.\r\nb\r\n.\r\n",
         "a\r.\r\nb\r\n.\r\n",
     ] {
-        c.expect("MAIL FROM:<a@remote.example>", 250);
-        c.expect("RCPT TO:<alice@test.example>", 250);
-        c.expect("DATA", 354);
+        open_data(&mut c);
         c.send(payload);
         assert_eq!(c.reply().code, 550, "{payload:?}");
     }
     assert!(srv.messages("alice").is_empty());
+    assert!(srv.messages("bob").is_empty());
+}
+
+#[test]
+fn smuggling_payload_stays_text_of_one_message_under_normalize() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    open_data(&mut c);
+    c.send(SMUGGLING);
+    assert_eq!(c.reply().code, 250);
+    // Exactly one reply came: the smuggled commands were not executed.
+    c.expect("NOOP", 250);
+    for payload in [
+        "a\r\n.\nb\r\n.\r\n",
+        "a\n.\r\nb\r\n.\r\n",
+        "a\r.\r\nb\r\n.\r\n",
+    ] {
+        open_data(&mut c);
+        c.send(payload);
+        assert_eq!(c.reply().code, 250, "{payload:?}");
+        c.expect("NOOP", 250);
+    }
+    assert!(srv.messages("bob").is_empty());
+    let msgs = srv.messages("alice");
+    assert_eq!(msgs.len(), 4);
+    assert_eq!(
+        body_of(&msgs[0]),
+        b"hello\n.\nMAIL FROM:<admin@test.example>\nRCPT TO:<bob@test.example>\nDATA\nSubject: forged\n\nforged\n"
+    );
+    assert!(msgs[1].ends_with(b"\na\n\nb\n"));
+    assert!(msgs[2].ends_with(b"\na\n.\nb\n"));
+    assert!(msgs[3].ends_with(b"\na\r.\nb\n"));
 }
 
 #[test]

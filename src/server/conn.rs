@@ -216,7 +216,7 @@ impl Body {
         Body {
             spool,
             decoder: if dotted {
-                BodyDecoder::data(max)
+                BodyDecoder::data(max, ctx.config.bare_newline)
             } else {
                 BodyDecoder::chunked(max)
             },
@@ -512,9 +512,14 @@ mod tests {
     }
 
     fn converse(input: &[u8]) -> Outcome {
+        converse_with("", input)
+    }
+
+    /// Runs a whole session over `input`; `extra` adds top-level settings.
+    fn converse_with(extra: &str, input: &[u8]) -> Outcome {
         let dir = std::env::temp_dir().join(format!("mailroom-conn-test-{}", std::process::id()));
         let text = format!(
-            "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nspool_dir = \"{}\"\n[server]\nmax_command_line = 512\nmax_message_size = 2048",
+            "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nspool_dir = \"{}\"\n{extra}\n[server]\nmax_command_line = 512\nmax_message_size = 2048",
             dir.display()
         );
         let config = Arc::new(Config::parse(&text, "test").unwrap());
@@ -596,14 +601,25 @@ mod tests {
         );
     }
 
+    const SMUGGLING: &[u8] = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nhi\n.\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n";
+
     #[test]
-    fn smuggled_commands_are_never_executed() {
-        let o = converse(
-            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nhi\n.\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n",
-        );
+    fn smuggled_commands_are_refused_under_reject() {
+        let o = converse_with("bare_newline = \"reject\"", SMUGGLING);
         assert_eq!(codes(&o), [220, 250, 250, 250, 354, 550, 221]);
         assert!(o.replies[5].starts_with("550 5.5.2"));
         assert!(o.bodies.is_empty());
+    }
+
+    #[test]
+    fn smuggled_commands_stay_message_text_under_normalize() {
+        let o = converse(SMUGGLING);
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354, 250, 221]);
+        assert_eq!(o.bodies.len(), 1, "one message, no second transaction");
+        assert_eq!(
+            stored(&o.bodies[0]),
+            b"hi\n.\nMAIL FROM:<evil@b.example>\nRCPT TO:<victim@example.org>\nDATA\nforged\n"
+        );
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! chunks into the stored form, incrementally, with no line buffer.
 //!
 //! For DATA it removes dot-stuffing, converts CRLF to LF and finds the end
-//! of the body. The only end is `<CRLF>.<CRLF>`: a bare LF or bare CR is
-//! never a line end, so `<LF>.<LF>` and the like stay message content and
-//! cannot end the message early (the SMTP smuggling class, CVE-2023-51764);
-//! the message is flagged and the session refuses it. Lines have no length
-//! limit: only the message size bounds a body.
+//! of the body. The only end is `<CRLF>.<CRLF>`: `<LF>.<LF>` and the like
+//! never end the message early (the SMTP smuggling class, CVE-2023-51764).
+//! A bare LF or CR is content, never a line end of the SMTP stream; the
+//! [`BareNewline`] policy says whether such a message is stored as it came
+//! or refused.
+//! Lines have no length limit: only the message size bounds a body.
 //!
 //! For BDAT (RFC 3030) the chunk sizes frame the message, so nothing is
 //! unstuffed and no sequence is special; CRLF still becomes LF.
@@ -18,6 +19,18 @@
 const MAX_HEADER_LINE: usize = 1000;
 /// How many `Delivered-To:` values are kept.
 const MAX_DELIVERED_TO: usize = 100;
+
+/// What a bare LF (or CR) inside a DATA body means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareNewline {
+    /// Both are content, stored as they came (a bare LF is then a line end
+    /// of the stored message). Neither can end the body, and a dot after
+    /// one is not stuffing.
+    #[default]
+    Normalize,
+    /// Either one marks the message for refusal (550 5.5.2).
+    Reject,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -48,6 +61,7 @@ pub struct Feed {
 pub struct BodyDecoder {
     state: State,
     dotted: bool,
+    bare: BareNewline,
     max_size: u64,
     size: u64,
     too_big: bool,
@@ -57,19 +71,20 @@ pub struct BodyDecoder {
 
 impl BodyDecoder {
     /// A decoder for a dot-terminated DATA body.
-    pub fn data(max_size: u64) -> BodyDecoder {
-        BodyDecoder::new(true, max_size)
+    pub fn data(max_size: u64, bare: BareNewline) -> BodyDecoder {
+        BodyDecoder::new(true, bare, max_size)
     }
 
     /// A decoder for the chunks of one BDAT transaction.
     pub fn chunked(max_size: u64) -> BodyDecoder {
-        BodyDecoder::new(false, max_size)
+        BodyDecoder::new(false, BareNewline::Normalize, max_size)
     }
 
-    fn new(dotted: bool, max_size: u64) -> BodyDecoder {
+    fn new(dotted: bool, bare: BareNewline, max_size: u64) -> BodyDecoder {
         BodyDecoder {
             state: if dotted { State::LineStart } else { State::Mid },
             dotted,
+            bare,
             max_size,
             size: 0,
             too_big: false,
@@ -113,7 +128,7 @@ impl BodyDecoder {
                             done: true,
                         };
                     }
-                    self.bare_newline = true;
+                    self.flag_bare();
                     self.emit(b"\r", out);
                     self.state = State::Mid;
                 }
@@ -128,8 +143,11 @@ impl BodyDecoder {
                         if input[i] == b'\r' {
                             self.state = State::Cr;
                         } else {
-                            // A bare LF in DATA: kept as content, never a line end.
-                            self.bare_newline = true;
+                            // A bare LF in DATA is a line end of the stored
+                            // message, but not of the SMTP stream: what
+                            // follows is not dot-stuffed (senders of bare LFs
+                            // stuff only after CRLF) and cannot end the body.
+                            self.flag_bare();
                             self.emit(b"\n", out);
                         }
                         i += 1;
@@ -147,7 +165,7 @@ impl BodyDecoder {
                         };
                     } else {
                         if self.dotted {
-                            self.bare_newline = true;
+                            self.flag_bare();
                         }
                         self.emit(b"\r", out);
                         self.state = State::Mid;
@@ -167,6 +185,12 @@ impl BodyDecoder {
         if self.state == State::Cr {
             self.emit(b"\r", out);
             self.state = State::Mid;
+        }
+    }
+
+    fn flag_bare(&mut self) {
+        if self.bare == BareNewline::Reject {
+            self.bare_newline = true;
         }
     }
 
@@ -194,7 +218,7 @@ impl BodyDecoder {
         self.too_big
     }
 
-    /// A bare CR or LF was seen in a DATA body.
+    /// A bare CR or LF was seen in a DATA body under [`BareNewline::Reject`].
     pub fn bare_newline(&self) -> bool {
         self.bare_newline
     }
@@ -300,10 +324,12 @@ mod tests {
         (out, pos, false)
     }
 
-    fn data(input: &[u8]) -> (Vec<u8>, usize, bool, bool) {
+    /// Decodes a DATA body under `policy` in pieces of several sizes, which
+    /// must all agree; returns output, bytes consumed, end seen, flagged.
+    fn data_with(input: &[u8], policy: BareNewline) -> (Vec<u8>, usize, bool, bool) {
         let mut reference = None;
         for step in [1, 2, 3, 7, 64, input.len().max(1)] {
-            let mut dec = BodyDecoder::data(u64::MAX);
+            let mut dec = BodyDecoder::data(u64::MAX, policy);
             let (out, used, done) = decode_in_steps(&mut dec, input, step);
             let got = (out, used, done, dec.bare_newline());
             match &reference {
@@ -314,9 +340,13 @@ mod tests {
         reference.unwrap()
     }
 
+    fn data(input: &[u8]) -> (Vec<u8>, usize, bool, bool) {
+        data_with(input, BareNewline::Reject)
+    }
+
     #[test]
     fn data_table() {
-        /// Wire input, stored output, bytes consumed, end seen, bare newline seen.
+        /// Wire input, stored output, bytes consumed, end seen, bare CR/LF seen.
         type Case = (&'static [u8], &'static [u8], usize, bool, bool);
         let cases: &[Case] = &[
             (b".\r\n", b"", 3, true, false),
@@ -328,6 +358,9 @@ mod tests {
             (b"a.\r\n.b\r\n.\r\n", b"a.\nb\n", 11, true, false),
             (b"\x00\xff\xfe\r\n.\r\n", b"\x00\xff\xfe\n", 8, true, false),
             (b"no end\r\n", b"no end\n", 8, false, false),
+            // After a bare LF a dot is content: curl and scripts stuff only after CRLF.
+            (b"a\nb\n..c\r\n.\r\n", b"a\nb\n..c\n", 12, true, true),
+            (b"a\r\n.b\n.c\r\n.\r\n", b"a\nb\n.c\n", 13, true, true),
             // Smuggling forms: none of them ends the body.
             (b"a\n.\nb\r\n.\r\n", b"a\n.\nb\n", 10, true, true),
             (b"a\r\n.\nb\r\n.\r\n", b"a\n\nb\n", 11, true, true),
@@ -337,12 +370,18 @@ mod tests {
             (b"a\r\r\n.\r\n", b"a\r\n", 7, true, true),
         ];
         for &(input, output, consumed, done, bare) in cases {
-            let got = data(input);
+            let show = String::from_utf8_lossy(input);
+            let rejected = data_with(input, BareNewline::Reject);
             assert_eq!(
-                got,
+                rejected,
                 (output.to_vec(), consumed, done, bare),
-                "input {:?}",
-                String::from_utf8_lossy(input)
+                "reject {show:?}"
+            );
+            let normalized = data_with(input, BareNewline::Normalize);
+            assert_eq!(
+                normalized,
+                (output.to_vec(), consumed, done, false),
+                "normalize {show:?}"
             );
         }
     }
@@ -350,10 +389,13 @@ mod tests {
     #[test]
     fn classic_smuggling_payload_stays_one_message() {
         let payload = b"Subject: hi\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nforged\r\n.\r\n";
-        let (out, used, done, bare) = data(payload);
-        assert!(done && bare);
-        assert_eq!(used, payload.len());
-        assert!(out.windows(15).any(|w| w == b"MAIL FROM:<evil"));
+        for policy in [BareNewline::Reject, BareNewline::Normalize] {
+            let (out, used, done, bare) = data_with(payload, policy);
+            assert!(done);
+            assert_eq!(bare, policy == BareNewline::Reject);
+            assert_eq!(used, payload.len());
+            assert!(out.windows(15).any(|w| w == b"MAIL FROM:<evil"));
+        }
     }
 
     #[test]
@@ -367,7 +409,7 @@ mod tests {
 
     #[test]
     fn size_counts_crlf_and_stops_storing_past_limit() {
-        let mut dec = BodyDecoder::data(10);
+        let mut dec = BodyDecoder::data(10, BareNewline::Reject);
         let mut out = Vec::new();
         dec.feed(b"12345\r\n", &mut out);
         assert_eq!(dec.size(), 7);
@@ -396,7 +438,7 @@ mod tests {
     fn header_scan_counts_received_and_keeps_delivered_to() {
         let msg = b"Received: a\r\n\tcontinued\r\nRECEIVED : b\r\nDelivered-To: alice@example.org\r\nSubject: x\r\n\r\nReceived: not a header\r\n.\r\n";
         for step in [1, 5, msg.len()] {
-            let mut dec = BodyDecoder::data(u64::MAX);
+            let mut dec = BodyDecoder::data(u64::MAX, BareNewline::Reject);
             decode_in_steps(&mut dec, msg, step);
             assert_eq!(dec.received_count(), 2);
             assert_eq!(dec.delivered_to(), ["alice@example.org"]);
@@ -405,7 +447,7 @@ mod tests {
 
     #[test]
     fn header_scan_stops_at_a_line_that_is_no_header() {
-        let mut dec = BodyDecoder::data(u64::MAX);
+        let mut dec = BodyDecoder::data(u64::MAX, BareNewline::Reject);
         let mut out = Vec::new();
         dec.feed(b"hello world\r\nReceived: x\r\n.\r\n", &mut out);
         assert_eq!(dec.received_count(), 0);
