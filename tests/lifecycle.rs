@@ -240,6 +240,41 @@ fn shutdown_grace_expiry_closes_unfinished_transactions() {
     assert!(srv.messages("bob").is_empty());
 }
 
+/// A client inside a transaction that pipelines commands and never reads
+/// the replies leaves its worker blocked in a write (bounded only by the
+/// 300 s command timeout). The shutdown must end it once the grace is over.
+#[test]
+fn shutdown_ends_a_session_stuck_writing_to_a_client_that_does_not_read() {
+    use socket2::{Domain, Socket, Type};
+    let mut srv = Server::start_with("", "shutdown_grace = 1", "");
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&srv.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut send = |b: &[u8]| std::io::Write::write_all(&mut stream, b).is_ok();
+    assert!(send(b"EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\n"));
+    // Write until our own write times out: then the server has stopped
+    // reading, because it is blocked writing replies nobody reads. Bounded
+    // at 24 MB of commands.
+    let lines = "NOOP\r\n".repeat(4000);
+    let stuck = (0..1000).any(|_| !send(lines.as_bytes()));
+    assert!(
+        stuck,
+        "the server kept reading although nobody read its replies"
+    );
+    let t0 = Instant::now();
+    srv.signal("TERM");
+    assert_exits_0(&mut srv);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------
 // 4. No new connections once stopping
 // ---------------------------------------------------------------------

@@ -57,7 +57,7 @@ impl Shared {
     }
 
     /// Re-reads the configuration; a bad one is logged and the old kept.
-    /// Listeners and the number of workers are fixed at start.
+    /// Listeners, the number of workers and the queue are fixed at start.
     fn reload(&self) {
         let Some(path) = &self.config_path else {
             log::info!("reload: running on the embedded configuration, nothing to reload");
@@ -73,8 +73,9 @@ impl Shared {
         let old = self.runtime();
         if new.server.listen != old.config.server.listen
             || new.server.workers != old.config.server.workers
+            || new.server.handoff_queue != old.config.server.handoff_queue
         {
-            log::warn!("reload: changes to server.listen and server.workers take effect only after a restart");
+            log::warn!("reload: changes to server.listen, server.workers and server.handoff_queue take effect only after a restart");
         }
         *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Runtime::new(new));
         log::info!("configuration reloaded from {}", path.display());
@@ -134,6 +135,25 @@ impl Registry {
                 let _ = stream.shutdown(Shutdown::Read);
             }
         }
+    }
+
+    /// Shuts every open connection both ways: a session blocked writing to
+    /// a client that does not read fails at once.
+    fn cut(&self) {
+        for (stream, _) in self.lock().open.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Waits until no connection is open, or `until`; true if none is.
+    fn drained(&self, until: Instant) -> bool {
+        while self.open_count() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     fn open_count(&self) -> usize {
@@ -265,14 +285,22 @@ impl Server {
             "shutting down: {} open connections",
             self.shared.registry.open_count()
         );
-        self.shared.registry.wake(false);
-        let deadline = Instant::now() + grace;
+        let registry = &self.shared.registry;
+        registry.wake(false);
         // Sessions check the flag before each command, so one that finishes
         // its transaction says 421 by itself.
-        while self.shared.registry.open_count() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        if !registry.drained(Instant::now() + grace) {
+            // Grace is over: wake the rest to say 421, then cut whoever is
+            // still stuck (say, writing to a client that does not read).
+            registry.wake(true);
+            if !registry.drained(Instant::now() + Duration::from_secs(1)) {
+                log::warn!(
+                    "closing {} connections that did not end",
+                    registry.open_count()
+                );
+                registry.cut();
+            }
         }
-        self.shared.registry.wake(true);
         for w in self.workers {
             let _ = w.join();
         }
