@@ -275,6 +275,37 @@ fn shutdown_ends_a_session_stuck_writing_to_a_client_that_does_not_read() {
     );
 }
 
+/// A second SIGTERM during the grace period ends every connection at once.
+#[test]
+fn a_second_sigterm_cuts_the_grace_short() {
+    let mut srv = Server::start_with("", "shutdown_grace = 60", "");
+    let mut c = srv.connect().hello();
+    open_data(&mut c, "alice@test.example");
+    c.send("Subject: never finished\r\n\r\npartial\r\n");
+    read_timeout(&c, Duration::from_secs(10));
+    let t0 = Instant::now();
+    srv.signal("TERM");
+    assert!(
+        srv.wait_log("shutting down: 1 open connections"),
+        "{}",
+        srv.log()
+    );
+    assert_running(&mut srv);
+    srv.signal("TERM");
+    if let Some(r) = c.try_reply() {
+        assert_eq!(r.code, 421, "{r:?}");
+    }
+    assert!(c.closed());
+    assert_exits_0(&mut srv);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(srv.log().contains("again: closing every connection now"));
+    assert!(srv.messages("alice").is_empty());
+}
+
 // ---------------------------------------------------------------------
 // 4. No new connections once stopping
 // ---------------------------------------------------------------------

@@ -208,7 +208,8 @@ fn bdat_chunks_with_pipelining() {
     assert_eq!(c.reply().code, 250);
     let msgs = srv.messages("alice");
     assert_eq!(msgs.len(), 2);
-    assert!(msgs.iter().any(|m| m.ends_with(b"\n\0\x01\x02bin\n")));
+    // BINARYMIME is stored exactly as sent, CRLF included.
+    assert!(msgs[1].ends_with(b"\n\0\x01\x02bin\r\n"));
 }
 
 #[test]

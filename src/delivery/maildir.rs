@@ -2,6 +2,10 @@
 //! O_EXCL in `tmp/`, written and fsynced, linked into `new/`, and `new/`
 //! fsynced, all before the caller may say 250. A reader never sees a partial
 //! message in `new/`, and a crash leaves at most a stray file in `tmp/`.
+//!
+//! The two halves are separate ([`prepare`], then [`Prepared::commit`]) so
+//! that a message for several mailboxes is written everywhere before it is
+//! made visible anywhere: if one copy cannot be written, none is delivered.
 
 use super::DeliveryError;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -13,15 +17,24 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `prefix` followed by the whole of `body` as one new message in
-/// the Maildir at `dir`, creating the Maildir if needed. Returns the path
-/// of the message in `new/`.
-pub fn deliver(
+/// A copy written and fsynced in `tmp/`, not yet visible. Dropping it
+/// without committing removes the file.
+#[derive(Debug)]
+pub struct Prepared {
+    dir: PathBuf,
+    tmp: PathBuf,
+    new: PathBuf,
+    done: bool,
+}
+
+/// Writes `prefix` followed by the whole of `body` as a new file in the
+/// Maildir's `tmp/`, creating the Maildir if needed, and fsyncs it.
+pub fn prepare(
     dir: &Path,
     prefix: &[u8],
     body: &File,
     hostname: &str,
-) -> Result<PathBuf, DeliveryError> {
+) -> Result<Prepared, DeliveryError> {
     let body_len = body
         .metadata()
         .map_err(|e| DeliveryError::io("spool", &e))?
@@ -53,19 +66,55 @@ pub fn deliver(
         }
         attempts += 1;
     };
-    let tmp_path = tmp_dir.join(&name);
-    let new_path = dir.join("new").join(&name);
-    let written = write_and_sync(&mut file, prefix, body).and_then(|()| {
-        drop(file);
-        std::fs::hard_link(&tmp_path, &new_path)
-    });
-    // The tmp/ name goes whatever happened: on success new/ holds the link.
-    let _ = std::fs::remove_file(&tmp_path);
-    written.map_err(|e| DeliveryError::io(&format!("writing {}", tmp_path.display()), &e))?;
-    File::open(dir.join("new"))
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DeliveryError::io(&format!("syncing {}/new", dir.display()), &e))?;
-    Ok(new_path)
+    let prepared = Prepared {
+        dir: dir.to_path_buf(),
+        tmp: tmp_dir.join(&name),
+        new: dir.join("new").join(&name),
+        done: false,
+    };
+    write_and_sync(&mut file, prefix, body)
+        .map_err(|e| DeliveryError::io(&format!("writing {}", prepared.tmp.display()), &e))?;
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// Links the copy into `new/` and fsyncs `new/`. On error nothing is
+    /// left in `new/`.
+    pub fn commit(mut self) -> Result<PathBuf, DeliveryError> {
+        let linked = std::fs::hard_link(&self.tmp, &self.new);
+        let _ = std::fs::remove_file(&self.tmp);
+        self.done = true;
+        linked.map_err(|e| DeliveryError::io(&format!("linking {}", self.new.display()), &e))?;
+        let synced = File::open(self.dir.join("new")).and_then(|d| d.sync_all());
+        if let Err(e) = synced {
+            let _ = std::fs::remove_file(&self.new);
+            return Err(DeliveryError::io(
+                &format!("syncing {}/new", self.dir.display()),
+                &e,
+            ));
+        }
+        Ok(self.new.clone())
+    }
+
+    /// Where the copy will be once committed.
+    pub fn path(&self) -> &Path {
+        &self.new
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Takes back a committed copy (used when another copy of the same message
+/// failed before the client was told 250). A copy a reader has already
+/// moved on is left where it is.
+pub fn revoke(path: &Path) {
+    let _ = std::fs::remove_file(path);
 }
 
 fn write_and_sync(file: &mut File, prefix: &[u8], body: &File) -> io::Result<()> {
@@ -110,22 +159,32 @@ mod tests {
     use super::*;
     use crate::delivery::spool::Spool;
 
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
     #[test]
-    fn delivers_into_new_and_leaves_tmp_empty() {
-        let root =
-            std::env::temp_dir().join(format!("mailroom-maildir-test-{}", std::process::id()));
+    fn prepare_then_commit_delivers_into_new() {
+        let root = tempdir("commit");
         let mut spool = Spool::create(&root.join("spool")).unwrap();
         spool.write(b"Subject: x\n\nbody\n").unwrap();
         let md = root.join("a/Maildir");
-        let p1 = deliver(&md, b"Return-Path: <>\n", spool.file(), "host/x:y").unwrap();
-        let p2 = deliver(&md, b"Return-Path: <>\n", spool.file(), "host/x:y").unwrap();
-        assert_ne!(p1, p2);
-        let text = std::fs::read_to_string(&p1).unwrap();
-        assert_eq!(text, "Return-Path: <>\nSubject: x\n\nbody\n");
-        let name = p1.file_name().unwrap().to_str().unwrap();
+        let p1 = prepare(&md, b"Return-Path: <>\n", spool.file(), "host/x:y").unwrap();
+        let p2 = prepare(&md, b"Return-Path: <>\n", spool.file(), "host/x:y").unwrap();
+        assert_eq!(
+            (count(&md.join("tmp")), count(&md.join("new"))),
+            (2, 0),
+            "nothing visible before commit"
+        );
+        let (n1, n2) = (p1.commit().unwrap(), p2.commit().unwrap());
+        assert_ne!(n1, n2);
+        assert_eq!(
+            std::fs::read_to_string(&n1).unwrap(),
+            "Return-Path: <>\nSubject: x\n\nbody\n"
+        );
+        let name = n1.file_name().unwrap().to_str().unwrap();
         assert!(name.contains(".host\\057x\\072y,S=33"), "{name}");
-        assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
-        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 2);
+        assert_eq!((count(&md.join("tmp")), count(&md.join("new"))), (0, 2));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(md.join("new"))
             .unwrap()
@@ -133,5 +192,35 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn dropping_a_prepared_copy_leaves_nothing() {
+        let root = tempdir("drop");
+        let spool = Spool::create(&root.join("spool")).unwrap();
+        let md = root.join("a/Maildir");
+        let p = prepare(&md, b"x\n", spool.file(), "h").unwrap();
+        let path = p.path().to_path_buf();
+        drop(p);
+        assert_eq!((count(&md.join("tmp")), count(&md.join("new"))), (0, 0));
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_maildir_under_a_file_fails_temporarily() {
+        let root = tempdir("file");
+        let spool = Spool::create(&root.join("spool")).unwrap();
+        std::fs::write(root.join("plain"), b"").unwrap();
+        let e = prepare(&root.join("plain/Maildir"), b"x\n", spool.file(), "h").unwrap_err();
+        assert_eq!(e.kind, crate::delivery::Failure::Temporary);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mailroom-maildir-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

@@ -86,7 +86,7 @@ pub struct Message<'a> {
 
 pub trait Delivery: Send + Sync {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup;
-    /// Delivers to every recipient; one result per recipient, in order.
+    /// Delivers to the recipients; one result per recipient, in order.
     fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>>;
 }
 
@@ -117,7 +117,9 @@ impl Local {
         if config::bad_local_part(local).is_some() {
             return Lookup::UnknownUser;
         }
-        let key = if self.config.case_insensitive_users {
+        // RFC 5321 4.5.1: postmaster is case-insensitive whatever the setting.
+        let key = if self.config.case_insensitive_users || local.eq_ignore_ascii_case("postmaster")
+        {
             local.to_lowercase()
         } else {
             local.to_string()
@@ -143,37 +145,69 @@ impl Delivery for Local {
         }
     }
 
+    /// All or nothing: every copy is written and fsynced in `tmp/` first,
+    /// and linked into `new/` only when all of them were. If any fails, the
+    /// others are taken back and every recipient gets the failure, so the
+    /// client retries the whole message: without a queue, a 250 for some
+    /// recipients would lose the copies of the others.
     fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
-        let mut results: Vec<Result<(), DeliveryError>> = Vec::with_capacity(msg.recipients.len());
-        for (i, rcpt) in msg.recipients.iter().enumerate() {
-            // One copy per mailbox, however many addresses lead there.
-            if let Some(j) = msg.recipients[..i]
-                .iter()
-                .position(|r| r.target == rcpt.target)
-            {
-                results.push(results[j].clone());
+        // One copy per mailbox, however many addresses lead there.
+        let mut targets: Vec<(&Recipient, maildir::Prepared)> = Vec::new();
+        let mut failure = None;
+        for rcpt in msg.recipients {
+            if targets.iter().any(|(r, _)| r.target == rcpt.target) {
                 continue;
             }
             let prefix = format!(
                 "Return-Path: <{}>\nDelivered-To: {}\n",
                 msg.reverse_path, rcpt.address
             );
-            let result = match &rcpt.target {
-                Target::Maildir(dir) => {
-                    maildir::deliver(dir, prefix.as_bytes(), msg.body, &self.config.hostname)
+            let Target::Maildir(dir) = &rcpt.target;
+            match maildir::prepare(dir, prefix.as_bytes(), msg.body, &self.config.hostname) {
+                Ok(p) => targets.push((rcpt, p)),
+                Err(e) => {
+                    log::warn!("{}: delivery to <{}> failed: {e}", msg.id, rcpt.address);
+                    failure = Some(e);
+                    break;
                 }
-            };
-            match &result {
-                Ok(path) => log::info!(
-                    "{}: delivered to <{}> at {}",
-                    msg.id,
-                    rcpt.address,
-                    path.display()
-                ),
-                Err(e) => log::warn!("{}: delivery to <{}> failed: {}", msg.id, rcpt.address, e),
             }
-            results.push(result.map(|_| ()));
         }
-        results
+        let mut committed = Vec::new();
+        if failure.is_none() {
+            for (rcpt, p) in targets {
+                match p.commit() {
+                    Ok(path) => committed.push((rcpt, path)),
+                    Err(e) => {
+                        log::warn!("{}: delivery to <{}> failed: {e}", msg.id, rcpt.address);
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        // Prepared copies not committed are removed as they drop.
+        match failure {
+            None => {
+                for (rcpt, path) in &committed {
+                    log::info!(
+                        "{}: delivered to <{}> at {}",
+                        msg.id,
+                        rcpt.address,
+                        path.display()
+                    );
+                }
+                msg.recipients.iter().map(|_| Ok(())).collect()
+            }
+            Some(e) => {
+                for (_, path) in &committed {
+                    maildir::revoke(path);
+                }
+                log::warn!(
+                    "{}: not delivered to any recipient; the client will retry",
+                    msg.id
+                );
+                msg.recipients.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
     }
 }

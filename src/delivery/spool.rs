@@ -20,7 +20,6 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
 
 pub struct Spool {
     file: File,
-    len: u64,
 }
 
 impl Spool {
@@ -38,7 +37,7 @@ impl Spool {
             {
                 Ok(file) => {
                     std::fs::remove_file(&path)?;
-                    return Ok(Spool { file, len: 0 });
+                    return Ok(Spool { file });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dir => {
                     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
@@ -52,17 +51,7 @@ impl Spool {
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.file.write_all(bytes)
     }
 
     pub fn file(&self) -> &File {
@@ -81,7 +70,6 @@ mod tests {
         let mut s = Spool::create(&dir.join("sub")).unwrap();
         s.write(b"hello ").unwrap();
         s.write(b"world").unwrap();
-        assert_eq!(s.len(), 11);
         assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), 0);
         let mut f = s.file();
         f.rewind().unwrap();

@@ -42,7 +42,10 @@ pub struct Acceptor {
     waker: Arc<Waker>,
     signals: Signals,
     listeners: Vec<TcpListener>,
-    tx: Sender<Job>,
+    /// Dropped when accepting stops, which tells idle workers to finish.
+    tx: Option<Sender<Job>>,
+    /// Dropped when accepting stops, which starts the shutdown in `wait`.
+    stopping: Option<Sender<()>>,
     shared: Arc<Shared>,
 }
 
@@ -50,6 +53,7 @@ impl Acceptor {
     pub fn new(
         mut listeners: Vec<TcpListener>,
         tx: Sender<Job>,
+        stopping: Sender<()>,
         shared: Arc<Shared>,
     ) -> io::Result<Acceptor> {
         let poll = Poll::new()?;
@@ -65,7 +69,8 @@ impl Acceptor {
             waker,
             signals,
             listeners,
-            tx,
+            tx: Some(tx),
+            stopping: Some(stopping),
             shared,
         })
     }
@@ -74,8 +79,10 @@ impl Acceptor {
         self.waker.clone()
     }
 
-    /// Runs until a stop is asked for; returning drops the listeners and
-    /// the channel, which tells the workers to finish.
+    /// Accepts until a stop is asked for, then closes the listeners and
+    /// the channel (which tells the workers to finish) and keeps watching
+    /// the signals, so that a second SIGTERM or SIGINT can hurry the
+    /// shutdown, until the server is finished.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(64);
         // After an accept error (out of file descriptors, say) pending
@@ -98,9 +105,14 @@ impl Acceptor {
                     Token(i) => ready.push(i),
                 }
             }
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                log::info!("no longer accepting connections");
+            if self.shared.finished.load(Ordering::SeqCst) {
                 return;
+            }
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                if self.tx.is_some() {
+                    self.stop_accepting();
+                }
+                continue;
             }
             if retry {
                 ready = (0..self.listeners.len()).collect();
@@ -112,10 +124,24 @@ impl Acceptor {
         }
     }
 
+    fn stop_accepting(&mut self) {
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        self.tx = None;
+        self.stopping = None;
+        log::info!("no longer accepting connections");
+    }
+
     fn signals(&mut self) {
         for sig in self.signals.pending() {
             match sig {
                 SIGHUP => self.shared.reload(),
+                _ if self.shared.shutdown.load(Ordering::SeqCst) => {
+                    log::warn!("signal {sig} again: closing every connection now");
+                    self.shared.force.store(true, Ordering::SeqCst);
+                }
                 _ => {
                     log::info!("signal {sig}: stopping");
                     self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -144,9 +170,21 @@ impl Acceptor {
         let rt = self.shared.runtime();
         let host = &rt.config.hostname;
         let ip = peer.ip().to_canonical();
+        let Some(tx) = &self.tx else {
+            refuse(stream, &reply::shutting_down(host));
+            return;
+        };
+        let clone = match stream.try_clone() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("refused {peer}: {e}");
+                refuse(stream, &reply::too_busy(host));
+                return;
+            }
+        };
         let Some(ticket) = admit(
             &self.shared,
-            &stream,
+            clone,
             ip,
             rt.config.server.max_connections_per_ip,
         ) else {
@@ -161,7 +199,7 @@ impl Acceptor {
             log::warn!("dropping {peer}: {e}");
             return;
         }
-        match self.tx.try_send(Job {
+        match tx.try_send(Job {
             stream,
             peer,
             ticket,

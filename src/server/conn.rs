@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 const READ_BUFFER: usize = 64 * 1024;
 /// Decoded body bytes are written to the spool in pieces of this size.
 const SPOOL_WRITE: usize = 64 * 1024;
+/// Replies queued beyond this are written at once.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// A byte stream with settable timeouts: plain TCP now, TLS later.
 pub trait Transport: Read + Write {
@@ -128,10 +130,21 @@ impl<S: Transport> Conn<S> {
         }
     }
 
-    /// Reads one line of at most `max` octets including its line end. A
-    /// longer line is read to its end and dropped. Lines end at LF; a CR
-    /// before it is removed.
-    fn read_line(&mut self, max: usize) -> Result<Line, Stop> {
+    /// Reads more input within `deadline`, waiting at most `block` for any
+    /// one read.
+    fn fill_by(&mut self, deadline: Instant, block: Duration) -> Result<(), Stop> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Stop::Timeout);
+        }
+        self.stream.set_read_timeout(left.min(block))?;
+        self.fill()
+    }
+
+    /// Reads one line of at most `max` octets including its line end, by
+    /// `deadline`. A longer line is read to its end and dropped. Lines end
+    /// at LF; a CR before it is removed.
+    fn read_line(&mut self, max: usize, deadline: Instant) -> Result<Line, Stop> {
         let mut scanned = 0;
         let mut too_long = false;
         loop {
@@ -157,7 +170,7 @@ impl<S: Transport> Conn<S> {
                 self.consume(scanned);
                 scanned = 0;
             }
-            self.fill()?;
+            self.fill_by(deadline, Duration::MAX)?;
         }
     }
 
@@ -171,8 +184,14 @@ impl<S: Transport> Conn<S> {
         &self.rbuf[range]
     }
 
-    fn queue(&mut self, reply: &Reply, enhanced: bool) {
+    /// Queues a reply; a client that pipelines more than a buffer's worth
+    /// of commands without reading gets them written now.
+    fn queue(&mut self, reply: &Reply, enhanced: bool) -> Result<(), Stop> {
         reply.write_to(&mut self.wbuf, enhanced);
+        if self.wbuf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), Stop> {
@@ -196,11 +215,13 @@ pub struct Context {
     pub busy: Arc<AtomicBool>,
 }
 
-/// A body being received: its spool (or why there is none) and decoder.
+/// A body being received: its spool (or why there is none), its decoder,
+/// and the deadline for the whole transfer.
 struct Body {
     spool: Result<Spool, DeliveryError>,
     decoder: BodyDecoder,
     out: Vec<u8>,
+    deadline: Instant,
 }
 
 impl Body {
@@ -218,9 +239,10 @@ impl Body {
             decoder: if dotted {
                 BodyDecoder::data(max, ctx.config.bare_newline)
             } else {
-                BodyDecoder::chunked(max)
+                BodyDecoder::chunked(max, session.binary_body())
             },
             out: Vec::with_capacity(SPOOL_WRITE + READ_BUFFER),
+            deadline: Instant::now() + ctx.config.timeouts.data_total,
         }
     }
 
@@ -241,14 +263,18 @@ impl Body {
         self.out.clear();
     }
 
-    fn finish(&mut self) -> BodyReport {
-        self.decoder.finish(&mut self.out);
-        self.write_out();
+    /// The state so far; `last` ends the body.
+    fn report(&mut self, last: bool) -> BodyReport {
+        if last {
+            self.decoder.finish(&mut self.out);
+            self.write_out();
+        }
         BodyReport {
             size: self.decoder.size(),
             too_big: self.decoder.too_big(),
             bare_newline: self.decoder.bare_newline(),
             received_count: self.decoder.received_count(),
+            delivered_to: self.decoder.delivered_to().to_vec(),
             spool_error: self.spool.as_ref().err().cloned(),
         }
     }
@@ -257,20 +283,20 @@ impl Body {
 /// Runs one SMTP session to its end.
 pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
     let mut conn = Conn::new(stream, ctx.config.server.max_command_line);
-    let host = ctx.config.hostname.clone();
+    let host = &ctx.config.hostname;
     let ended = drive(&mut conn, &mut session, ctx);
     let farewell = match &ended {
-        Ok(()) | Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
         Ok(()) => None,
-        Err(Stop::Timeout) => Some(reply::timeout(&host)),
-        Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(&host)),
-        Err(Stop::Io(_)) => None,
+        Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
+        Err(Stop::Timeout) => Some(reply::timeout(host)),
+        Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(host)),
+        Err(Stop::Io(e)) => {
+            log::info!("session ended by IO error: {e}");
+            None
+        }
     };
-    if let Err(Stop::Io(e)) = &ended {
-        log::info!("session ended by IO error: {e}");
-    }
     if let Some(r) = farewell {
-        conn.queue(&r, true);
+        let _ = conn.queue(&r, session.enhanced_codes());
     }
     let _ = conn.flush();
 }
@@ -282,36 +308,33 @@ fn drive<S: Transport>(
 ) -> Result<(), Stop> {
     let t = &ctx.config.timeouts;
     conn.stream.set_write_timeout(t.command)?;
-    conn.queue(&session.greeting(), false);
+    conn.queue(&session.greeting(), false)?;
     let mut body: Option<Body> = None;
     loop {
         ctx.busy.store(session.in_transaction(), Ordering::SeqCst);
         if ctx.shutdown.load(Ordering::SeqCst) && !session.in_transaction() {
             return Err(Stop::Shutdown);
         }
-        conn.stream.set_read_timeout(t.command)?;
-        let response = match conn.read_line(ctx.config.server.max_command_line)? {
+        let deadline = Instant::now() + t.command;
+        let response = match conn.read_line(ctx.config.server.max_command_line, deadline)? {
             Line::TooLong => {
-                conn.queue(&reply::line_too_long(), session.enhanced_codes());
+                conn.queue(&reply::line_too_long(), session.enhanced_codes())?;
                 continue;
             }
             Line::Complete(range) => session.command(conn.line(range)),
         };
-        let enhanced = session.enhanced_codes();
         if let Some(r) = &response.reply {
-            conn.queue(r, enhanced);
+            conn.queue(r, session.enhanced_codes())?;
         }
-        match response.action {
-            Action::Continue => {}
+        let r = match response.action {
+            Action::Continue => continue,
             Action::Close => return Ok(()),
             Action::ReceiveData => {
                 ctx.busy.store(true, Ordering::SeqCst);
                 let mut b = Body::new(ctx, session, true);
                 receive_data(conn, &mut b, ctx)?;
-                let report = b.finish();
-                let verdict = session.body_received(&report);
-                let r = conclude(verdict, Some(&b), session, ctx);
-                conn.queue(&r, session.enhanced_codes());
+                let verdict = session.body_received(&b.report(true));
+                conclude(verdict, Some(&b), session, ctx)
             }
             Action::ReceiveChunk {
                 size,
@@ -322,37 +345,23 @@ fn drive<S: Transport>(
                 if start {
                     body = Some(Body::new(ctx, session, false));
                 }
-                let target = if discard { None } else { body.as_mut() };
-                receive_chunk(conn, target, size, ctx)?;
                 if discard {
+                    receive_chunk(conn, None, size, ctx)?;
                     let verdict = session.chunk_received(last, &BodyReport::default());
-                    let r = conclude(verdict, None, session, ctx);
-                    conn.queue(&r, session.enhanced_codes());
-                    continue;
+                    conclude(verdict, None, session, ctx)
+                } else {
+                    let b = body.as_mut().expect("a chunk without start has a body");
+                    receive_chunk(conn, Some(&mut *b), size, ctx)?;
+                    let verdict = session.chunk_received(last, &b.report(last));
+                    let r = conclude(verdict, Some(b), session, ctx);
+                    if last || !r.is_positive() {
+                        body = None;
+                    }
+                    r
                 }
-                let b = body.as_mut().expect("a chunk without start has a body");
-                let report = if last { b.finish() } else { b.report() };
-                let verdict = session.chunk_received(last, &report);
-                let r = conclude(verdict, Some(b), session, ctx);
-                if last || !r.is_positive() {
-                    body = None;
-                }
-                conn.queue(&r, session.enhanced_codes());
             }
-        }
-    }
-}
-
-impl Body {
-    /// The state so far, between chunks.
-    fn report(&self) -> BodyReport {
-        BodyReport {
-            size: self.decoder.size(),
-            too_big: self.decoder.too_big(),
-            bare_newline: false,
-            received_count: self.decoder.received_count(),
-            spool_error: self.spool.as_ref().err().cloned(),
-        }
+        };
+        conn.queue(&r, session.enhanced_codes())?;
     }
 }
 
@@ -385,7 +394,6 @@ fn receive_data<S: Transport>(
     body: &mut Body,
     ctx: &Context,
 ) -> Result<(), Stop> {
-    let deadline = Instant::now() + ctx.config.timeouts.data_total;
     loop {
         if !conn.buffered().is_empty() {
             let f = body.feed(conn.buffered());
@@ -394,19 +402,27 @@ fn receive_data<S: Transport>(
                 return Ok(());
             }
         }
-        set_data_timeout(conn, deadline, ctx)?;
-        conn.fill()?;
+        conn.fill_by(body.deadline, ctx.config.timeouts.data_block)?;
     }
 }
 
-/// Reads exactly `size` octets of a chunk into `body`, or drops them.
+/// Reads exactly `size` octets of a chunk into `body`, or drops them. The
+/// body's deadline covers all its chunks; a dropped chunk gets its own.
 fn receive_chunk<S: Transport>(
     conn: &mut Conn<S>,
     mut body: Option<&mut Body>,
     size: u64,
     ctx: &Context,
 ) -> Result<(), Stop> {
-    let deadline = Instant::now() + ctx.config.timeouts.data_total;
+    let t = &ctx.config.timeouts;
+    let deadline = body
+        .as_ref()
+        .map_or_else(|| Instant::now() + t.data_total, |b| b.deadline);
+    // Chunks that arrive whole with their command never wait for a read,
+    // so the transfer's deadline is checked here too.
+    if Instant::now() >= deadline {
+        return Err(Stop::Timeout);
+    }
     let mut left = size;
     loop {
         let n = (conn.buffered().len() as u64).min(left) as usize;
@@ -420,23 +436,8 @@ fn receive_chunk<S: Transport>(
         if left == 0 {
             return Ok(());
         }
-        set_data_timeout(conn, deadline, ctx)?;
-        conn.fill()?;
+        conn.fill_by(deadline, t.data_block)?;
     }
-}
-
-fn set_data_timeout<S: Transport>(
-    conn: &mut Conn<S>,
-    deadline: Instant,
-    ctx: &Context,
-) -> Result<(), Stop> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(Stop::Timeout);
-    }
-    conn.stream
-        .set_read_timeout(left.min(ctx.config.timeouts.data_block))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -508,6 +509,7 @@ mod tests {
     struct Outcome {
         replies: Vec<String>,
         writes: usize,
+        largest_write: usize,
         bodies: Vec<Vec<u8>>,
     }
 
@@ -550,6 +552,7 @@ mod tests {
         Outcome {
             replies,
             writes: mem.writes.len(),
+            largest_write: mem.writes.iter().map(Vec::len).max().unwrap_or(0),
             bodies,
         }
     }
@@ -576,6 +579,20 @@ mod tests {
         // the whole batch.
         assert_eq!(o.writes, 2, "replies to a pipelined batch go out together");
         assert_eq!(stored(&o.bodies[0]), b"Subject: s\n\nhi\n");
+    }
+
+    #[test]
+    fn replies_to_a_huge_pipelined_batch_are_written_in_bounded_pieces() {
+        let mut input = b"EHLO c.example\r\n".repeat(2000);
+        input.extend_from_slice(b"QUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(o.replies.len(), 2002);
+        assert!(o.writes > 3, "{} writes", o.writes);
+        assert!(
+            o.largest_write < WRITE_BUFFER + 1024,
+            "{} octets in one write",
+            o.largest_write
+        );
     }
 
     #[test]
@@ -630,7 +647,8 @@ mod tests {
         assert_eq!(codes(&o), [220, 250, 250, 250, 250, 250, 250, 221]);
         assert_eq!(o.replies[4], "250 2.0.0 10 octets received");
         assert_eq!(o.replies[5], "250 2.0.0 21 octets received");
-        assert_eq!(stored(&o.bodies[0]), b"Subject: \n\nbody\0\xff\n");
+        // BINARYMIME: stored exactly, CRLF and all.
+        assert_eq!(stored(&o.bodies[0]), b"Subject: \r\n\r\nbody\0\xff\r\n");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Shared {
     /// Where the configuration came from; `None` for the embedded one.
     config_path: Option<PathBuf>,
     shutdown: Arc<AtomicBool>,
+    /// A second stop signal: end every connection now.
+    force: AtomicBool,
+    /// The shutdown is complete; the acceptor may end.
+    finished: AtomicBool,
     registry: Registry,
 }
 
@@ -145,10 +149,11 @@ impl Registry {
         }
     }
 
-    /// Waits until no connection is open, or `until`; true if none is.
-    fn drained(&self, until: Instant) -> bool {
+    /// Waits until no connection is open, or `until`, or `force`; true if
+    /// none is open.
+    fn drained(&self, until: Instant, force: &AtomicBool) -> bool {
         while self.open_count() > 0 {
-            if Instant::now() >= until {
+            if Instant::now() >= until || force.load(Ordering::SeqCst) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -162,8 +167,8 @@ impl Registry {
 }
 
 /// Admits a connection unless its address already has `max` open.
-fn admit(shared: &Arc<Shared>, stream: &TcpStream, ip: IpAddr, max: usize) -> Option<Ticket> {
-    let clone = stream.try_clone().ok()?;
+/// `clone` is the registry's own handle on the connection's socket.
+fn admit(shared: &Arc<Shared>, clone: TcpStream, ip: IpAddr, max: usize) -> Option<Ticket> {
     let mut r = shared.registry.lock();
     let n = r.per_ip.entry(ip).or_insert(0);
     if *n >= max {
@@ -203,6 +208,8 @@ impl std::error::Error for StartError {}
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Disconnects when the acceptor stops accepting.
+    stopping: crossbeam_channel::Receiver<()>,
     acceptor: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     waker: Arc<mio::Waker>,
@@ -240,9 +247,12 @@ impl Server {
             runtime: RwLock::new(Arc::new(Runtime::new(config))),
             config_path,
             shutdown: Arc::new(AtomicBool::new(false)),
+            force: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             registry: Registry::default(),
         });
-        let acceptor = acceptor::Acceptor::new(listeners, tx, shared.clone())
+        let (stopping_tx, stopping) = crossbeam_channel::bounded(1);
+        let acceptor = acceptor::Acceptor::new(listeners, tx, stopping_tx, shared.clone())
             .map_err(|e| StartError(format!("cannot start the acceptor: {e}")))?;
         let waker = acceptor.waker();
         let acceptor = std::thread::Builder::new()
@@ -253,6 +263,7 @@ impl Server {
             .map_err(|e| StartError(format!("cannot start worker threads: {e}")))?;
         Ok(Server {
             shared,
+            stopping,
             acceptor,
             workers,
             waker,
@@ -279,7 +290,9 @@ impl Server {
     /// lets open transactions finish within the grace period, says 421 to
     /// everyone else, and returns when all workers are done.
     pub fn wait(self) {
-        let _ = self.acceptor.join();
+        // Returns once the acceptor drops its end: it stopped accepting.
+        let _ = self.stopping.recv();
+        let force = &self.shared.force;
         let grace = self.shared.runtime().config.server.shutdown_grace;
         log::info!(
             "shutting down: {} open connections",
@@ -289,11 +302,11 @@ impl Server {
         registry.wake(false);
         // Sessions check the flag before each command, so one that finishes
         // its transaction says 421 by itself.
-        if !registry.drained(Instant::now() + grace) {
+        if !registry.drained(Instant::now() + grace, force) {
             // Grace is over: wake the rest to say 421, then cut whoever is
             // still stuck (say, writing to a client that does not read).
             registry.wake(true);
-            if !registry.drained(Instant::now() + Duration::from_secs(1)) {
+            if !registry.drained(Instant::now() + Duration::from_secs(1), force) {
                 log::warn!(
                     "closing {} connections that did not end",
                     registry.open_count()
@@ -304,6 +317,9 @@ impl Server {
         for w in self.workers {
             let _ = w.join();
         }
+        self.shared.finished.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        let _ = self.acceptor.join();
         log::info!("stopped");
     }
 }

@@ -61,6 +61,8 @@ pub struct Feed {
 pub struct BodyDecoder {
     state: State,
     dotted: bool,
+    /// CRLF becomes LF (all but BINARYMIME bodies).
+    text: bool,
     bare: BareNewline,
     max_size: u64,
     size: u64,
@@ -72,18 +74,20 @@ pub struct BodyDecoder {
 impl BodyDecoder {
     /// A decoder for a dot-terminated DATA body.
     pub fn data(max_size: u64, bare: BareNewline) -> BodyDecoder {
-        BodyDecoder::new(true, bare, max_size)
+        BodyDecoder::new(true, true, bare, max_size)
     }
 
-    /// A decoder for the chunks of one BDAT transaction.
-    pub fn chunked(max_size: u64) -> BodyDecoder {
-        BodyDecoder::new(false, BareNewline::Normalize, max_size)
+    /// A decoder for the chunks of one BDAT transaction. A `binary`
+    /// (BODY=BINARYMIME) body is stored exactly as sent, CRLF included.
+    pub fn chunked(max_size: u64, binary: bool) -> BodyDecoder {
+        BodyDecoder::new(false, !binary, BareNewline::Normalize, max_size)
     }
 
-    fn new(dotted: bool, bare: BareNewline, max_size: u64) -> BodyDecoder {
+    fn new(dotted: bool, text: bool, bare: BareNewline, max_size: u64) -> BodyDecoder {
         BodyDecoder {
             state: if dotted { State::LineStart } else { State::Mid },
             dotted,
+            text,
             bare,
             max_size,
             size: 0,
@@ -135,7 +139,7 @@ impl BodyDecoder {
                 State::Mid => {
                     let run = input[i..]
                         .iter()
-                        .position(|&c| c == b'\r' || (c == b'\n' && self.dotted))
+                        .position(|&c| (c == b'\r' && self.text) || (c == b'\n' && self.dotted))
                         .unwrap_or(input.len() - i);
                     self.emit(&input[i..i + run], out);
                     i += run;
@@ -275,7 +279,11 @@ impl HeaderScan {
     }
 
     fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
+        let mut line = std::mem::take(&mut self.line);
+        // Binary bodies keep their CRLF line ends.
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
         match line.first() {
             None => self.done = true,
             Some(b' ' | b'\t') => {}
@@ -421,7 +429,7 @@ mod tests {
 
     #[test]
     fn chunked_converts_crlf_across_chunk_boundaries() {
-        let mut dec = BodyDecoder::chunked(u64::MAX);
+        let mut dec = BodyDecoder::chunked(u64::MAX, false);
         let mut out = Vec::new();
         for chunk in [&b"a\r"[..], b"\nb\n.\n\r", b"c\r"] {
             let f = dec.feed(chunk, &mut out);
@@ -432,6 +440,23 @@ mod tests {
         assert_eq!(out, b"a\nb\n.\n\rc\r");
         assert!(!dec.bare_newline());
         assert_eq!(dec.size(), 10, "the size is the octets sent");
+    }
+
+    #[test]
+    fn binary_chunks_are_stored_exactly() {
+        let mut dec = BodyDecoder::chunked(u64::MAX, true);
+        let mut out = Vec::new();
+        for chunk in [
+            &b"Received: x\r\nDelivered-To: a@b\r"[..],
+            b"\n\r\n\0\r\n\r",
+        ] {
+            dec.feed(chunk, &mut out);
+        }
+        dec.finish(&mut out);
+        assert_eq!(out, b"Received: x\r\nDelivered-To: a@b\r\n\r\n\0\r\n\r");
+        assert_eq!(dec.size(), 38);
+        assert_eq!(dec.received_count(), 1);
+        assert_eq!(dec.delivered_to(), ["a@b"]);
     }
 
     #[test]

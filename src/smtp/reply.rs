@@ -67,10 +67,6 @@ impl Reply {
         self.code < 400
     }
 
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     /// Appends the wire form. `enhanced` says whether the session shows
     /// enhanced status codes (RFC 2034: only once the client used EHLO).
     pub fn write_to(&self, out: &mut Vec<u8>, enhanced: bool) {
@@ -99,8 +95,12 @@ impl fmt::Display for Reply {
     }
 }
 
+/// Longest reply text: with `550-5.1.1 ` before it and CRLF after it, a
+/// line stays within RFC 5321's 512 octets (4.5.3.1.5).
+const MAX_TEXT: usize = 500;
+
 fn clean(text: Cow<'static, str>) -> Cow<'static, str> {
-    if text.chars().any(char::is_control) {
+    let text = if text.chars().any(char::is_control) {
         Cow::Owned(
             text.chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
@@ -108,7 +108,15 @@ fn clean(text: Cow<'static, str>) -> Cow<'static, str> {
         )
     } else {
         text
+    };
+    if text.len() <= MAX_TEXT {
+        return text;
     }
+    let mut end = MAX_TEXT - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &text[..end]))
 }
 
 const fn e(class: u8, subject: u16, detail: u16) -> Option<Enhanced> {
@@ -256,6 +264,13 @@ pub fn message_too_big() -> Reply {
 pub fn mail_loop() -> Reply {
     Reply::new(554, e(5, 4, 6), "Error: too many hops (mail loop detected)")
 }
+pub fn delivered_to_loop(rcpt: &str) -> Reply {
+    Reply::new(
+        554,
+        e(5, 4, 6),
+        format!("Error: mail loop: already delivered to <{rcpt}>"),
+    )
+}
 pub fn no_valid_recipients() -> Reply {
     Reply::new(554, e(5, 5, 1), "Error: no valid recipients")
 }
@@ -288,6 +303,17 @@ mod tests {
         let wire = r.render(true);
         assert_eq!(wire.matches("\r\n").count(), 1);
         assert!(wire.starts_with("550 5.1.1 <evil  250 ok>"));
+    }
+
+    #[test]
+    fn lines_stay_within_512_octets() {
+        for arg in ["x".repeat(5000), "ü".repeat(3000)] {
+            let r = bad_helo(&arg).line(arg.clone());
+            for line in r.render(true).split_inclusive("\r\n") {
+                assert!(line.len() <= 512, "{} octets", line.len());
+                assert!(line.ends_with("...\r\n"));
+            }
+        }
     }
 
     #[test]
@@ -339,6 +365,7 @@ mod tests {
             utf8_not_permitted(),
             message_too_big(),
             mail_loop(),
+            delivered_to_loop("x"),
             no_valid_recipients(),
             delivery_failed("x".into()),
         ];

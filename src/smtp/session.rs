@@ -65,6 +65,8 @@ pub struct BodyReport {
     pub too_big: bool,
     pub bare_newline: bool,
     pub received_count: usize,
+    /// The values of the message's `Delivered-To:` fields.
+    pub delivered_to: Vec<String>,
     /// Writing the spool failed.
     pub spool_error: Option<DeliveryError>,
 }
@@ -159,8 +161,11 @@ impl Session {
         self.tx.is_some()
     }
 
-    pub fn hostname(&self) -> &str {
-        &self.config.hostname
+    /// The open transaction declared BODY=BINARYMIME: store it unchanged.
+    pub fn binary_body(&self) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.params.body == Some(BodyType::BinaryMime))
     }
 
     /// Handles one command line (without its line end).
@@ -331,7 +336,11 @@ impl Session {
             Lookup::Local(r) => {
                 log::debug!("{}: to=<{shown}> accepted", tx.id);
                 if tx.first_rcpt.is_none() {
-                    tx.first_rcpt = Some(shown);
+                    // `for` needs a Mailbox (RFC 5321 4.4): qualify postmaster.
+                    tx.first_rcpt = Some(match path {
+                        ForwardPath::Postmaster => format!("postmaster@{}", self.config.hostname),
+                        ForwardPath::Mailbox(_) => shown,
+                    });
                 }
                 tx.rcpts.push(r);
                 reply::recipient_ok()
@@ -472,6 +481,17 @@ impl Session {
         if report.received_count > MAX_HOPS {
             return refuse("mail loop", reply::mail_loop());
         }
+        // A copy that was already delivered to one of these recipients has
+        // come back: deliver it again and it would go round for ever.
+        let looped = tx.rcpts.iter().find(|r| {
+            report
+                .delivered_to
+                .iter()
+                .any(|d| d.trim_matches(['<', '>']).eq_ignore_ascii_case(&r.address))
+        });
+        if let Some(r) = looped {
+            return refuse("mail loop", reply::delivered_to_loop(&r.address));
+        }
         let to: Vec<String> = tx
             .rcpts
             .iter()
@@ -506,12 +526,14 @@ impl Session {
         Verdict::Reply(reply::chunk_ok(octets))
     }
 
-    /// The final reply for a delivered envelope: 250 if any recipient got
-    /// the message, otherwise a temporary failure if any failure was
-    /// temporary, otherwise a permanent one.
+    /// The final reply for a delivered envelope: 250 only if every
+    /// recipient got the message (SMTP has one reply for all of them, and
+    /// until failed recipients can be bounced a 250 would lose their
+    /// copies); otherwise a temporary failure if any failure was temporary,
+    /// so that the client retries, otherwise a permanent one.
     pub fn delivered(&self, env: &Envelope, results: &[Result<(), DeliveryError>]) -> Reply {
         let errors: Vec<&DeliveryError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-        if errors.len() < results.len() {
+        if errors.is_empty() {
             return reply::queued(&env.id);
         }
         let kind = if errors.iter().any(|e| e.kind == Failure::DiskFull) {
@@ -929,7 +951,8 @@ mod tests {
         };
         let cases: Vec<(Vec<Result<(), DeliveryError>>, u16)> = vec![
             (vec![Ok(())], 250),
-            (vec![Ok(()), perm()], 250),
+            (vec![Ok(()), perm()], 554),
+            (vec![Ok(()), temp()], 451),
             (vec![temp(), temp()], 451),
             (vec![temp(), full()], 452),
             (vec![perm(), perm()], 554),
