@@ -333,6 +333,7 @@ fn address_forms() {
         "RCPT TO:<\"alice\"@test.example>",
         "RCPT TO:<@relay1.example,@relay2.example:bob@test.example>",
         "RCPT TO:<alice@[127.0.0.1]>",
+        "RCPT TO:<alice@[IPv6:::1]>",
         "RCPT TO: <alice@localhost>",
         "RCPT TO:alice@test.example",
         "RCPT TO:<postmaster>",
@@ -345,6 +346,8 @@ fn address_forms() {
     }
     for (line, code) in [
         ("RCPT TO:<alice@[192.0.2.1]>", 550),
+        ("RCPT TO:<alice@[IPv6:2001:db8::1]>", 550),
+        ("RCPT TO:<alice@[x-tag:whatever]>", 550),
         ("RCPT TO:<../etc@test.example>", 501),
         ("RCPT TO:<\"../etc\"@test.example>", 550),
         ("RCPT TO:<\"a/b\"@test.example>", 550),
@@ -444,4 +447,58 @@ fn case_sensitive_users_when_configured() {
     c.expect("MAIL FROM:<a@remote.example>", 250);
     c.expect("RCPT TO:<alice@TEST.example>", 250);
     c.expect("RCPT TO:<Alice@test.example>", 550);
+}
+
+/// Memory per session is bounded by the line buffer, never by the message:
+/// the server's peak resident size stays far below one 24 MB message.
+#[test]
+fn a_large_message_is_streamed_not_buffered() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<a@remote.example> SIZE=24600000", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    c.expect("RCPT TO:<bob@test.example>", 250);
+    c.expect("DATA", 354);
+    c.send("Subject: big\r\n\r\n");
+    let line = format!("{}\r\n", "x".repeat(998));
+    let block = line.repeat(1000);
+    for _ in 0..24 {
+        c.send(&block);
+    }
+    c.send(".\r\n");
+    assert_eq!(c.reply().code, 250);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    assert!(
+        peak_kb < 16 * 1024,
+        "peak RSS {peak_kb} kB for a 24 MB message"
+    );
+    for user in ["alice", "bob"] {
+        let msgs = srv.messages(user);
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].len() > 23_976_000, "{} octets", msgs[0].len());
+    }
+}
+
+#[test]
+fn bodies_never_reach_the_log() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "a@remote.example",
+        &["alice@test.example"],
+        "Subject: secret-subject-7f3a\r\n\r\nsecret-body-91c2\r\n",
+    );
+    assert_eq!(r.code, 250);
+    assert!(srv.wait_log("delivered to"));
+    let log = srv.log();
+    assert!(
+        !log.contains("secret-body-91c2") && !log.contains("secret-subject-7f3a"),
+        "{log}"
+    );
+    assert!(log.contains("accepted from=<a@remote.example>"), "{log}");
 }
