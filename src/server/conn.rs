@@ -3,10 +3,10 @@
 //! reads message bodies straight into the spool, calls delivery, and sends
 //! the replies.
 //!
-//! Replies are buffered and written only when the driver is about to block
-//! for more input, so a pipelining client (RFC 2920) that sends a whole
-//! batch of commands in one write gets all the replies, in order, in one
-//! write. Timeouts are set per phase here (RFC 5321 4.5.3.2); on expiry the
+//! Replies are buffered and written when the driver is about to block for
+//! more input (or the buffer is full), so a pipelining client (RFC 2920)
+//! that sends a whole batch of commands in one write gets all the replies,
+//! in order, in one write. Timeouts are set per phase here (RFC 5321 4.5.3.2); on expiry the
 //! client gets 421 and the connection is closed. The driver is generic over
 //! its stream so that TLS can wrap it.
 
