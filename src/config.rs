@@ -38,7 +38,79 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Virtual mailboxes by local part (lower case when
     /// `case_insensitive_users` is on).
-    pub mailboxes: BTreeMap<String, Mailbox>,
+    pub mailboxes: BTreeMap<String, VirtualMailbox>,
+    /// The aliases file, if any.
+    pub aliases: Option<PathBuf>,
+    /// Deliver to the accounts of the passwd database.
+    pub system_users: bool,
+    pub users: Users,
+    /// Whose privileges alias pipes and files run with when the server is
+    /// root and nothing better is known (never root itself).
+    pub pipe_user: String,
+}
+
+/// A mailbox declared in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualMailbox {
+    pub store: Store,
+    /// The owner's name, for VRFY.
+    pub full_name: Option<String>,
+}
+
+/// Where a mailbox's mail is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Store {
+    Maildir(PathBuf),
+    Mbox(PathBuf),
+}
+
+/// How system users are delivered to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Users {
+    /// Accounts below this uid are not mail users...
+    pub min_uid: u32,
+    /// ...unless named here.
+    pub allow: Vec<String>,
+    /// Path template with `{user}` and `{home}`: a Maildir or an mbox.
+    pub store: StoreTemplate,
+    /// Honour `~/.forward`.
+    pub forward: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreTemplate {
+    Maildir(String),
+    Mbox(String),
+}
+
+impl StoreTemplate {
+    /// The store of one user: placeholders replaced. `None` if the result
+    /// would not be a clean absolute path (a `..` or an empty component):
+    /// no template can lead outside what it names.
+    pub fn expand(&self, user: &str, home: &Path) -> Option<Store> {
+        let (t, maildir) = match self {
+            StoreTemplate::Maildir(t) => (t, true),
+            StoreTemplate::Mbox(t) => (t, false),
+        };
+        if crate::config::bad_local_part(user).is_some() {
+            return None;
+        }
+        let home = home.to_str()?;
+        let path = PathBuf::from(t.replace("{user}", user).replace("{home}", home));
+        let clean = path.is_absolute()
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        let store = if maildir {
+            Store::Maildir(path)
+        } else {
+            Store::Mbox(path)
+        };
+        clean.then_some(store)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,11 +130,10 @@ pub struct Timeouts {
     pub command: Duration,
     pub data_block: Duration,
     pub data_total: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mailbox {
-    pub maildir: PathBuf,
+    /// How long a pipe delivery may run before it is killed.
+    pub pipe: Duration,
+    /// How long a delivery waits for an mbox's locks.
+    pub mbox_lock: Duration,
 }
 
 /// A configuration error: the file, the key when one is to blame, and why.
@@ -109,6 +180,17 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     mailbox: BTreeMap<String, RawMailbox>,
+    aliases: Option<PathBuf>,
+    #[serde(default)]
+    system_users: bool,
+    #[serde(default)]
+    users: RawUsers,
+    #[serde(default = "default_pipe_user")]
+    pipe_user: String,
+}
+
+fn default_pipe_user() -> String {
+    "nobody".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +243,8 @@ struct RawTimeouts {
     command: u64,
     data_block: u64,
     data_total: u64,
+    pipe: u64,
+    mbox_lock: u64,
 }
 
 impl Default for RawTimeouts {
@@ -169,6 +253,8 @@ impl Default for RawTimeouts {
             command: 300,
             data_block: 180,
             data_total: 600,
+            pipe: 300,
+            mbox_lock: 60,
         }
     }
 }
@@ -176,7 +262,31 @@ impl Default for RawTimeouts {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMailbox {
-    maildir: PathBuf,
+    maildir: Option<PathBuf>,
+    mbox: Option<PathBuf>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUsers {
+    min_uid: u32,
+    allow: Vec<String>,
+    maildir: Option<String>,
+    mbox: Option<String>,
+    forward: bool,
+}
+
+impl Default for RawUsers {
+    fn default() -> Self {
+        RawUsers {
+            min_uid: 1000,
+            allow: Vec::new(),
+            maildir: None,
+            mbox: None,
+            forward: true,
+        }
+    }
 }
 
 impl Config {
@@ -309,6 +419,8 @@ impl RawConfig {
         range("timeouts.command", t.command, 1, 86400, "")?;
         range("timeouts.data_block", t.data_block, 1, 86400, "")?;
         range("timeouts.data_total", t.data_total, 1, 86400, "")?;
+        range("timeouts.pipe", t.pipe, 1, 86400, "")?;
+        range("timeouts.mbox_lock", t.mbox_lock, 1, 3600, "")?;
 
         let mut mailboxes = BTreeMap::new();
         for (name, mb) in self.mailbox {
@@ -319,28 +431,72 @@ impl RawConfig {
                     format!("{name:?} cannot be a mailbox name: {why}"),
                 ));
             }
-            if mb.maildir.as_os_str().is_empty() {
-                return Err(err(&format!("{key}.maildir"), "empty path".into()));
-            }
+            let store = match (mb.maildir, mb.mbox) {
+                (Some(p), None) if !p.as_os_str().is_empty() => Store::Maildir(p),
+                (None, Some(p)) if !p.as_os_str().is_empty() => Store::Mbox(p),
+                (Some(_), Some(_)) => {
+                    return Err(err(&key, "give maildir or mbox, not both".into()))
+                }
+                _ => return Err(err(&key, "needs a maildir or mbox path".into())),
+            };
             let name = if self.case_insensitive_users {
                 name.to_lowercase()
             } else {
                 name
             };
-            if mailboxes
-                .insert(
-                    name.clone(),
-                    Mailbox {
-                        maildir: mb.maildir,
-                    },
-                )
-                .is_some()
+            if mb
+                .name
+                .as_deref()
+                .is_some_and(|n| n.chars().any(char::is_control) || n.len() > 200)
             {
+                return Err(err(
+                    &key,
+                    "name: at most 200 characters, no control characters".into(),
+                ));
+            }
+            let mailbox = VirtualMailbox {
+                store,
+                full_name: mb.name.filter(|n| !n.trim().is_empty()),
+            };
+            if mailboxes.insert(name.clone(), mailbox).is_some() {
                 return Err(err(
                     &key,
                     format!("{name:?} is declared twice (names are case-insensitive)"),
                 ));
             }
+        }
+
+        let u = self.users;
+        let store = match (u.maildir, u.mbox) {
+            (Some(t), None) => StoreTemplate::Maildir(t),
+            (None, Some(t)) => StoreTemplate::Mbox(t),
+            (None, None) => StoreTemplate::Maildir("{home}/Maildir".into()),
+            (Some(_), Some(_)) => {
+                return Err(err("users", "give maildir or mbox, not both".into()))
+            }
+        };
+        let (t_key, t_text) = match &store {
+            StoreTemplate::Maildir(t) => ("users.maildir", t),
+            StoreTemplate::Mbox(t) => ("users.mbox", t),
+        };
+        let unknown = t_text.replace("{user}", "").replace("{home}", "");
+        if unknown.contains(['{', '}']) {
+            return Err(err(t_key, "only {user} and {home} can be used".into()));
+        }
+        if store.expand("user", Path::new("/home/user")).is_none() {
+            return Err(err(
+                t_key,
+                format!("{t_text:?} must give an absolute path without \"..\""),
+            ));
+        }
+        if self.pipe_user.is_empty() || self.pipe_user == "root" {
+            return Err(err(
+                "pipe_user",
+                "must name an account other than root".into(),
+            ));
+        }
+        if matches!(&self.aliases, Some(p) if p.as_os_str().is_empty()) {
+            return Err(err("aliases", "empty path".into()));
         }
 
         Ok(Config {
@@ -370,8 +526,19 @@ impl RawConfig {
                 command: Duration::from_secs(t.command),
                 data_block: Duration::from_secs(t.data_block),
                 data_total: Duration::from_secs(t.data_total),
+                pipe: Duration::from_secs(t.pipe),
+                mbox_lock: Duration::from_secs(t.mbox_lock),
             },
             mailboxes,
+            aliases: self.aliases,
+            system_users: self.system_users,
+            users: Users {
+                min_uid: u.min_uid,
+                allow: u.allow,
+                store,
+                forward: u.forward,
+            },
+            pipe_user: self.pipe_user,
         })
     }
 }
@@ -449,8 +616,8 @@ maildir = "var/mail/alice/Maildir"
         );
         assert_eq!(c.timeouts.data_total, Duration::from_secs(600));
         assert_eq!(
-            c.mailboxes["alice"].maildir,
-            PathBuf::from("var/mail/alice/Maildir")
+            c.mailboxes["alice"].store,
+            Store::Maildir(PathBuf::from("var/mail/alice/Maildir"))
         );
     }
 

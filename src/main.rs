@@ -4,8 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+use mailroom::config::ConfigError;
 use mailroom::config::{self, Config};
-use mailroom::server::Server;
+use mailroom::server::{Runtime, Server, StartError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,6 +55,12 @@ fn parse_args() -> Result<Mode, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The delivery helper a root server runs for each copy it writes as
+    // another account (see delivery/helper.rs); not for people.
+    if args.get(1).map(String::as_str) == Some("--deliver") {
+        return mailroom::delivery::helper::main(&args[2..]);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mode = match parse_args() {
         Ok(m) => m,
@@ -63,7 +70,13 @@ fn main() -> ExitCode {
         }
     };
     match mode {
-        Mode::Check(path) => match Config::load(&path) {
+        Mode::Check(path) => match Config::load(&path).and_then(|c| {
+            Runtime::new(c).map_err(|message| ConfigError {
+                file: path.display().to_string(),
+                key: None,
+                message,
+            })
+        }) {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
@@ -93,9 +106,6 @@ fn main() -> ExitCode {
                         .display()
                         .to_string())
             );
-            if !config.mailboxes.contains_key("postmaster") {
-                log::warn!("no mailbox for postmaster: RFC 5321 4.5.1 requires one, and mail to it will be refused");
-            }
             match Server::start(config, path) {
                 Ok(server) => {
                     log::info!(
@@ -108,7 +118,10 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("mailroom: {e}");
-                    ExitCode::from(EX_OSERR)
+                    ExitCode::from(match e {
+                        StartError::Config(_) => EX_CONFIG,
+                        StartError::System(_) => EX_OSERR,
+                    })
                 }
             }
         }

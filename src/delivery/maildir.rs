@@ -13,7 +13,7 @@ use std::io::{self, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -125,6 +125,30 @@ fn write_and_sync(file: &mut File, prefix: &[u8], body: &File) -> io::Result<()>
     file.sync_all()
 }
 
+/// Files in `tmp/` older than this are leftovers of a crash (the Maildir
+/// convention, qmail's maildir(5)).
+pub const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
+
+/// Removes leftovers older than `age` from the Maildir's `tmp/`; returns
+/// how many went. A missing Maildir has none.
+pub fn clean_tmp(dir: &Path, age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir.join("tmp")) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() > age)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Creates `dir` with `cur`, `new` and `tmp`, mode 0700.
 pub fn create(dir: &Path) -> io::Result<()> {
     let mut b = DirBuilder::new();
@@ -214,6 +238,23 @@ mod tests {
         std::fs::write(root.join("plain"), b"").unwrap();
         let e = prepare(&root.join("plain/Maildir"), b"x\n", spool.file(), "h").unwrap_err();
         assert_eq!(e.kind, crate::delivery::Failure::Temporary);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn old_tmp_leftovers_are_cleaned_and_fresh_ones_kept() {
+        let root = tempdir("clean");
+        let md = root.join("Maildir");
+        create(&md).unwrap();
+        let old = md.join("tmp/old");
+        std::fs::write(&old, b"x").unwrap();
+        let f = File::options().write(true).open(&old).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(37 * 3600))
+            .unwrap();
+        std::fs::write(md.join("tmp/fresh"), b"y").unwrap();
+        assert_eq!(clean_tmp(&md, STALE_TMP), 1);
+        assert!(!old.exists() && md.join("tmp/fresh").exists());
+        assert_eq!(clean_tmp(&root.join("missing"), STALE_TMP), 0);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

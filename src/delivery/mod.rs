@@ -1,32 +1,89 @@
 //! Local delivery behind one interface: [`Delivery::lookup`] decides at
-//! RCPT time who a recipient is, [`Delivery::deliver`] writes an accepted
-//! message to every recipient and reports one result each. Every failure is
-//! classified once, where it happens, as temporary or permanent.
+//! RCPT time who a recipient is, [`Delivery::deliver`] takes an accepted
+//! message and either delivers it to every recipient (reporting any that
+//! failed to the sender) or refuses it whole. Every failure is classified
+//! once, where it happens, as temporary or permanent.
 
+pub mod aliases;
+pub mod dsn;
+pub mod helper;
+pub mod journal;
+pub mod local;
 pub mod maildir;
+pub mod mbox;
+pub mod pipe;
+pub mod resolve;
 pub mod spool;
 
-use crate::config::{self, Config};
+pub use local::Local;
+
+use crate::config::Config;
 use crate::smtp::address::{Domain, ForwardPath};
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-/// Where one recipient's copy goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where one copy of a message goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Maildir(PathBuf),
+    Mbox(PathBuf),
+    /// A shell command that reads the message on its standard input.
+    Pipe(String),
 }
 
-/// A resolved local recipient.
+/// A passwd account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    /// The full name, from the GECOS field.
+    pub full_name: String,
+}
+
+/// Whose privileges a delivery runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunAs {
+    /// The server's own (virtual mailboxes; everything when not root).
+    Server,
+    Account(Account),
+}
+
+/// One copy of a message: where, as whom, and under which addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
+pub struct Dest {
+    pub target: Target,
+    pub run_as: RunAs,
     /// The address written to `Delivered-To:` and the logs.
     pub address: String,
-    pub target: Target,
+    /// The envelope sender for this copy when a list's owner replaces the
+    /// original one.
+    pub sender: Option<String>,
+}
+
+/// A recipient accepted at RCPT time, with what it expands to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as resolved (`alice@example.org`), for logs and VRFY.
+    pub address: String,
+    /// The full name, when known, for VRFY.
+    pub full_name: Option<String>,
+    pub dests: Vec<Dest>,
+    /// Members of its lists that name no mailbox: they fail, and their
+    /// list's owner (or the sender) is told.
+    pub missing: Vec<Missing>,
+}
+
+/// A list member that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub address: String,
+    /// Who is told: the list's owner, when it has one.
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +93,13 @@ pub enum Lookup {
     UnknownUser,
     /// Not one of our domains: we do not relay.
     NotLocal,
+    /// Alias expansion loops; the text shows the chain.
+    Loop(String),
+    /// An alias leads to a remote address, which cannot be relayed yet.
+    Remote(String),
+    /// The recipient cannot be resolved now (an unreadable include file,
+    /// say); the client should try again later.
+    TempFail(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,128 +150,41 @@ pub struct Message<'a> {
 
 pub trait Delivery: Send + Sync {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup;
-    /// Delivers to the recipients; one result per recipient, in order.
-    fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>>;
+    /// Takes responsibility for a message: `Ok` when every recipient has it
+    /// or its sender has been sent a notification for those that do not;
+    /// `Err` when the client must be told the message failed (then nothing
+    /// that can be taken back was kept).
+    fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError>;
 }
 
-/// Delivery to the virtual mailboxes of the configuration.
-pub struct Local {
-    config: Arc<Config>,
-}
-
-impl Local {
-    pub fn new(config: Arc<Config>) -> Local {
-        Local { config }
-    }
-
-    fn is_local(&self, domain: &Domain) -> bool {
-        match domain {
-            Domain::Name(name) => self.config.is_local_domain(name),
-            Domain::Ipv4(ip) => self.is_our_ip(IpAddr::V4(*ip)),
-            Domain::Ipv6(ip) => self.is_our_ip(IpAddr::V6(*ip)),
-            Domain::General { .. } => false,
-        }
-    }
-
-    fn is_our_ip(&self, ip: IpAddr) -> bool {
-        ip.to_canonical().is_loopback() || self.config.server.listen.iter().any(|a| a.ip() == ip)
-    }
-
-    fn mailbox(&self, local: &str, domain: &str) -> Lookup {
-        if config::bad_local_part(local).is_some() {
-            return Lookup::UnknownUser;
-        }
-        // RFC 5321 4.5.1: postmaster is case-insensitive whatever the setting.
-        let key = if self.config.case_insensitive_users || local.eq_ignore_ascii_case("postmaster")
-        {
-            local.to_lowercase()
-        } else {
-            local.to_string()
-        };
-        match self.config.mailboxes.get(&key) {
-            Some(mb) => Lookup::Local(Recipient {
-                address: format!("{key}@{}", domain.to_lowercase()),
-                target: Target::Maildir(mb.maildir.clone()),
-            }),
-            None => Lookup::UnknownUser,
-        }
+/// True if `domain` is one of ours: a local domain, or a literal of one
+/// of our addresses.
+pub fn is_local(config: &Config, domain: &Domain) -> bool {
+    match domain {
+        Domain::Name(name) => config.is_local_domain(name),
+        Domain::Ipv4(ip) => is_our_ip(config, IpAddr::V4(*ip)),
+        Domain::Ipv6(ip) => is_our_ip(config, IpAddr::V6(*ip)),
+        Domain::General { .. } => false,
     }
 }
 
-impl Delivery for Local {
-    fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
-        match rcpt {
-            ForwardPath::Postmaster => self.mailbox("postmaster", &self.config.hostname),
-            ForwardPath::Mailbox(m) if self.is_local(&m.domain) => {
-                self.mailbox(&m.local, &m.domain.to_string())
-            }
-            ForwardPath::Mailbox(_) => Lookup::NotLocal,
-        }
+/// Loopback, a listening address, or an address of one of our interfaces.
+pub fn is_our_ip(config: &Config, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    if ip.is_loopback()
+        || config
+            .server
+            .listen
+            .iter()
+            .any(|a| a.ip().to_canonical() == ip)
+    {
+        return true;
     }
-
-    /// All or nothing: every copy is written and fsynced in `tmp/` first,
-    /// and linked into `new/` only when all of them were. If any fails, the
-    /// others are taken back and every recipient gets the failure, so the
-    /// client retries the whole message: without a queue, a 250 for some
-    /// recipients would lose the copies of the others.
-    fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
-        // One copy per mailbox, however many addresses lead there.
-        let mut targets: Vec<(&Recipient, maildir::Prepared)> = Vec::new();
-        let mut failure = None;
-        for rcpt in msg.recipients {
-            if targets.iter().any(|(r, _)| r.target == rcpt.target) {
-                continue;
-            }
-            let prefix = format!(
-                "Return-Path: <{}>\nDelivered-To: {}\n",
-                msg.reverse_path, rcpt.address
-            );
-            let Target::Maildir(dir) = &rcpt.target;
-            match maildir::prepare(dir, prefix.as_bytes(), msg.body, &self.config.hostname) {
-                Ok(p) => targets.push((rcpt, p)),
-                Err(e) => {
-                    log::warn!("{}: delivery to <{}> failed: {e}", msg.id, rcpt.address);
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        let mut committed = Vec::new();
-        if failure.is_none() {
-            for (rcpt, p) in targets {
-                match p.commit() {
-                    Ok(path) => committed.push((rcpt, path)),
-                    Err(e) => {
-                        log::warn!("{}: delivery to <{}> failed: {e}", msg.id, rcpt.address);
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        // Prepared copies not committed are removed as they drop.
-        match failure {
-            None => {
-                for (rcpt, path) in &committed {
-                    log::info!(
-                        "{}: delivered to <{}> at {}",
-                        msg.id,
-                        rcpt.address,
-                        path.display()
-                    );
-                }
-                msg.recipients.iter().map(|_| Ok(())).collect()
-            }
-            Some(e) => {
-                for (_, path) in &committed {
-                    maildir::revoke(path);
-                }
-                log::warn!(
-                    "{}: not delivered to any recipient; the client will retry",
-                    msg.id
-                );
-                msg.recipients.iter().map(|_| Err(e.clone())).collect()
-            }
-        }
-    }
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    interfaces.filter_map(|i| i.address).any(|a| {
+        a.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(ip)
+            || a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(ip)
+    })
 }

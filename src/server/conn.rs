@@ -375,13 +375,13 @@ fn conclude(verdict: Verdict, body: Option<&Body>, session: &Session, ctx: &Cont
                 log::error!("{}: accepted without a spool", env.id);
                 return reply::local_error();
             };
-            let results = ctx.delivery.deliver(&Message {
+            let result = ctx.delivery.deliver(&Message {
                 id: &env.id,
                 reverse_path: &env.reverse_path,
                 recipients: &env.recipients,
                 body: spool.file(),
             });
-            let r = session.delivered(&env, &results);
+            let r = session.delivered(&env, &result);
             log::info!("{}: {}", env.id, r.render(true).trim_end());
             r
         }
@@ -443,7 +443,7 @@ fn receive_chunk<S: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{Lookup, Recipient, Target};
+    use crate::delivery::{Dest, Lookup, Recipient, RunAs, Target};
     use crate::smtp::address::ForwardPath;
     use crate::smtp::session::Peer;
     use std::io::{Cursor, Seek};
@@ -490,19 +490,26 @@ mod tests {
                 ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
                     Lookup::Local(Recipient {
                         address: m.to_string(),
-                        target: Target::Maildir(m.local.clone().into()),
+                        full_name: None,
+                        dests: vec![Dest {
+                            target: Target::Maildir(m.local.clone().into()),
+                            run_as: RunAs::Server,
+                            address: m.to_string(),
+                            sender: None,
+                        }],
+                        missing: Vec::new(),
                     })
                 }
                 _ => Lookup::NotLocal,
             }
         }
-        fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
+        fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError> {
             let mut body = Vec::new();
             let mut f = msg.body;
             f.rewind().unwrap();
             f.read_to_end(&mut body).unwrap();
             self.0.lock().unwrap().push(body);
-            msg.recipients.iter().map(|_| Ok(())).collect()
+            Ok(())
         }
     }
 

@@ -26,16 +26,18 @@ use std::time::{Duration, Instant};
 /// take a snapshot when they start and keep it to their end.
 pub struct Runtime {
     pub config: Arc<Config>,
-    pub delivery: Arc<dyn Delivery>,
+    pub delivery: Arc<delivery::Local>,
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Runtime {
+    /// Builds the delivery for a configuration: this reads the aliases
+    /// file, whose errors (with file and line) are configuration errors.
+    pub fn new(config: Config) -> Result<Runtime, String> {
         let config = Arc::new(config);
-        Runtime {
-            delivery: Arc::new(delivery::Local::new(config.clone())),
+        Ok(Runtime {
+            delivery: Arc::new(delivery::Local::new(config.clone())?),
             config,
-        }
+        })
     }
 }
 
@@ -81,7 +83,14 @@ impl Shared {
         {
             log::warn!("reload: changes to server.listen, server.workers and server.handoff_queue take effect only after a restart");
         }
-        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Runtime::new(new));
+        let runtime = match Runtime::new(new) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("reload failed, keeping the old configuration: {e}");
+                return;
+            }
+        };
+        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runtime);
         log::info!("configuration reloaded from {}", path.display());
     }
 }
@@ -194,12 +203,19 @@ pub struct Job {
     pub ticket: Ticket,
 }
 
+/// Why the server could not start: its configuration (including the
+/// files it names), or the system.
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub enum StartError {
+    Config(String),
+    System(String),
+}
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StartError::Config(s) | StartError::System(s) => f.write_str(s),
+        }
     }
 }
 
@@ -219,19 +235,30 @@ pub struct Server {
 impl Server {
     /// Binds every listener, then starts the acceptor and the workers.
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+        let runtime = Runtime::new(config).map_err(StartError::Config)?;
+        let config = &runtime.config;
+        let postmaster = runtime
+            .delivery
+            .lookup(&crate::smtp::address::ForwardPath::Postmaster);
+        if !matches!(postmaster, delivery::Lookup::Local(_)) {
+            log::warn!(
+                "postmaster does not resolve to a mailbox: RFC 5321 4.5.1 requires one, and mail to it will be refused"
+            );
+        }
         crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
-            StartError(format!(
+            StartError::System(format!(
                 "spool directory {}: {e}",
                 config.spool_dir.display()
             ))
         })?;
+        runtime.delivery.recover();
         let listeners = config
             .server
             .listen
             .iter()
             .map(|addr| {
                 acceptor::bind(*addr)
-                    .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+                    .map_err(|e| StartError::System(format!("cannot listen on {addr}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let local_addrs: Vec<SocketAddr> = listeners
@@ -244,7 +271,7 @@ impl Server {
         let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
         let workers_n = config.server.workers;
         let shared = Arc::new(Shared {
-            runtime: RwLock::new(Arc::new(Runtime::new(config))),
+            runtime: RwLock::new(Arc::new(runtime)),
             config_path,
             shutdown: Arc::new(AtomicBool::new(false)),
             force: AtomicBool::new(false),
@@ -253,14 +280,14 @@ impl Server {
         });
         let (stopping_tx, stopping) = crossbeam_channel::bounded(1);
         let acceptor = acceptor::Acceptor::new(listeners, tx, stopping_tx, shared.clone())
-            .map_err(|e| StartError(format!("cannot start the acceptor: {e}")))?;
+            .map_err(|e| StartError::System(format!("cannot start the acceptor: {e}")))?;
         let waker = acceptor.waker();
         let acceptor = std::thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || acceptor.run())
-            .map_err(|e| StartError(format!("cannot start the acceptor thread: {e}")))?;
+            .map_err(|e| StartError::System(format!("cannot start the acceptor thread: {e}")))?;
         let workers = pool::start(workers_n, rx, shared.clone())
-            .map_err(|e| StartError(format!("cannot start worker threads: {e}")))?;
+            .map_err(|e| StartError::System(format!("cannot start worker threads: {e}")))?;
         Ok(Server {
             shared,
             stopping,

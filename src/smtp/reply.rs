@@ -244,6 +244,18 @@ pub fn user_unknown(rcpt: &str) -> Reply {
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(550, e(5, 7, 1), format!("<{rcpt}>: relaying denied"))
 }
+pub fn alias_loop(rcpt: &str, chain: &str) -> Reply {
+    Reply::new(550, e(5, 4, 6), format!("<{rcpt}>: alias loop: {chain}"))
+}
+pub fn remote_alias(rcpt: &str, target: &str) -> Reply {
+    Reply::new(
+        550,
+        e(5, 7, 1),
+        format!(
+            "<{rcpt}>: expands to the remote address <{target}>, and relaying is not available"
+        ),
+    )
+}
 pub fn bare_newline() -> Reply {
     Reply::new(
         550,
@@ -361,6 +373,8 @@ mod tests {
             parameter_not_implemented("X"),
             user_unknown("x"),
             relay_denied("x"),
+            alias_loop("x", "a -> b -> a"),
+            remote_alias("x", "y@z"),
             bare_newline(),
             utf8_not_permitted(),
             message_too_big(),

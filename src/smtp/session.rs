@@ -353,6 +353,11 @@ impl Session {
                 log::info!("{}: to=<{shown}> rejected: relaying denied", tx.id);
                 reply::relay_denied(&shown)
             }
+            other => {
+                let r = lookup_failure(&other, &shown);
+                log::warn!("{}: to=<{shown}> rejected: {}", tx.id, r);
+                r
+            }
         }
     }
 
@@ -483,14 +488,18 @@ impl Session {
         }
         // A copy that was already delivered to one of these recipients has
         // come back: deliver it again and it would go round for ever.
-        let looped = tx.rcpts.iter().find(|r| {
+        let ours = tx
+            .rcpts
+            .iter()
+            .flat_map(|r| std::iter::once(&r.address).chain(r.dests.iter().map(|d| &d.address)));
+        let looped = ours.into_iter().find(|a| {
             report
                 .delivered_to
                 .iter()
-                .any(|d| d.trim_matches(['<', '>']).eq_ignore_ascii_case(&r.address))
+                .any(|d| d.trim_matches(['<', '>']).eq_ignore_ascii_case(a))
         });
-        if let Some(r) = looped {
-            return refuse("mail loop", reply::delivered_to_loop(&r.address));
+        if let Some(a) = looped {
+            return refuse("mail loop", reply::delivered_to_loop(a));
         }
         let to: Vec<String> = tx
             .rcpts
@@ -526,27 +535,14 @@ impl Session {
         Verdict::Reply(reply::chunk_ok(octets))
     }
 
-    /// The final reply for a delivered envelope: 250 only if every
-    /// recipient got the message (SMTP has one reply for all of them, and
-    /// until failed recipients can be bounced a 250 would lose their
-    /// copies); otherwise a temporary failure if any failure was temporary,
-    /// so that the client retries, otherwise a permanent one.
-    pub fn delivered(&self, env: &Envelope, results: &[Result<(), DeliveryError>]) -> Reply {
-        let errors: Vec<&DeliveryError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-        if errors.is_empty() {
-            return reply::queued(&env.id);
+    /// The final reply for a delivered envelope: 250 when delivery took
+    /// the message, otherwise the failure as one reply (451 or 452 so that
+    /// the client retries, 554 when retrying cannot help).
+    pub fn delivered(&self, env: &Envelope, result: &Result<(), DeliveryError>) -> Reply {
+        match result {
+            Ok(()) => reply::queued(&env.id),
+            Err(e) => failure_reply(e.kind, &e.reason),
         }
-        let kind = if errors.iter().any(|e| e.kind == Failure::DiskFull) {
-            Failure::DiskFull
-        } else if errors.iter().any(|e| e.kind == Failure::Temporary) {
-            Failure::Temporary
-        } else {
-            Failure::Permanent
-        };
-        failure_reply(
-            kind,
-            errors.first().map(|e| e.reason.as_str()).unwrap_or(""),
-        )
     }
 
     fn vrfy(&self, arg: &str) -> Reply {
@@ -554,7 +550,13 @@ impl Session {
             return reply::cannot_vrfy();
         }
         match self.lookup_arg(arg) {
-            Ok(r) => Reply::new(250, Some(Enhanced(2, 1, 5)), format!("<{}>", r.address)),
+            Ok(r) => {
+                let text = match &r.full_name {
+                    Some(name) => format!("{name} <{}>", r.address),
+                    None => format!("<{}>", r.address),
+                };
+                Reply::new(250, Some(Enhanced(2, 1, 5)), text)
+            }
             Err(r) => r,
         }
     }
@@ -563,10 +565,23 @@ impl Session {
         if !self.config.expn {
             return Reply::new(502, Some(Enhanced(5, 5, 1)), "Error: EXPN is disabled");
         }
-        match self.lookup_arg(arg) {
-            Ok(r) => Reply::new(250, Some(Enhanced(2, 1, 5)), format!("<{}>", r.address)),
-            Err(r) => r,
+        let r = match self.lookup_arg(arg) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        // One line per member mailbox, as RFC 5321 3.5.2 shows.
+        let mut members: Vec<&str> = Vec::new();
+        for d in &r.dests {
+            if !members.contains(&d.address.as_str()) {
+                members.push(&d.address);
+            }
         }
+        let mut lines = members.iter().map(|m| format!("<{m}>"));
+        let first = lines.next().unwrap_or_else(|| format!("<{}>", r.address));
+        lines.fold(
+            Reply::new(250, Some(Enhanced(2, 1, 5)), first),
+            |reply, l| reply.line(l),
+        )
     }
 
     /// VRFY/EXPN argument: an address, with or without `<>`, or a bare
@@ -592,13 +607,27 @@ impl Session {
         let shown = forward_path_text(&path);
         match self.delivery.lookup(&path) {
             Lookup::Local(r) => Ok(r),
-            Lookup::UnknownUser => Err(reply::user_unknown(&shown)),
             Lookup::NotLocal => Err(Reply::new(
                 551,
                 Some(Enhanced(5, 1, 6)),
                 format!("<{shown}>: not a local address"),
             )),
+            other => Err(lookup_failure(&other, &shown)),
         }
+    }
+}
+
+/// The reply for a recipient that did not resolve to local copies.
+fn lookup_failure(lookup: &Lookup, shown: &str) -> Reply {
+    match lookup {
+        Lookup::Loop(chain) => reply::alias_loop(shown, chain),
+        Lookup::Remote(target) => reply::remote_alias(shown, target),
+        Lookup::TempFail(why) => {
+            log::warn!("<{shown}>: cannot resolve now: {why}");
+            reply::local_error()
+        }
+        Lookup::NotLocal => reply::relay_denied(shown),
+        Lookup::UnknownUser | Lookup::Local(_) => reply::user_unknown(shown),
     }
 }
 
@@ -638,7 +667,7 @@ fn forward_path_text(p: &ForwardPath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{Message, Target};
+    use crate::delivery::{Dest, Message, RunAs, Target};
     use std::path::PathBuf;
 
     /// Knows alice and postmaster at example.org; delivers nowhere.
@@ -654,16 +683,24 @@ mod tests {
                 ForwardPath::Mailbox(_) => return Lookup::NotLocal,
             };
             if user == "alice" || user == "postmaster" {
+                let address = format!("{user}@example.org");
                 Lookup::Local(Recipient {
-                    address: format!("{user}@example.org"),
-                    target: Target::Maildir(PathBuf::from(user)),
+                    address: address.clone(),
+                    full_name: (user == "alice").then(|| "Alice Liddell".to_string()),
+                    dests: vec![Dest {
+                        target: Target::Maildir(PathBuf::from(&user)),
+                        run_as: RunAs::Server,
+                        address,
+                        sender: None,
+                    }],
+                    missing: Vec::new(),
                 })
             } else {
                 Lookup::UnknownUser
             }
         }
-        fn deliver(&self, msg: &Message<'_>) -> Vec<Result<(), DeliveryError>> {
-            msg.recipients.iter().map(|_| Ok(())).collect()
+        fn deliver(&self, _: &Message<'_>) -> Result<(), DeliveryError> {
+            Ok(())
         }
     }
 
@@ -931,32 +968,17 @@ mod tests {
 
     #[test]
     fn delivery_results_make_one_reply() {
-        let temp = || {
+        let fail = |kind| {
             Err(DeliveryError {
-                kind: Failure::Temporary,
-                reason: "t".into(),
+                kind,
+                reason: "why".into(),
             })
         };
-        let full = || {
-            Err(DeliveryError {
-                kind: Failure::DiskFull,
-                reason: "f".into(),
-            })
-        };
-        let perm = || {
-            Err(DeliveryError {
-                kind: Failure::Permanent,
-                reason: "p".into(),
-            })
-        };
-        let cases: Vec<(Vec<Result<(), DeliveryError>>, u16)> = vec![
-            (vec![Ok(())], 250),
-            (vec![Ok(()), perm()], 554),
-            (vec![Ok(()), temp()], 451),
-            (vec![temp(), temp()], 451),
-            (vec![temp(), full()], 452),
-            (vec![perm(), perm()], 554),
-            (vec![perm(), temp()], 451),
+        let cases = [
+            (Ok(()), 250),
+            (fail(Failure::Temporary), 451),
+            (fail(Failure::DiskFull), 452),
+            (fail(Failure::Permanent), 554),
         ];
         let s = session("");
         let env = Envelope {
@@ -965,8 +987,8 @@ mod tests {
             recipients: Vec::new(),
             size: 0,
         };
-        for (results, code) in cases {
-            assert_eq!(s.delivered(&env, &results).code(), code, "{results:?}");
+        for (result, code) in cases {
+            assert_eq!(s.delivered(&env, &result).code(), code, "{result:?}");
         }
     }
 

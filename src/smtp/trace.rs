@@ -75,6 +75,22 @@ pub fn rfc5322_date(now: SystemTime) -> String {
     )
 }
 
+/// `Sun Nov 22 14:40:00 2026`, the C `asctime` form the `From ` line of
+/// an mbox carries (UTC).
+pub fn asctime(now: SystemTime) -> String {
+    let c = civil(now);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[c.weekday],
+        MONTHS[c.month - 1],
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.year
+    )
+}
+
 /// The address literal of an IP as RFC 5321 4.1.3 writes it.
 pub fn address_literal(ip: IpAddr) -> String {
     match ip.to_canonical() {
@@ -138,6 +154,8 @@ mod tests {
         for (secs, rfc) in cases {
             assert_eq!(rfc5322_date(at(secs)), rfc);
         }
+        assert_eq!(asctime(at(1_795_358_400)), "Sun Nov 22 14:40:00 2026");
+        assert_eq!(asctime(at(0)), "Thu Jan  1 00:00:00 1970");
     }
 
     #[test]

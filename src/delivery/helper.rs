@@ -1,0 +1,446 @@
+//! Delivery as another account. A server running as root does not write
+//! into a user's Maildir or mbox itself: a user owns those directories and
+//! could point them elsewhere. It runs a copy of its own binary
+//! (`mailroom --deliver ...`), which gives up root for the user's uid and
+//! gid (plus the group of a group-writable mail spool such as /var/mail)
+//! before it opens anything. Everything it creates belongs to the user, as
+//! Postfix's local(8) does it.
+//!
+//! The copy is two-phase like an in-process one. The message comes on
+//! standard input; standard output is a socket to the server, over which
+//! the helper reports the mbox length to journal (`journal N`, answered
+//! `go`), then `prepared`, and waits for `commit` or `abort`, answering
+//! `done`. If the server goes away before deciding, the helper takes its
+//! copy back: a crash of the server never leaves a copy it did not
+//! confirm. Failures come back as the exit status (sysexits) with the
+//! reason on standard error.
+
+use super::{maildir, mbox, Account, DeliveryError, Failure, Target};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const EX_OK: u8 = 0;
+const EX_USAGE: u8 = 64;
+const EX_IOERR: u8 = 74;
+const EX_TEMPFAIL: u8 = 75;
+const EX_NOPERM: u8 = 77;
+/// Upper bound on each step of the conversation (locks included).
+const STEP: Duration = Duration::from_secs(300);
+/// Longest protocol line.
+const MAX_LINE: u64 = 256;
+
+/// What the helper is asked to do.
+pub enum Job<'a> {
+    Maildir {
+        dir: &'a Path,
+        hostname: &'a str,
+        /// Remove stale files from `tmp/` first.
+        clean: bool,
+    },
+    Mbox {
+        path: &'a Path,
+        from_line: &'a str,
+        opts: mbox::Options,
+    },
+}
+
+/// A copy the helper has written and holds, waiting for the decision.
+pub struct Staged {
+    child: Child,
+    conn: BufReader<UnixStream>,
+    name: String,
+    settled: bool,
+}
+
+/// Starts a helper as `account` and has it prepare one copy. `journal` is
+/// called with the mbox's old length before it appends.
+pub fn prepare(
+    account: &Account,
+    job: &Job<'_>,
+    prefix: &[u8],
+    body: &File,
+    journal: &mut dyn FnMut(u64) -> Result<(), DeliveryError>,
+) -> Result<Staged, DeliveryError> {
+    let exe =
+        std::env::current_exe().map_err(|e| DeliveryError::io("finding our own binary", &e))?;
+    let mut input = body
+        .try_clone()
+        .map_err(|e| DeliveryError::io("spool", &e))?;
+    input.rewind().map_err(|e| DeliveryError::io("spool", &e))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| DeliveryError::io("socketpair", &e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--deliver")
+        .arg(account.uid.to_string())
+        .arg(account.gid.to_string());
+    match job {
+        Job::Maildir {
+            dir,
+            hostname,
+            clean,
+        } => {
+            cmd.arg("-")
+                .arg("maildir")
+                .arg(dir)
+                .arg(hostname)
+                .arg(if *clean { "clean" } else { "-" });
+        }
+        Job::Mbox {
+            path,
+            from_line,
+            opts,
+        } => {
+            let group = spool_group(path).map_or_else(|| "-".to_string(), |g| g.to_string());
+            cmd.arg(group)
+                .arg("mbox")
+                .arg(path)
+                .arg(from_line)
+                .arg(opts.lock_wait.as_millis().to_string())
+                .arg(opts.stale_lock.as_millis().to_string());
+        }
+    }
+    cmd.arg(String::from_utf8_lossy(prefix).as_ref())
+        .env_clear()
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
+    ours.set_read_timeout(Some(STEP))
+        .map_err(|e| DeliveryError::io("delivery helper", &e))?;
+    let mut staged = Staged {
+        child,
+        conn: BufReader::new(ours),
+        name: account.name.clone(),
+        settled: false,
+    };
+    loop {
+        match staged.read_line().as_deref() {
+            Some("prepared") => return Ok(staged),
+            Some(line) if line.starts_with("journal ") => {
+                let answer = match line[8..].parse::<u64>() {
+                    Ok(orig) => journal(orig),
+                    Err(_) => Err(staged.protocol_error(line)),
+                };
+                let said = staged.say(if answer.is_ok() { "go" } else { "stop" });
+                answer?;
+                said?;
+            }
+            _ => return Err(staged.failure()),
+        }
+    }
+}
+
+impl Staged {
+    /// Has the helper make the copy visible; waits for it to finish.
+    pub fn commit(mut self) -> Result<(), DeliveryError> {
+        self.settled = true;
+        self.say("commit")?;
+        match self.read_line().as_deref() {
+            Some("done") => {
+                let _ = reap(&mut self.child, Instant::now() + STEP);
+                Ok(())
+            }
+            _ => Err(self.failure()),
+        }
+    }
+
+    /// Has the helper take its copy back.
+    pub fn abort(mut self) {
+        self.settled = true;
+        let _ = self.say("abort");
+        let _ = self.read_line();
+        let _ = reap(&mut self.child, Instant::now() + STEP);
+    }
+
+    fn say(&mut self, word: &str) -> Result<(), DeliveryError> {
+        self.conn
+            .get_mut()
+            .write_all(format!("{word}\n").as_bytes())
+            .map_err(|e| DeliveryError::io("talking to the delivery helper", &e))
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        read_line(&mut self.conn)
+    }
+
+    fn protocol_error(&self, line: &str) -> DeliveryError {
+        DeliveryError {
+            kind: Failure::Temporary,
+            reason: format!("delivery helper for {}: unexpected {line:?}", self.name),
+        }
+    }
+
+    /// The helper stopped short: its exit status and what it said.
+    fn failure(&mut self) -> DeliveryError {
+        let status = reap(&mut self.child, Instant::now() + STEP);
+        let mut said = String::new();
+        if let Some(err) = self.child.stderr.as_mut() {
+            let _ = err.take(4096).read_to_string(&mut said);
+        }
+        let said = said.trim();
+        let kind = match status.and_then(|s| s.code()) {
+            Some(c) if c == i32::from(EX_IOERR) => Failure::DiskFull,
+            Some(c) if c == i32::from(EX_NOPERM) => Failure::Permanent,
+            _ => Failure::Temporary,
+        };
+        let reason = if said.is_empty() {
+            format!("delivery helper for {} failed ({status:?})", self.name)
+        } else {
+            said.to_string()
+        };
+        DeliveryError { kind, reason }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Closing our end tells the helper to take its copy back.
+            let _ = self.conn.get_ref().shutdown(std::net::Shutdown::Both);
+            let _ = reap(&mut self.child, Instant::now() + STEP);
+        }
+    }
+}
+
+/// Waits for the child until `deadline`, then kills it.
+fn reap(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn read_line(conn: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match conn.take(MAX_LINE).read_line(&mut line) {
+        Ok(n) if n > 0 && line.ends_with('\n') => Some(line.trim_end().to_string()),
+        _ => None,
+    }
+}
+
+/// Undoes an interrupted mbox append as the account that made it.
+pub fn recover(
+    account: &Account,
+    record: &super::journal::Record,
+    opts: &mbox::Options,
+) -> Result<String, DeliveryError> {
+    let exe =
+        std::env::current_exe().map_err(|e| DeliveryError::io("finding our own binary", &e))?;
+    let group = spool_group(&record.path).map_or_else(|| "-".to_string(), |g| g.to_string());
+    let out = Command::new(exe)
+        .arg("--deliver")
+        .arg(account.uid.to_string())
+        .arg(account.gid.to_string())
+        .arg(group)
+        .arg("recover")
+        .arg(&record.path)
+        .arg(&record.from_line)
+        .arg(opts.lock_wait.as_millis().to_string())
+        .arg(opts.stale_lock.as_millis().to_string())
+        .arg(record.orig.to_string())
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(DeliveryError {
+            kind: Failure::Temporary,
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The group of a group-writable directory holding an mbox (Debian's
+/// /var/mail is root:mail 2775): the helper keeps it so that it can create
+/// the mailbox and its lock file there.
+fn spool_group(path: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(path.parent()?).ok()?;
+    (meta.mode() & 0o020 != 0).then_some(meta.gid())
+}
+
+/// True when a copy for `account` must go through the helper.
+pub fn needed(account: &Account) -> bool {
+    nix::unistd::geteuid().is_root() && account.uid != 0
+}
+
+/// The helper's side: `mailroom --deliver UID GID GROUP|- KIND ARGS...`
+/// with the message on standard input and the server on standard output.
+pub fn main(args: &[String]) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::from(EX_OK),
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Exit = (u8, String);
+
+fn classify(e: DeliveryError) -> Exit {
+    let code = match e.kind {
+        Failure::DiskFull => EX_IOERR,
+        Failure::Temporary => EX_TEMPFAIL,
+        Failure::Permanent => EX_NOPERM,
+    };
+    (code, e.reason)
+}
+
+fn run(args: &[String]) -> Result<(), Exit> {
+    let usage = || (EX_USAGE, "mailroom --deliver: bad arguments".to_string());
+    let [uid, gid, group, kind, rest @ ..] = args else {
+        return Err(usage());
+    };
+    let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+        return Err(usage());
+    };
+    become_user(uid, gid, group.parse::<u32>().ok())
+        .map_err(|e| (EX_TEMPFAIL, format!("cannot switch to uid {uid}: {e}")))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let ms = |s: &String| {
+        s.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| usage())
+    };
+    if kind == "recover" {
+        let [path, from_line, wait, stale, orig] = rest else {
+            return Err(usage());
+        };
+        let opts = mbox::Options {
+            lock_wait: ms(wait)?,
+            stale_lock: ms(stale)?,
+        };
+        let orig = orig.parse::<u64>().map_err(|_| usage())?;
+        let r = mbox::recover(Path::new(path), orig, from_line, &opts).map_err(classify)?;
+        println!("{r:?}");
+        return Ok(());
+    }
+    let body = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| (EX_TEMPFAIL, format!("reading the message: {e}")))?;
+    let server = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(UnixStream::from)
+        .map_err(|e| (EX_TEMPFAIL, format!("talking to the server: {e}")))?;
+    server
+        .set_read_timeout(Some(STEP))
+        .map_err(|e| (EX_TEMPFAIL, format!("talking to the server: {e}")))?;
+    let mut conn = BufReader::new(server);
+    let say = |conn: &mut BufReader<UnixStream>, word: &str| {
+        conn.get_mut()
+            .write_all(format!("{word}\n").as_bytes())
+            .map_err(|e| (EX_TEMPFAIL, format!("talking to the server: {e}")))
+    };
+    match (kind.as_str(), rest) {
+        ("maildir", [dir, hostname, clean, prefix]) => {
+            let dir = PathBuf::from(dir);
+            if clean == "clean" {
+                maildir::clean_tmp(&dir, maildir::STALE_TMP);
+            }
+            let p = maildir::prepare(&dir, prefix.as_bytes(), &body, hostname).map_err(classify)?;
+            say(&mut conn, "prepared")?;
+            if read_line(&mut conn).as_deref() == Some("commit") {
+                p.commit().map_err(classify)?;
+            }
+            say(&mut conn, "done")
+        }
+        ("mbox", [path, from_line, wait, stale, prefix]) => {
+            let opts = mbox::Options {
+                lock_wait: ms(wait)?,
+                stale_lock: ms(stale)?,
+            };
+            let mut journal = |orig: u64| {
+                let fail = |why: &str| DeliveryError {
+                    kind: Failure::Temporary,
+                    reason: format!("the server did not journal the append: {why}"),
+                };
+                conn.get_mut()
+                    .write_all(format!("journal {orig}\n").as_bytes())
+                    .map_err(|e| fail(&e.to_string()))?;
+                match read_line(&mut conn).as_deref() {
+                    Some("go") => Ok(()),
+                    other => Err(fail(&format!("{other:?}"))),
+                }
+            };
+            let p = mbox::prepare(
+                Path::new(path),
+                from_line,
+                prefix.as_bytes(),
+                &body,
+                &opts,
+                &mut journal,
+            )
+            .map_err(classify)?;
+            say(&mut conn, "prepared")?;
+            match read_line(&mut conn).as_deref() {
+                Some("commit") => p.commit(),
+                _ => p.abort().map_err(classify)?,
+            }
+            say(&mut conn, "done")
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// Gives up root for good: supplementary groups first, then gid, then uid
+/// (after setuid the others could no longer be changed), and checks it.
+fn become_user(uid: u32, gid: u32, extra: Option<u32>) -> nix::Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    if nix::unistd::geteuid().as_raw() == uid {
+        return Ok(());
+    }
+    let mut groups = vec![Gid::from_raw(gid)];
+    groups.extend(extra.map(Gid::from_raw));
+    setgroups(&groups)?;
+    setgid(Gid::from_raw(gid))?;
+    setuid(Uid::from_raw(uid))?;
+    if nix::unistd::geteuid().as_raw() != uid || setuid(Uid::from_raw(0)).is_ok() {
+        return Err(nix::errno::Errno::EPERM);
+    }
+    Ok(())
+}
+
+impl Job<'_> {
+    /// The job for a Maildir or mbox target; pipes do not go through the
+    /// helper.
+    pub fn for_target<'a>(
+        target: &'a Target,
+        hostname: &'a str,
+        from_line: &'a str,
+        opts: mbox::Options,
+        clean: bool,
+    ) -> Option<Job<'a>> {
+        match target {
+            Target::Maildir(dir) => Some(Job::Maildir {
+                dir,
+                hostname,
+                clean,
+            }),
+            Target::Mbox(path) => Some(Job::Mbox {
+                path,
+                from_line,
+                opts,
+            }),
+            Target::Pipe(_) => None,
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Recipient resolution: what one local address expands to, decided at
+//! RCPT time so that a bad address is refused then and never bounced
+//! later.
+//!
+//! A name is looked up first in the aliases (whose values may be other
+//! aliases, users, remote addresses, `/files`, `|pipes` and `:include:`
+//! lists), then among the virtual mailboxes, then among the system
+//! accounts, whose `~/.forward` may redirect them. Expansion is bounded and
+//! loops are reported with their chain. A list whose `owner-NAME` alias
+//! exists gets that owner as envelope sender for its members.
+
+use super::aliases::{self, Aliases, Target as AliasTarget};
+use super::{Account, Dest, Lookup, Missing, Recipient, RunAs, Target};
+use crate::config::{self, Config, Store};
+use crate::smtp::address::{Domain, Mailbox};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+/// Expansion steps one recipient may take (aliases, includes, forwards).
+const MAX_STEPS: usize = 1000;
+/// Copies one recipient may expand to.
+const MAX_DESTS: usize = 1000;
+/// Largest `.forward` read.
+const MAX_FORWARD: u64 = 64 * 1024;
+
+/// The passwd database, behind a trait so that tests can supply accounts.
+pub trait Directory: Send + Sync {
+    fn account(&self, name: &str) -> Option<Account>;
+    fn account_by_uid(&self, uid: u32) -> Option<Account>;
+}
+
+/// The system's passwd database (NSS, through getpwnam_r).
+pub struct Passwd;
+
+impl Directory for Passwd {
+    fn account(&self, name: &str) -> Option<Account> {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(account)
+    }
+
+    fn account_by_uid(&self, uid: u32) -> Option<Account> {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(account)
+    }
+}
+
+fn account(u: nix::unistd::User) -> Account {
+    Account {
+        full_name: gecos_name(&u.gecos.to_string_lossy()),
+        name: u.name,
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home: u.dir,
+    }
+}
+
+/// The full name in a GECOS field: its first comma-separated part.
+fn gecos_name(gecos: &str) -> String {
+    gecos.split(',').next().unwrap_or("").trim().to_string()
+}
+
+pub struct Resolver<'a> {
+    pub config: &'a Config,
+    pub aliases: &'a Aliases,
+    pub directory: &'a dyn Directory,
+    /// Privileges of `/file` and `|pipe` targets of the aliases file.
+    pub alias_privileges: RunAs,
+}
+
+/// The state of one expansion.
+struct Walk {
+    dests: Vec<Dest>,
+    missing: Vec<Missing>,
+    /// Alias names and include files on the current path, for loops.
+    chain: Vec<String>,
+    steps: usize,
+    full_name: Option<String>,
+}
+
+/// What a branch of the expansion inherits.
+#[derive(Clone)]
+struct Context {
+    domain: String,
+    sender: Option<String>,
+    run_as: RunAs,
+}
+
+impl Resolver<'_> {
+    /// Resolves a local part at one of our domains.
+    pub fn resolve(&self, local: &str, domain: &str) -> Lookup {
+        let Some(name) = self.fold(local) else {
+            return Lookup::UnknownUser;
+        };
+        let mut walk = Walk {
+            dests: Vec::new(),
+            missing: Vec::new(),
+            chain: Vec::new(),
+            steps: 0,
+            full_name: None,
+        };
+        let ctx = Context {
+            domain: domain.to_ascii_lowercase(),
+            sender: None,
+            run_as: self.alias_privileges.clone(),
+        };
+        match self.name(&name, &ctx, &mut walk, false) {
+            Ok(true) if walk.dests.is_empty() => {
+                log::warn!("{name}@{domain}: expands to nothing deliverable");
+                Lookup::UnknownUser
+            }
+            Ok(true) => Lookup::Local(Recipient {
+                address: format!("{name}@{}", ctx.domain),
+                full_name: walk.full_name,
+                dests: walk.dests,
+                missing: walk.missing,
+            }),
+            Ok(false) => Lookup::UnknownUser,
+            Err(e) => e,
+        }
+    }
+
+    /// The lookup key of a local part, or `None` if it can never name a
+    /// mailbox. Postmaster is case-insensitive whatever the setting
+    /// (RFC 5321 4.5.1).
+    fn fold(&self, local: &str) -> Option<String> {
+        if config::bad_local_part(local).is_some() {
+            return None;
+        }
+        Some(
+            if self.config.case_insensitive_users || local.eq_ignore_ascii_case("postmaster") {
+                local.to_lowercase()
+            } else {
+                local.to_string()
+            },
+        )
+    }
+
+    /// Expands a name; `Ok(false)` when nothing knows it. `terminal`: the
+    /// name is a user's own mailbox (`\user`, or a user in their own
+    /// `.forward`), not to be expanded again.
+    fn name(
+        &self,
+        name: &str,
+        ctx: &Context,
+        w: &mut Walk,
+        terminal: bool,
+    ) -> Result<bool, Lookup> {
+        w.steps += 1;
+        if w.steps > MAX_STEPS {
+            return Err(Lookup::Loop(format!(
+                "{name}: more than {MAX_STEPS} expansion steps"
+            )));
+        }
+        if !terminal {
+            if let Some(targets) = self.aliases.get(name) {
+                self.enter(name, w)?;
+                let mut inner = ctx.clone();
+                if self.aliases.get(&format!("owner-{name}")).is_some() {
+                    inner.sender = Some(format!("owner-{name}@{}", ctx.domain));
+                }
+                for t in targets {
+                    self.target(t, &inner, w)?;
+                }
+                w.chain.pop();
+                return Ok(true);
+            }
+        }
+        if let Some(mb) = self.config.mailboxes.get(name) {
+            if w.chain.is_empty() {
+                w.full_name.clone_from(&mb.full_name);
+            }
+            self.push(w, store_target(&mb.store), RunAs::Server, name, ctx)?;
+            return Ok(true);
+        }
+        if !self.config.system_users {
+            return Ok(false);
+        }
+        let Some(account) = self.directory.account(name) else {
+            return Ok(false);
+        };
+        let users = &self.config.users;
+        if account.uid < users.min_uid && !users.allow.iter().any(|a| a == name) {
+            return Ok(false);
+        }
+        if w.chain.is_empty() && !account.full_name.is_empty() {
+            w.full_name = Some(account.full_name.clone());
+        }
+        if !terminal && users.forward {
+            if let Some(targets) = self.forward(&account)? {
+                self.enter(&format!("~{name}/.forward"), w)?;
+                // Files and commands in a .forward run as its owner, and
+                // never as root: root's get the aliases' privileges.
+                let run_as = if account.uid == 0 {
+                    self.alias_privileges.clone()
+                } else {
+                    RunAs::Account(account.clone())
+                };
+                let inner = Context {
+                    run_as,
+                    ..ctx.clone()
+                };
+                for t in &targets {
+                    match t {
+                        // The user's own name in their .forward: keep a copy.
+                        AliasTarget::Address(a)
+                            if self.fold(a.trim_start_matches('\\')).as_deref() == Some(name) =>
+                        {
+                            self.name(name, &inner, w, true)?;
+                        }
+                        _ => self.target(t, &inner, w)?,
+                    }
+                }
+                w.chain.pop();
+                return Ok(true);
+            }
+        }
+        let Some(store) = users.store.expand(name, &account.home) else {
+            return Err(Lookup::TempFail(format!(
+                "{name}: the mailbox template gives no safe path"
+            )));
+        };
+        self.push(w, store_target(&store), RunAs::Account(account), name, ctx)?;
+        Ok(true)
+    }
+
+    fn target(&self, t: &AliasTarget, ctx: &Context, w: &mut Walk) -> Result<(), Lookup> {
+        match t {
+            AliasTarget::Address(a) => {
+                if let Some(user) = a.strip_prefix('\\') {
+                    let known = match self.fold(user) {
+                        Some(u) => self.name(&u, ctx, w, true)?,
+                        None => false,
+                    };
+                    if !known {
+                        missing(w, format!("{user}@{}", ctx.domain), ctx);
+                    }
+                    return Ok(());
+                }
+                let (local, domain) = match a.rsplit_once('@') {
+                    None => (a.clone(), ctx.domain.clone()),
+                    Some(_) => {
+                        let m = Mailbox::parse(a)
+                            .map_err(|e| Lookup::TempFail(format!("alias member {a}: {e}")))?;
+                        if !self.is_local(&m.domain) {
+                            return Err(Lookup::Remote(a.clone()));
+                        }
+                        (m.local, m.domain.to_string().to_ascii_lowercase())
+                    }
+                };
+                let inner = Context {
+                    domain,
+                    ..ctx.clone()
+                };
+                let known = match self.fold(&local) {
+                    Some(name) => self.name(&name, &inner, w, false)?,
+                    None => false,
+                };
+                if !known {
+                    missing(w, format!("{local}@{}", inner.domain), ctx);
+                }
+                Ok(())
+            }
+            AliasTarget::File(path) => {
+                let address = self.chain_address(w, ctx);
+                self.push_dest(
+                    w,
+                    Target::Mbox(path.clone()),
+                    ctx.run_as.clone(),
+                    address,
+                    ctx,
+                )
+            }
+            AliasTarget::Pipe(command) => {
+                let address = self.chain_address(w, ctx);
+                self.push_dest(
+                    w,
+                    Target::Pipe(command.clone()),
+                    ctx.run_as.clone(),
+                    address,
+                    ctx,
+                )
+            }
+            AliasTarget::Include(path) => {
+                let key = format!(":include:{}", path.display());
+                self.enter(&key, w)?;
+                let file =
+                    aliases::load_include(path).map_err(|e| Lookup::TempFail(e.to_string()))?;
+                let mut inner = ctx.clone();
+                let writes = file
+                    .members
+                    .iter()
+                    .any(|m| matches!(m, AliasTarget::File(_) | AliasTarget::Pipe(_)));
+                if writes {
+                    // As Postfix: an include file's files and commands run
+                    // as its owner, and one that others could have edited
+                    // names none.
+                    if file.shared {
+                        return Err(Lookup::TempFail(format!(
+                            "{}: lists files or commands but is writable by its group or others",
+                            path.display()
+                        )));
+                    }
+                    if file.owner != 0 && nix::unistd::geteuid().is_root() {
+                        match self.directory.account_by_uid(file.owner) {
+                            Some(a) => inner.run_as = RunAs::Account(a),
+                            None => {
+                                return Err(Lookup::TempFail(format!(
+                                    "{}: its owner (uid {}) has no account",
+                                    path.display(),
+                                    file.owner
+                                )))
+                            }
+                        }
+                    }
+                }
+                for m in &file.members {
+                    self.target(m, &inner, w)?;
+                }
+                w.chain.pop();
+                Ok(())
+            }
+        }
+    }
+
+    fn enter(&self, key: &str, w: &mut Walk) -> Result<(), Lookup> {
+        if w.chain.iter().any(|c| c == key) {
+            let mut chain = w.chain.clone();
+            chain.push(key.to_string());
+            return Err(Lookup::Loop(chain.join(" -> ")));
+        }
+        w.chain.push(key.to_string());
+        Ok(())
+    }
+
+    /// The address a file or pipe copy is delivered under: the nearest
+    /// alias (or the user whose .forward) named it.
+    fn chain_address(&self, w: &Walk, ctx: &Context) -> String {
+        let name = w
+            .chain
+            .iter()
+            .rev()
+            .find(|c| !c.starts_with(":include:"))
+            .map(|c| c.trim_start_matches('~').trim_end_matches("/.forward"))
+            .unwrap_or("postmaster");
+        format!("{name}@{}", ctx.domain)
+    }
+
+    fn push(
+        &self,
+        w: &mut Walk,
+        target: Target,
+        run_as: RunAs,
+        name: &str,
+        ctx: &Context,
+    ) -> Result<(), Lookup> {
+        let address = format!("{name}@{}", ctx.domain);
+        self.push_dest(w, target, run_as, address, ctx)
+    }
+
+    fn push_dest(
+        &self,
+        w: &mut Walk,
+        target: Target,
+        run_as: RunAs,
+        address: String,
+        ctx: &Context,
+    ) -> Result<(), Lookup> {
+        // One copy per target, however many ways lead there.
+        if w.dests
+            .iter()
+            .any(|d| d.target == target && d.run_as == run_as)
+        {
+            return Ok(());
+        }
+        if w.dests.len() >= MAX_DESTS {
+            return Err(Lookup::Loop(format!("more than {MAX_DESTS} copies")));
+        }
+        w.dests.push(Dest {
+            target,
+            run_as,
+            address,
+            sender: ctx.sender.clone(),
+        });
+        Ok(())
+    }
+
+    fn is_local(&self, domain: &Domain) -> bool {
+        match domain {
+            Domain::Name(name) => self.config.is_local_domain(name),
+            Domain::Ipv4(ip) => super::is_our_ip(self.config, std::net::IpAddr::V4(*ip)),
+            Domain::Ipv6(ip) => super::is_our_ip(self.config, std::net::IpAddr::V6(*ip)),
+            Domain::General { .. } => false,
+        }
+    }
+
+    /// The targets of a user's `~/.forward`, if it exists and is safe:
+    /// a regular file owned by the user (or root), not writable by group
+    /// or others, as Postfix and OpenSMTPD require. An unsafe one is
+    /// ignored with a warning.
+    fn forward(&self, account: &Account) -> Result<Option<Vec<AliasTarget>>, Lookup> {
+        let path = account.home.join(".forward");
+        let file = match File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                log::warn!("{}: {e}; ignored", path.display());
+                return Ok(None);
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Lookup::TempFail(format!("{}: {e}", path.display())))?;
+        let owner_ok = meta.uid() == account.uid || meta.uid() == 0;
+        if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
+            log::warn!(
+                "{}: ignored: must be a regular file owned by {} and not group- or world-writable",
+                path.display(),
+                account.name
+            );
+            return Ok(None);
+        }
+        let mut text = String::new();
+        file.take(MAX_FORWARD)
+            .read_to_string(&mut text)
+            .map_err(|e| Lookup::TempFail(format!("{}: {e}", path.display())))?;
+        let targets = aliases::parse_include(&text, &path.display().to_string())
+            .map_err(|e| Lookup::TempFail(e.to_string()))?;
+        Ok((!targets.is_empty()).then_some(targets))
+    }
+}
+
+/// A member that names no mailbox: logged, and reported after delivery.
+fn missing(w: &mut Walk, address: String, ctx: &Context) {
+    log::info!("list member <{address}>: no such mailbox");
+    if w.missing.len() < MAX_DESTS && !w.missing.iter().any(|m| m.address == address) {
+        w.missing.push(Missing {
+            address,
+            sender: ctx.sender.clone(),
+        });
+    }
+}
+
+fn store_target(store: &Store) -> Target {
+    match store {
+        Store::Maildir(p) => Target::Maildir(p.clone()),
+        Store::Mbox(p) => Target::Mbox(p.clone()),
+    }
+}
