@@ -18,7 +18,6 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 use mail_parser::{Host, MessageParser, Protocol};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -26,29 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// True when the external program `name` is on PATH. When it is not: under
-/// `CI` the test fails (CI installs it with tests/install-test-tools.sh),
-/// otherwise a "skipped" line goes to stderr and the caller returns early.
-fn tool(name: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(name))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    });
-    if found {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed, and CI is set: run tests/install-test-tools.sh");
-    }
-    // Straight to the process's stderr, past the test harness's capture,
-    // so the skip shows in a normal `cargo test` run.
-    let line = format!("skipped: {name} not installed (tests/install-test-tools.sh installs it)\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    false
-}
 
 /// Runs an external client; fails the test with its output unless it
 /// exited with status 0.

@@ -48,19 +48,11 @@ fn send(srv: &Server, to: &[&str], subject: &str) -> Reply {
     r
 }
 
-/// Splits an mboxrd file into its messages (without their From lines).
-fn mbox_messages(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = Vec::new();
-    for part in text
-        .split("\n\nFrom ")
-        .map(|p| p.trim_start_matches("From "))
-    {
-        if let Some((_, rest)) = part.split_once('\n') {
-            out.push(rest.to_string());
-        }
-    }
-    out
+fn mbox_text(path: &Path) -> Vec<String> {
+    mbox_messages(path)
+        .into_iter()
+        .map(|m| String::from_utf8(m).unwrap())
+        .collect()
 }
 
 #[test]
@@ -86,7 +78,7 @@ fn mbox_mailboxes_get_mboxrd() {
         "{text}"
     );
     assert!(text.ends_with("\nx\n\n"));
-    let msgs = mbox_messages(&mbox);
+    let msgs = mbox_text(&mbox);
     assert_eq!(msgs.len(), 2);
     assert!(msgs[0].starts_with(
         "Return-Path: <a@remote.example>\nDelivered-To: carol@test.example\nReceived: "
@@ -177,7 +169,7 @@ fn include_lists_and_file_targets() {
     // so the directory must let it in).
     open_dir(&srv, "");
     assert_eq!(send(&srv, &["archive@test.example"], "archived").code, 250);
-    let archived = mbox_messages(&srv.dir.path().join("archive.mbox"));
+    let archived = mbox_text(&srv.dir.path().join("archive.mbox"));
     assert_eq!(archived.len(), 1);
     assert!(
         archived[0].contains("Delivered-To: archive@test.example\n"),
@@ -276,4 +268,414 @@ fn a_bad_aliases_file_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
+}
+
+/// A notification from `mailbox`'s Maildir: its parts as text.
+fn dsn_parts(raw: &[u8]) -> (Parsed, String, String, String) {
+    let parsed = Parsed::new(raw.to_vec());
+    let m = mail_parser::MessageParser::default().parse(raw).unwrap();
+    use mail_parser::MimeHeaders;
+    let ct = m.content_type().unwrap();
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let part =
+        |i: usize| String::from_utf8_lossy(m.part(i as u32).unwrap().contents()).into_owned();
+    let text = part(1);
+    let status = part(2);
+    let headers = part(3);
+    (parsed, text, status, headers)
+}
+
+#[test]
+fn failed_copies_are_reported_to_a_local_sender() {
+    let srv = with_aliases(
+        "never: \"|echo no such list >&2; exit 1\"\nlater: |exit 75\n",
+        "",
+        "",
+    );
+    let r = send(
+        &srv,
+        &["bob@test.example", "never@test.example"],
+        "permanent",
+    );
+    assert_eq!(
+        r.code, 554,
+        "a remote sender cannot be told: the message fails whole"
+    );
+    assert!(srv.messages("bob").is_empty());
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "alice@test.example",
+        &[
+            "bob@test.example",
+            "never@test.example",
+            "later@test.example",
+        ],
+        "Subject: partly\r\nMessage-ID: <partly@client.example>\r\n\r\nbody\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(srv.messages("bob").len(), 1);
+    let alice = srv.messages("alice");
+    assert_eq!(alice.len(), 1, "alice gets one notification");
+    let (dsn, text, status, headers) = dsn_parts(&alice[0]);
+    assert_eq!(dsn.header("Return-Path").as_deref(), Some("<>"));
+    assert_eq!(dsn.header("To").as_deref(), Some("<alice@test.example>"));
+    assert!(dsn
+        .header("From")
+        .unwrap()
+        .starts_with("MAILER-DAEMON@mx.test.example"));
+    assert_eq!(
+        dsn.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    assert!(
+        text.contains(
+            "<never@test.example>: \"echo no such list >&2; exit 1\" exited 1: no such list"
+        ),
+        "{text}"
+    );
+    assert!(
+        status.contains("Reporting-MTA: dns; mx.test.example\n"),
+        "{status}"
+    );
+    let fields: Vec<&str> = status.split("\n\n").collect();
+    assert!(
+        fields.iter().any(
+            |f| f.contains("Final-Recipient: rfc822; never@test.example\n")
+                && f.contains("Action: failed\n")
+                && f.contains("Status: 5.3.0\n")
+        ),
+        "{status}"
+    );
+    assert!(
+        fields.iter().any(
+            |f| f.contains("Final-Recipient: rfc822; later@test.example\n")
+                && f.contains("Status: 4.3.0\n")
+        ),
+        "{status}"
+    );
+    assert!(!status.contains("bob@test.example"));
+    assert!(
+        headers.contains("Message-ID: <partly@client.example>"),
+        "{headers}"
+    );
+    assert!(headers.contains("Subject: partly"), "{headers}");
+    assert!(!headers.contains("body"), "only the header comes back");
+}
+
+#[test]
+fn a_null_sender_is_never_notified() {
+    let srv = with_aliases("never: |exit 1\n", "", "");
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "",
+        &["bob@test.example", "never@test.example"],
+        "Subject: bounce\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 554, "{r:?}");
+    for who in ["alice", "bob", "postmaster"] {
+        assert!(srv.messages(who).is_empty(), "{who} got mail");
+    }
+}
+
+#[test]
+fn missing_list_members_are_reported_to_the_list_owner() {
+    let srv = with_aliases("staff: bob, ghost, \\phantom\nowner-staff: alice\n", "", "");
+    assert_eq!(send(&srv, &["staff@test.example"], "to the list").code, 250);
+    let bob = srv.messages("bob");
+    assert_eq!(bob.len(), 1);
+    let m = Parsed::new(bob[0].clone());
+    assert_eq!(
+        m.header("Return-Path").as_deref(),
+        Some("<owner-staff@test.example>")
+    );
+    assert_eq!(m.header("To"), None, "the header is left alone");
+    let alice = srv.messages("alice");
+    assert_eq!(alice.len(), 1);
+    let (dsn, _, status, headers) = dsn_parts(&alice[0]);
+    assert_eq!(
+        dsn.header("To").as_deref(),
+        Some("<owner-staff@test.example>")
+    );
+    for who in ["ghost", "phantom"] {
+        assert!(status.contains(&format!(
+            "Final-Recipient: rfc822; {who}@test.example\nOriginal-Recipient: rfc822; staff@test.example\nAction: failed\nStatus: 5.1.1\n"
+        )), "{status}");
+    }
+    assert!(headers.contains("Subject: to the list"));
+    // A list of nobody is an unknown user at RCPT time.
+    let srv = with_aliases("empty: ghost\n", "", "");
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<empty@test.example>", 550);
+}
+
+#[test]
+fn local_parts_never_name_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = "[users]\nmaildir = \"{home}/Maildir\"\n";
+    let text = base_config(dir.path(), "system_users = true\nvrfy = true", "", tables);
+    let srv = Server::start_config(dir, &text);
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    for rcpt in [
+        "\"../../etc/passwd\"@test.example",
+        "\"a/b\"@test.example",
+        "\".hidden\"@test.example",
+        "\"..\"@test.example",
+        "\"root/..\"@test.example",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert_eq!(r.code, 550, "{rcpt}: {r:?}");
+    }
+    // Control characters never get that far.
+    let r = c.cmd("RCPT TO:<\"a\u{1}b\"@test.example>");
+    assert_eq!(r.code, 501, "{r:?}");
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    let entries: Vec<_> = std::fs::read_dir(srv.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .all(|n| ["mail", "spool", "mailroom.toml"].contains(&n.to_str().unwrap())),
+        "{entries:?}"
+    );
+}
+
+#[test]
+fn a_delivered_to_loop_through_an_alias_is_refused() {
+    let srv = with_aliases("staff: bob\n", "", "");
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "x@remote.example",
+        &["staff@test.example"],
+        "Delivered-To: bob@test.example\r\nSubject: again\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 554, "{r:?}");
+    assert!(r.text().starts_with("5.4.6"), "{r:?}");
+    assert!(srv.messages("bob").is_empty());
+}
+
+#[test]
+fn vrfy_names_come_from_the_configuration() {
+    let srv = with_aliases(
+        "",
+        "vrfy = true",
+        "[mailbox.carol]\nmaildir = \"{d}/mail/carol/Maildir\"\nname = \"Carol Example\"",
+    );
+    let mut c = srv.connect().hello();
+    assert_eq!(
+        c.expect("VRFY carol", 250).lines,
+        ["2.1.5 Carol Example <carol@test.example>"]
+    );
+    assert_eq!(
+        c.expect("VRFY <alice@test.example>", 250).lines,
+        ["2.1.5 <alice@test.example>"]
+    );
+}
+
+#[test]
+fn nested_includes_and_shared_include_files() {
+    let srv = with_aliases("outer: :include:{d}/outer.txt\n", "", "");
+    let d = srv.dir.path();
+    std::fs::write(
+        d.join("outer.txt"),
+        format!("alice\n:include:{}/inner.txt\n", d.display()),
+    )
+    .unwrap();
+    std::fs::write(d.join("inner.txt"), "bob\n").unwrap();
+    assert_eq!(send(&srv, &["outer@test.example"], "nested").code, 250);
+    assert_eq!(
+        (srv.messages("alice").len(), srv.messages("bob").len()),
+        (1, 1)
+    );
+    // An include of itself is a loop.
+    std::fs::write(
+        d.join("inner.txt"),
+        format!("bob, :include:{}/outer.txt\n", d.display()),
+    )
+    .unwrap();
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    let r = c.expect("RCPT TO:<outer@test.example>", 550);
+    assert!(r.text().contains("loop"), "{r:?}");
+    // Files and commands in an include file others can write are refused.
+    std::fs::write(d.join("inner.txt"), "\"|cat >/dev/null\"\n").unwrap();
+    std::fs::set_permissions(d.join("inner.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    c.expect("RCPT TO:<outer@test.example>", 451);
+    assert!(srv.log().contains("writable by its group or others"));
+}
+
+#[test]
+fn the_shipped_aliases_file_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/aliases");
+    let top = format!("aliases = \"{}\"", aliases.display());
+    let text = base_config(dir.path(), &top, "", "");
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And postmaster resolves through it.
+    let srv = with_aliases(&std::fs::read_to_string(&aliases).unwrap(), "", "");
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<postmaster@test.example>", 250);
+    c.expect("RCPT TO:<MAILER-DAEMON@test.example>", 250);
+}
+
+#[test]
+fn maildir_files_follow_the_qmail_convention() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    assert_eq!(
+        c.send_mail(
+            "a@remote.example",
+            &["alice@test.example"],
+            "Subject: name\r\n\r\nx\r\n"
+        )
+        .code,
+        250
+    );
+    let md = srv.maildir("alice");
+    let entry = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let name = entry.file_name().into_string().unwrap();
+    // <secs>.M<usecs>P<pid>Q<seq>.<host>,S=<size>
+    let (unique, size) = name.rsplit_once(",S=").unwrap();
+    assert_eq!(
+        size.parse::<u64>().unwrap(),
+        entry.metadata().unwrap().len(),
+        "{name}"
+    );
+    let parts: Vec<&str> = unique.splitn(3, '.').collect();
+    assert!(parts[0].parse::<u64>().is_ok(), "{name}");
+    let (m, rest) = parts[1].strip_prefix('M').unwrap().split_once('P').unwrap();
+    let (p, q) = rest.split_once('Q').unwrap();
+    assert!(
+        m.parse::<u32>().unwrap() < 1_000_000 && q.parse::<u64>().is_ok(),
+        "{name}"
+    );
+    assert_eq!(p.parse::<u32>().unwrap(), srv.pid());
+    assert_eq!(parts[2], "mx.test.example");
+    assert_eq!(
+        entry.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        entry.metadata().unwrap().uid(),
+        nix::unistd::geteuid().as_raw(),
+        "the server's own"
+    );
+}
+
+#[test]
+fn python_reads_the_mbox_and_the_maildir() {
+    if !tool("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("carol.mbox");
+    let tables = format!("[mailbox.carol]\nmbox = \"{}\"", mbox.display());
+    let text = base_config(dir.path(), "", "", &tables);
+    let srv = Server::start_config(dir, &text);
+    let mut c = srv.connect().hello();
+    for i in 0..3 {
+        let body =
+            format!("Subject: number {i}\r\n\r\nFrom the start\r\n>From quoted\r\nline {i}\r\n");
+        assert_eq!(
+            c.send_mail(
+                "a@remote.example",
+                &["carol@test.example", "alice@test.example"],
+                &body
+            )
+            .code,
+            250
+        );
+    }
+    let script = r#"
+import mailbox, sys
+mb = mailbox.mbox(sys.argv[1], create=False)
+md = mailbox.Maildir(sys.argv[2], create=False)
+for box in (mb, md):
+    msgs = sorted(box, key=lambda m: m["Subject"])
+    assert [m["Subject"] for m in msgs] == ["number 0", "number 1", "number 2"], [m["Subject"] for m in msgs]
+    for i, m in enumerate(msgs):
+        assert m["Delivered-To"] in ("carol@test.example", "alice@test.example"), m["Delivered-To"]
+        assert m.get_payload().endswith("line %d\n" % i), repr(m.get_payload())
+print("OK", len(mb), len(md))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&mbox)
+        .arg(srv.maildir("alice"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK 3 3");
+}
+
+#[test]
+fn postmaster_must_reach_a_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailroom.toml");
+    let base = base_config(dir.path(), "", "", "");
+    let without = base.replace("[mailbox.postmaster]\n", "[mailbox.other]\n");
+    for (text, code) in [(without.clone(), 78), (base.clone(), 0)] {
+        std::fs::write(&config, &text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("--check-config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code == 78 {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("postmaster must reach a mailbox")
+            );
+        }
+    }
+    // An alias is enough.
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "postmaster: alice\n").unwrap();
+    let with_alias = without.replacen(
+        "spool_dir",
+        &format!("aliases = \"{}\"\nspool_dir", aliases.display()),
+        1,
+    );
+    std::fs::write(&config, &with_alias).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -109,9 +109,11 @@ pub fn prepare(
         .stdin(Stdio::from(input))
         .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
+    let child = cmd.spawn();
+    // The command holds the helper's end of the socket: close it here, or
+    // the helper's exit would never read as the end of the conversation.
+    drop(cmd);
+    let child = child.map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
     ours.set_read_timeout(Some(STEP))
         .map_err(|e| DeliveryError::io("delivery helper", &e))?;
     let mut staged = Staged {

@@ -455,3 +455,181 @@ fn store_target(store: &Store) -> Target {
         Store::Mbox(p) => Target::Mbox(p.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Accounts by name; with `any`, every name has one (so that only the
+    /// resolver's own checks can refuse a name).
+    struct Fake {
+        accounts: HashMap<String, Account>,
+        any: bool,
+    }
+
+    fn account(name: &str, uid: u32, home: &str, gecos: &str) -> Account {
+        Account {
+            name: name.into(),
+            uid,
+            gid: uid,
+            home: home.into(),
+            full_name: gecos.into(),
+        }
+    }
+
+    impl Directory for Fake {
+        fn account(&self, name: &str) -> Option<Account> {
+            match self.accounts.get(name) {
+                Some(a) => Some(a.clone()),
+                None if self.any => Some(account(name, 5000, &format!("/home/{name}"), "")),
+                None => None,
+            }
+        }
+        fn account_by_uid(&self, uid: u32) -> Option<Account> {
+            self.accounts.values().find(|a| a.uid == uid).cloned()
+        }
+    }
+
+    fn resolve(config: &str, aliases: &str, dir: &Fake, local: &str) -> Lookup {
+        let config = Config::parse(
+            &format!("hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\n{config}"),
+            "t",
+        )
+        .unwrap();
+        let aliases = Aliases::parse(aliases, "aliases").unwrap();
+        Resolver {
+            config: &config,
+            aliases: &aliases,
+            directory: dir,
+            alias_privileges: RunAs::Server,
+        }
+        .resolve(local, "example.org")
+    }
+
+    fn targets(l: &Lookup) -> Vec<Target> {
+        match l {
+            Lookup::Local(r) => r.dests.iter().map(|d| d.target.clone()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn users() -> Fake {
+        let accounts = [
+            account("alice", 1000, "/home/alice", "Alice Liddell"),
+            account("daemon", 1, "/usr/sbin", ""),
+            account("backup", 34, "/var/backups", ""),
+            account("sly", 1001, "/home/../etc", ""),
+        ];
+        Fake {
+            accounts: accounts.into_iter().map(|a| (a.name.clone(), a)).collect(),
+            any: false,
+        }
+    }
+
+    #[test]
+    fn no_local_part_or_home_can_escape_the_template() {
+        let any = Fake {
+            accounts: HashMap::new(),
+            any: true,
+        };
+        let config = "system_users = true\n[users]\nmbox = \"/var/mail/{user}\"";
+        assert_eq!(
+            targets(&resolve(config, "", &any, "ok")),
+            [Target::Mbox("/var/mail/ok".into())]
+        );
+        for bad in [
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "..",
+            "x\u{0}y",
+            "x\ny",
+            "",
+        ] {
+            assert_eq!(
+                resolve(config, "", &any, bad),
+                Lookup::UnknownUser,
+                "{bad:?}"
+            );
+        }
+        // A home with `..` in it gives no path at all.
+        let config = "system_users = true\n[users]\nmaildir = \"{home}/Maildir\"";
+        assert!(matches!(
+            resolve(config, "", &users(), "sly"),
+            Lookup::TempFail(_)
+        ));
+        assert_eq!(
+            targets(&resolve(config, "", &users(), "alice")),
+            [Target::Maildir("/home/alice/Maildir".into())]
+        );
+    }
+
+    #[test]
+    fn system_accounts_need_the_minimum_uid_or_the_allow_list() {
+        let config = "system_users = true\n[users]\nallow = [\"backup\"]";
+        assert_eq!(resolve(config, "", &users(), "daemon"), Lookup::UnknownUser);
+        assert!(matches!(
+            resolve(config, "", &users(), "backup"),
+            Lookup::Local(_)
+        ));
+        assert!(matches!(
+            resolve(config, "", &users(), "alice"),
+            Lookup::Local(_)
+        ));
+        // Without system_users no account is a recipient.
+        assert_eq!(resolve("", "", &users(), "alice"), Lookup::UnknownUser);
+    }
+
+    #[test]
+    fn case_folding_and_full_names() {
+        let config = "system_users = true";
+        let Lookup::Local(r) = resolve(config, "", &users(), "Alice") else {
+            panic!()
+        };
+        assert_eq!(
+            (r.address.as_str(), r.full_name.as_deref()),
+            ("alice@example.org", Some("Alice Liddell"))
+        );
+        let strict = "system_users = true\ncase_insensitive_users = false";
+        assert_eq!(resolve(strict, "", &users(), "Alice"), Lookup::UnknownUser);
+        assert!(matches!(
+            resolve(strict, "postmaster: alice\n", &users(), "PostMaster"),
+            Lookup::Local(_)
+        ));
+        // Through an alias the name is not the alias's.
+        let Lookup::Local(r) = resolve(config, "boss: alice\n", &users(), "boss") else {
+            panic!()
+        };
+        assert_eq!(r.full_name, None);
+        assert_eq!(r.dests[0].address, "alice@example.org");
+    }
+
+    #[test]
+    fn lists_owners_duplicates_and_missing_members() {
+        let config = "[mailbox.bob]\nmaildir = \"/m/bob\"\n[mailbox.carol]\nmaildir = \"/m/carol\"";
+        let aliases =
+            "team: bob, carol, bob@example.org, ghost\nowner-team: carol\nall: team, carol\n";
+        let Lookup::Local(r) = resolve(config, aliases, &users(), "all") else {
+            panic!()
+        };
+        assert_eq!(
+            targets(&Lookup::Local(r.clone())),
+            [
+                Target::Maildir("/m/bob".into()),
+                Target::Maildir("/m/carol".into())
+            ]
+        );
+        assert_eq!(r.dests[0].sender.as_deref(), Some("owner-team@example.org"));
+        assert_eq!(
+            r.missing,
+            [Missing {
+                address: "ghost@example.org".into(),
+                sender: Some("owner-team@example.org".into())
+            }]
+        );
+        assert!(
+            matches!(resolve(config, "a: b\nb: a\n", &users(), "a"), Lookup::Loop(c) if c == "a -> b -> a")
+        );
+    }
+}

@@ -31,13 +31,37 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the delivery for a configuration: this reads the aliases
-    /// file, whose errors (with file and line) are configuration errors.
+    /// file, whose errors (with file and line) are configuration errors,
+    /// and checks that postmaster reaches a mailbox (RFC 5321 4.5.1).
     pub fn new(config: Config) -> Result<Runtime, String> {
         let config = Arc::new(config);
+        let delivery = delivery::Local::new(config.clone())?;
+        match delivery.lookup(&crate::smtp::address::ForwardPath::Postmaster) {
+            delivery::Lookup::Local(_) => {}
+            // An include file that cannot be read now may be readable later.
+            delivery::Lookup::TempFail(why) => {
+                log::warn!("postmaster cannot be resolved now: {why}")
+            }
+            other => {
+                return Err(format!(
+                    "postmaster must reach a mailbox (RFC 5321 4.5.1), but resolves to {}; \
+                     declare [mailbox.postmaster] or an alias \"postmaster: someone\"",
+                    describe_lookup(&other)
+                ))
+            }
+        }
         Ok(Runtime {
-            delivery: Arc::new(delivery::Local::new(config.clone())?),
+            delivery: Arc::new(delivery),
             config,
         })
+    }
+}
+
+fn describe_lookup(l: &delivery::Lookup) -> String {
+    match l {
+        delivery::Lookup::Loop(chain) => format!("an alias loop ({chain})"),
+        delivery::Lookup::Remote(to) => format!("the remote address <{to}>"),
+        _ => "no mailbox".into(),
     }
 }
 
@@ -237,14 +261,6 @@ impl Server {
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
         let runtime = Runtime::new(config).map_err(StartError::Config)?;
         let config = &runtime.config;
-        let postmaster = runtime
-            .delivery
-            .lookup(&crate::smtp::address::ForwardPath::Postmaster);
-        if !matches!(postmaster, delivery::Lookup::Local(_)) {
-            log::warn!(
-                "postmaster does not resolve to a mailbox: RFC 5321 4.5.1 requires one, and mail to it will be refused"
-            );
-        }
         crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
             StartError::System(format!(
                 "spool directory {}: {e}",

@@ -67,10 +67,56 @@ impl Server {
     pub fn start_config(dir: tempfile::TempDir, text: &str) -> Server {
         let config_path = dir.path().join("mailroom.toml");
         std::fs::write(&config_path, text).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "debug")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&config_path);
+        Server::spawn(dir, config_path, cmd)
+    }
+
+    /// A server in a mount namespace of its own (root only), where
+    /// `binds` lists files bind-mounted over others (a test passwd over
+    /// /etc/passwd, say) and `tmpfs` directories that get a small tmpfs of
+    /// the given size. None of it is visible outside the namespace, and it
+    /// goes when the server does; the server's own view of a path is under
+    /// [`Server::seen`].
+    pub fn start_in_namespace(
+        dir: tempfile::TempDir,
+        text: &str,
+        binds: &[(&Path, &Path)],
+        tmpfs: &[(&Path, &str)],
+    ) -> Server {
+        let config_path = dir.path().join("mailroom.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut script = String::from("set -e\n");
+        for (from, to) in binds {
+            script.push_str(&format!(
+                "mount --bind '{}' '{}'\n",
+                from.display(),
+                to.display()
+            ));
+        }
+        for (at, size) in tmpfs {
+            script.push_str(&format!(
+                "mount -t tmpfs -o size={size},mode=0755 tmpfs '{}'\n",
+                at.display()
+            ));
+        }
+        script.push_str(&format!(
+            "exec '{BIN}' --config '{}'\n",
+            config_path.display()
+        ));
+        let mut cmd = Command::new("unshare");
+        // `exec` keeps the pid: the child is the server itself.
+        cmd.arg("--mount")
+            .arg("--propagation")
+            .arg("private")
+            .arg("sh")
+            .arg("-c")
+            .arg(script);
+        Server::spawn(dir, config_path, cmd)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config_path: PathBuf, mut cmd: Command) -> Server {
+        let mut child = cmd
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -120,6 +166,25 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// A path as the server sees it (inside its mount namespace, if it
+    /// has one of its own).
+    pub fn seen(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid()))
+            .join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and hands back its
+    /// directory so that another server can start on it.
+    pub fn crash(mut self) -> (tempfile::TempDir, String) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = self.log();
+        // No Drop of a running server follows: take the directory out.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, log)
     }
 
     pub fn log(&self) -> String {
@@ -188,18 +253,93 @@ impl Drop for Server {
     }
 }
 
+/// True when the tests run as root. Otherwise the caller skips its test,
+/// with a note on stderr.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let line = format!("skipped: {test} needs root\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    false
+}
+
+/// True when the external program `name` is on PATH. When it is not: under
+/// `CI` the test fails (CI installs it with tests/install-test-tools.sh),
+/// otherwise a "skipped" line goes to stderr and the caller returns early.
+pub fn tool(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} is not installed, and CI is set: run tests/install-test-tools.sh");
+    }
+    // Straight to the process's stderr, past the test harness's capture,
+    // so the skip shows in a normal `cargo test` run.
+    let line = format!("skipped: {name} not installed (tests/install-test-tools.sh installs it)\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    false
+}
+
+/// Splits an mboxrd file into its messages, without their `From ` lines
+/// and with the quoting undone. Independent of mailroom's writer: a
+/// message starts at a `From ` line after a blank line (or at the start).
+pub fn mbox_messages(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut prev_blank = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if prev_blank && line.starts_with(b"From ") {
+            // The blank line before a From line belongs to the separator.
+            if let Some(last) = out.last_mut() {
+                assert!(last.ends_with(b"\n\n"), "a message without its blank line");
+                last.pop();
+            }
+            out.push(Vec::new());
+        } else {
+            let cur = out.last_mut().expect("an mbox starts with a From line");
+            let quoted = line
+                .iter()
+                .position(|&b| b != b'>')
+                .is_some_and(|i| i > 0 && line[i..].starts_with(b"From "));
+            cur.extend_from_slice(if quoted { &line[1..] } else { line });
+        }
+        prev_blank = line == b"\n";
+    }
+    if let Some(last) = out.last_mut() {
+        assert!(
+            last.ends_with(b"\n\n") || last == b"\n",
+            "the last message lacks its blank line"
+        );
+        last.pop();
+    }
+    out
+}
+
 pub fn read_maildir(dir: &Path) -> Vec<Vec<u8>> {
     let Ok(entries) = std::fs::read_dir(dir.join("new")) else {
         return Vec::new();
     };
     let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    // Delivery order: the `Q<n>` part of the name counts up in the server.
-    let seq = |p: &PathBuf| -> u64 {
-        let name = p.file_name().unwrap().to_string_lossy();
-        let q = &name[name.find('Q').expect("Q<n> in a Maildir name") + 1..];
-        q[..q.find('.').unwrap()].parse().unwrap()
+    // Delivery order: `<secs>.M<usecs>P<pid>Q<n>.host`, where `Q<n>`
+    // counts up within one process.
+    let order = |p: &PathBuf| -> (u64, u64, u64) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let num = |after: char, until: char| -> u64 {
+            let rest = &name[name.find(after).expect("a Maildir name") + 1..];
+            rest[..rest.find(until).unwrap()].parse().unwrap()
+        };
+        let secs = name[..name.find('.').unwrap()].parse().unwrap();
+        (secs, num('M', 'P'), num('Q', '.'))
     };
-    names.sort_by_key(seq);
+    names.sort_by_key(order);
     names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 

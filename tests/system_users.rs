@@ -1,0 +1,367 @@
+//! Delivery to the accounts of the passwd database, as root: Maildirs and
+//! mboxes created by and owned by the user, a mail spool directory like
+//! Debian's /var/mail (group-writable, setgid), `~/.forward` with its
+//! safety checks, pipes and include files run as their owners, the
+//! minimum uid and its allow list, VRFY with the GECOS name, and failed
+//! copies taken back or reported.
+//!
+//! Each server runs in a mount namespace of its own in which a test passwd
+//! file is bind-mounted over /etc/passwd, so the accounts exist for it
+//! alone and nothing outside the test's directory changes. Without root
+//! these tests are skipped.
+
+mod support;
+use nix::unistd::{chown, Gid, Uid};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use support::*;
+
+const CAROL: u32 = 2001;
+const DAVE: u32 = 2002;
+const MAIL_GID: u32 = 2500;
+
+/// A server whose passwd knows carol and dave (homes under the test
+/// directory, carol's writable by her, dave's not), sys1 and sys2 (below
+/// the minimum uid; sys2 allowed), and the system's own accounts. `{d}` in
+/// `top` and `tables` stands for the test directory; `setup` runs in it
+/// before the server starts.
+fn start(top: &str, tables: &str, setup: &dyn Fn(&Path)) -> (Server, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    // Let the users through the test directory, as /home would.
+    set_mode(&d, 0o755);
+    for (name, uid) in [
+        ("carol", CAROL),
+        ("dave", DAVE),
+        ("sys1", 501),
+        ("sys2", 502),
+    ] {
+        let home = d.join("home").join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        set_mode(&home, 0o755);
+        if name != "dave" {
+            own(&home, uid, uid);
+        }
+    }
+    set_mode(&d.join("home"), 0o755);
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    set_mode(&out, 0o777);
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    for (name, uid, gecos) in [
+        ("carol", CAROL, "Carol Example,Room 1,,"),
+        ("dave", DAVE, "Dave"),
+        ("sys1", 501, ""),
+        ("sys2", 502, ""),
+    ] {
+        passwd.push_str(&format!(
+            "{name}:x:{uid}:{uid}:{gecos}:{}/home/{name}:/bin/sh\n",
+            d.display()
+        ));
+    }
+    let passwd_path = d.join("passwd");
+    std::fs::write(&passwd_path, passwd).unwrap();
+    set_mode(&passwd_path, 0o644);
+    setup(&d);
+    let ds = d.display().to_string();
+    let users = format!(
+        "[users]\nmin_uid = 1000\nallow = [\"sys2\"]\n{}",
+        tables.replace("{d}", &ds)
+    );
+    let top = format!(
+        "system_users = true\nvrfy = true\n{}",
+        top.replace("{d}", &ds)
+    );
+    let text = base_config(&d, &top, "", &users);
+    let srv =
+        Server::start_in_namespace(dir, &text, &[(&passwd_path, Path::new("/etc/passwd"))], &[]);
+    (srv, d)
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn own(p: &Path, uid: u32, gid: u32) {
+    chown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).unwrap();
+}
+
+fn send(srv: &Server, from: &str, to: &[&str], subject: &str) -> Reply {
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        from,
+        to,
+        &format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n"),
+    );
+    let _ = c.cmd("QUIT");
+    r
+}
+
+fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+fn subjects(msgs: &[Vec<u8>]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| Parsed::new(m.clone()).subject().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn maildirs_are_created_by_and_for_the_user() {
+    if !root_or_skip("maildirs_are_created_by_and_for_the_user") {
+        return;
+    }
+    let (srv, d) = start("", "", &|_| {});
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "hello carol"
+        )
+        .code,
+        250
+    );
+    let md = d.join("home/carol/Maildir");
+    for sub in ["", "cur", "new", "tmp"] {
+        assert_eq!(
+            owner_and_mode(&md.join(sub)),
+            (CAROL, CAROL, 0o700),
+            "{sub}"
+        );
+    }
+    let msgs = read_maildir(&md);
+    assert_eq!(subjects(&msgs), ["hello carol"]);
+    let file = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(owner_and_mode(&file), (CAROL, CAROL, 0o600));
+    let m = Parsed::new(msgs[0].clone());
+    assert_eq!(
+        m.header("Delivered-To").as_deref(),
+        Some("carol@test.example")
+    );
+    assert!(
+        srv.log().contains("as carol"),
+        "the log says whose privileges were used"
+    );
+
+    // The minimum uid, and its allow list.
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<sys1@test.example>", 550);
+    c.expect("RCPT TO:<sys2@test.example>", 250);
+    c.expect("RCPT TO:<nosuchuser@test.example>", 550);
+    // VRFY gives the name from GECOS.
+    let r = c.expect("VRFY carol", 250);
+    assert_eq!(r.lines, ["2.1.5 Carol Example <carol@test.example>"]);
+}
+
+#[test]
+fn a_failed_copy_is_taken_back_or_reported() {
+    if !root_or_skip("a_failed_copy_is_taken_back_or_reported") {
+        return;
+    }
+    // dave cannot write his (root-owned) home, so his Maildir cannot be made.
+    let (srv, d) = start("", "", &|_| {});
+    let carol = d.join("home/carol/Maildir");
+    assert_eq!(
+        send(&srv, "x@remote.example", &["carol@test.example"], "first").code,
+        250
+    );
+    // A remote sender cannot be notified yet: the message fails whole, and
+    // carol's copy, written by her helper, is taken back.
+    let r = send(
+        &srv,
+        "x@remote.example",
+        &["carol@test.example", "dave@test.example"],
+        "both",
+    );
+    assert_eq!(r.code, 451, "{r:?}");
+    assert_eq!(subjects(&read_maildir(&carol)), ["first"]);
+    assert_eq!(std::fs::read_dir(carol.join("tmp")).unwrap().count(), 0);
+    // A local sender is: carol gets the message and a notification for dave.
+    let r = send(
+        &srv,
+        "carol@test.example",
+        &["carol@test.example", "dave@test.example"],
+        "reported",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let msgs = read_maildir(&carol);
+    assert_eq!(subjects(&msgs)[..2], ["first", "reported"]);
+    let dsn = String::from_utf8(msgs[2].clone()).unwrap();
+    assert!(
+        dsn.starts_with("Return-Path: <>\nDelivered-To: carol@test.example\n"),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; dave@test.example\n"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: failed\nStatus: 4.3.0\n"), "{dsn}");
+    assert!(dsn.contains("Subject: reported\n"), "{dsn}");
+}
+
+#[test]
+fn mboxes_in_a_mail_spool_belong_to_their_users() {
+    if !root_or_skip("mboxes_in_a_mail_spool_belong_to_their_users") {
+        return;
+    }
+    // Like Debian's /var/mail: root:mail 2775.
+    let (srv, d) = start("", "mbox = \"{d}/var-mail/{user}\"\n", &|d| {
+        let spool = d.join("var-mail");
+        std::fs::create_dir_all(&spool).unwrap();
+        own(&spool, 0, MAIL_GID);
+        set_mode(&spool, 0o2775);
+    });
+    let spool = d.join("var-mail");
+    assert_eq!(
+        send(&srv, "x@remote.example", &["carol@test.example"], "one").code,
+        250
+    );
+    assert_eq!(send(&srv, "", &["carol@test.example"], "two").code, 250);
+    let mbox = spool.join("carol");
+    // Owned by carol, group from the setgid spool, private.
+    assert_eq!(owner_and_mode(&mbox), (CAROL, MAIL_GID, 0o600));
+    assert!(!spool.join("carol.lock").exists());
+    let msgs = mbox_messages(&mbox);
+    assert_eq!(subjects(&msgs), ["one", "two"]);
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert!(text.starts_with("From x@remote.example "), "{text}");
+    assert!(text.contains("\n\nFrom MAILER-DAEMON "), "{text}");
+}
+
+#[test]
+fn forward_files_are_honoured_only_when_safe() {
+    if !root_or_skip("forward_files_are_honoured_only_when_safe") {
+        return;
+    }
+    let (srv, d) = start("", "", &|_| {});
+    let forward = d.join("home/carol/.forward");
+    let uid_file = d.join("out/carol-uid");
+    std::fs::write(
+        &forward,
+        format!(
+            "# keep a copy, and tell a script\n\\carol, \"|id -u > {}\"\n",
+            uid_file.display()
+        ),
+    )
+    .unwrap();
+    own(&forward, CAROL, CAROL);
+    set_mode(&forward, 0o644);
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "forwarded"
+        )
+        .code,
+        250
+    );
+    assert_eq!(
+        subjects(&read_maildir(&d.join("home/carol/Maildir"))),
+        ["forwarded"]
+    );
+    // The pipe ran as carol, never as root.
+    assert_eq!(
+        std::fs::read_to_string(&uid_file).unwrap().trim(),
+        CAROL.to_string()
+    );
+
+    // Writable by the group: ignored, the mail goes to the mailbox.
+    std::fs::remove_file(&uid_file).unwrap();
+    set_mode(&forward, 0o664);
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "unsafe forward"
+        )
+        .code,
+        250
+    );
+    assert!(!uid_file.exists(), "the unsafe .forward ran");
+    assert!(srv.log().contains(".forward: ignored"), "{}", srv.log());
+    // Owned by someone else: ignored too.
+    set_mode(&forward, 0o644);
+    own(&forward, DAVE, DAVE);
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "foreign forward"
+        )
+        .code,
+        250
+    );
+    assert!(!uid_file.exists(), "a .forward owned by someone else ran");
+    assert_eq!(
+        subjects(&read_maildir(&d.join("home/carol/Maildir"))),
+        ["forwarded", "unsafe forward", "foreign forward"]
+    );
+}
+
+#[test]
+fn alias_and_include_commands_run_as_their_files_owners() {
+    if !root_or_skip("alias_and_include_commands_run_as_their_files_owners") {
+        return;
+    }
+    let (srv, d) = start("aliases = \"{d}/aliases\"", "", &|d| {
+        let aliases = d.join("aliases");
+        let include = d.join("list.txt");
+        std::fs::write(
+            &aliases,
+            format!(
+                "who: \"|id -u > {d}/out/alias-uid\"\nlist: :include:{}\n",
+                include.display(),
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        // The aliases file belongs to dave: its commands run as dave.
+        own(&aliases, DAVE, DAVE);
+        // The include file belongs to carol: its commands run as carol.
+        std::fs::write(
+            &include,
+            format!("\"|id -u > {}/out/include-uid\"\n", d.display()),
+        )
+        .unwrap();
+        own(&include, CAROL, CAROL);
+        set_mode(&include, 0o644);
+    });
+    let include = d.join("list.txt");
+    assert_eq!(
+        send(&srv, "x@remote.example", &["who@test.example"], "who").code,
+        250
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/alias-uid"))
+            .unwrap()
+            .trim(),
+        DAVE.to_string()
+    );
+    assert_eq!(
+        send(&srv, "x@remote.example", &["list@test.example"], "list").code,
+        250
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/include-uid"))
+            .unwrap()
+            .trim(),
+        CAROL.to_string()
+    );
+    // An include file others may write cannot name commands.
+    set_mode(&include, 0o666);
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<list@test.example>", 451);
+}
