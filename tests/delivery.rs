@@ -679,3 +679,27 @@ fn postmaster_must_reach_a_mailbox() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_stale_member_of_a_list_without_owner_does_not_block_the_list() {
+    let srv = with_aliases("team: bob, ghost\n", "", "");
+    // The remote sender cannot be told about ghost; bob still gets it.
+    assert_eq!(send(&srv, &["team@test.example"], "to the team").code, 250);
+    assert_eq!(srv.messages("bob").len(), 1);
+    assert!(srv
+        .log()
+        .contains("list member <ghost@test.example> of <team@test.example> does not exist"));
+    // A local sender is told.
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "alice@test.example",
+        &["team@test.example"],
+        "Subject: local\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250);
+    let (_, _, status, _) = dsn_parts(&srv.messages("alice")[0]);
+    assert!(
+        status.contains("Final-Recipient: rfc822; ghost@test.example\n"),
+        "{status}"
+    );
+}

@@ -59,7 +59,9 @@ struct Failed {
 impl Local {
     /// Loads the aliases file and works out whose privileges its files and
     /// pipes get: as root, the owner of the aliases file if that is not
-    /// root, else `pipe_user`; otherwise the server's own.
+    /// root, else `pipe_user`; otherwise the server's own. (As root
+    /// without aliases, the server's own privileges are never used for a
+    /// pipe: [`pipe::run`] refuses to run one as root.)
     pub fn new(config: Arc<Config>) -> Result<Local, String> {
         Local::with_directory(config, Box::new(Passwd))
     }
@@ -72,7 +74,7 @@ impl Local {
             Some(path) => Aliases::load(path).map_err(|e| e.to_string())?,
             None => Aliases::default(),
         };
-        let alias_privileges = if nix::unistd::geteuid().is_root() {
+        let alias_privileges = if nix::unistd::geteuid().is_root() && !aliases.is_empty() {
             let owner = config
                 .aliases
                 .as_ref()
@@ -302,7 +304,6 @@ impl Local {
         let header =
             dsn::read_header(msg.body).map_err(|e| DeliveryError::io("reading the spool", &e))?;
         let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
-        senders.dedup();
         senders.sort_unstable();
         senders.dedup();
         for sender in senders {
@@ -477,13 +478,26 @@ impl Delivery for Local {
         }
         for r in msg.recipients {
             for m in &r.missing {
+                let notify = m
+                    .sender
+                    .clone()
+                    .unwrap_or_else(|| msg.reverse_path.to_string());
+                if self.reachable(&notify).is_none() {
+                    // Refusing the whole message for a list's stale member
+                    // would punish every other member; there is nobody to
+                    // lose it for, and the log tells the postmaster.
+                    log::warn!(
+                        "{}: list member <{}> of <{}> does not exist, and <{notify}> cannot be told",
+                        msg.id,
+                        m.address,
+                        r.address
+                    );
+                    continue;
+                }
                 failed.push(Failed {
                     recipient: m.address.clone(),
                     original: r.address.clone(),
-                    notify: m
-                        .sender
-                        .clone()
-                        .unwrap_or_else(|| msg.reverse_path.to_string()),
+                    notify,
                     status: "5.1.1",
                     error: DeliveryError {
                         kind: Failure::Permanent,

@@ -398,10 +398,9 @@ impl Resolver<'_> {
         }
     }
 
-    /// The targets of a user's `~/.forward`, if it exists and is safe:
-    /// a regular file owned by the user (or root), not writable by group
-    /// or others, as Postfix and OpenSMTPD require. An unsafe one is
-    /// ignored with a warning.
+    /// The targets of a user's `~/.forward`, if it exists and is safe: a
+    /// regular file owned by the user and not writable by group or others,
+    /// as OpenSMTPD requires. An unsafe one is ignored with a warning.
     fn forward(&self, account: &Account) -> Result<Option<Vec<AliasTarget>>, Lookup> {
         let path = account.home.join(".forward");
         let file = match File::options()
@@ -419,7 +418,7 @@ impl Resolver<'_> {
         let meta = file
             .metadata()
             .map_err(|e| Lookup::TempFail(format!("{}: {e}", path.display())))?;
-        let owner_ok = meta.uid() == account.uid || meta.uid() == 0;
+        let owner_ok = meta.uid() == account.uid;
         if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
             log::warn!(
                 "{}: ignored: must be a regular file owned by {} and not group- or world-writable",
