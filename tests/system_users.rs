@@ -365,3 +365,76 @@ fn alias_and_include_commands_run_as_their_files_owners() {
     c.expect("MAIL FROM:<x@remote.example>", 250);
     c.expect("RCPT TO:<list@test.example>", 451);
 }
+
+#[test]
+fn a_crash_during_an_append_as_a_user_is_undone() {
+    if !root_or_skip("a_crash_during_an_append_as_a_user_is_undone") {
+        return;
+    }
+    let (srv, d) = start("", "mbox = \"{d}/var-mail/{user}\"\n", &|d| {
+        let spool = d.join("var-mail");
+        std::fs::create_dir_all(&spool).unwrap();
+        own(&spool, 0, MAIL_GID);
+        set_mode(&spool, 0o2775);
+    });
+    let mbox = d.join("var-mail/carol");
+    assert_eq!(
+        send(&srv, "x@remote.example", &["carol@test.example"], "before").code,
+        250
+    );
+    let before = std::fs::read(&mbox).unwrap();
+    // A big message, so that the crash comes while the helper appends.
+    let addr = srv.addr;
+    let sender = std::thread::spawn(move || {
+        let mut c = Client::connect(addr).hello();
+        c.expect("MAIL FROM:<x@remote.example>", 250);
+        c.expect("RCPT TO:<carol@test.example>", 250);
+        c.expect("DATA", 354);
+        let line = "x".repeat(998) + "\r\n";
+        let mut body = String::from("Subject: big\r\n\r\n");
+        while body.len() < 20 << 20 {
+            body.push_str(&line);
+        }
+        c.send(body);
+        c.send(".\r\n");
+        c.try_reply().map(|r| r.code)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&mbox).unwrap().len() == before.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let config = std::fs::read_to_string(&srv.config_path).unwrap();
+    let (dir, _) = srv.crash();
+    assert_eq!(sender.join().unwrap(), None, "no reply after the crash");
+    // The helper, left alone, takes its copy back; the next start undoes
+    // whatever is left through the journal.
+    let srv = Server::start_in_namespace(
+        dir,
+        &config,
+        &[(&d.join("passwd"), Path::new("/etc/passwd"))],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read(&mbox).unwrap() != before || d.join("var-mail/carol.lock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mbox was not restored:\n{}",
+            srv.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(owner_and_mode(&mbox), (CAROL, MAIL_GID, 0o600));
+    assert_eq!(
+        std::fs::read_dir(d.join("spool/journal")).map_or(0, |e| e.count()),
+        0
+    );
+    assert_eq!(
+        send(&srv, "x@remote.example", &["carol@test.example"], "after").code,
+        250
+    );
+    assert_eq!(subjects(&mbox_messages(&mbox)), ["before", "after"]);
+}

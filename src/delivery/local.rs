@@ -136,12 +136,17 @@ impl Local {
         }
         let opts = self.mbox_options();
         for record in journal::drain(&journal::dir(&self.config.spool_dir)) {
-            let account = record
+            // An append made as a user is undone as that user, never by
+            // root in a directory the user controls.
+            let as_user = record
                 .uid
-                .filter(|&uid| uid != 0 && nix::unistd::geteuid().is_root())
-                .and_then(|uid| self.directory.account_by_uid(uid));
-            let result = match &account {
-                Some(a) => helper::recover(a, &record, &opts),
+                .filter(|&uid| uid != 0 && nix::unistd::geteuid().is_root());
+            let result = match as_user.map(|uid| (uid, self.directory.account_by_uid(uid))) {
+                Some((_, Some(a))) => helper::recover(&a, &record, &opts),
+                Some((uid, None)) => Err(DeliveryError {
+                    kind: Failure::Temporary,
+                    reason: format!("uid {uid} has no account any more"),
+                }),
                 None => mbox::recover(&record.path, record.orig, &record.from_line, &opts)
                     .map(|r| format!("{r:?}")),
             };
