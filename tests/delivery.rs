@@ -58,7 +58,8 @@ fn mbox_text(path: &Path) -> Vec<String> {
 #[test]
 fn mbox_mailboxes_get_mboxrd() {
     let dir = tempfile::tempdir().unwrap();
-    let mbox = dir.path().join("carol.mbox");
+    // In a directory that does not exist yet: made, like a Maildir's.
+    let mbox = dir.path().join("mboxes/carol.mbox");
     let tables = format!("[mailbox.carol]\nmbox = \"{}\"", mbox.display());
     let text = base_config(dir.path(), "", "", &tables);
     let srv = Server::start_config(dir, &text);
@@ -85,6 +86,12 @@ fn mbox_mailboxes_get_mboxrd() {
     ));
     let mode = std::fs::metadata(&mbox).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let mode = std::fs::metadata(mbox.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! once the append is committed (or taken back) the record is cleared. A
 //! record still there at start-up belongs to a delivery that a crash cut
 //! short and that no client was told 250 for, so the start-up cuts that
-//! mailbox back ([`super::mbox::recover`]).
+//! mailbox back ([`super::mbox::recover`]). A record whose mailbox cannot
+//! be fixed at once (someone holds its lock) stays, and no message is
+//! appended to that mailbox until it has been.
 //!
 //! Records live in a small pool of files, one per delivery in progress,
 //! reused from one delivery to the next, so that a journaled append costs
@@ -212,9 +214,10 @@ impl Slot {
     }
 }
 
-/// Reads every record left in `dir` and removes the files. Unreadable
-/// ones are logged and removed too: nothing can be done with them.
-pub fn drain(dir: &Path) -> Vec<Record> {
+/// The records left in `dir` by an earlier process, with their files.
+/// Empty and unreadable files are removed (nothing can be done with the
+/// latter); the others stay until their appends are undone.
+pub fn pending(dir: &Path) -> Vec<(PathBuf, Record)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -227,17 +230,25 @@ pub fn drain(dir: &Path) -> Vec<Record> {
         match read {
             Ok(_) if text.is_empty() => {}
             Ok(_) => match std::str::from_utf8(&text).ok().and_then(Record::decode) {
-                Some(r) => out.push(r),
+                Some(r) => {
+                    out.push((path, r));
+                    continue;
+                }
                 None => log::error!("{}: not a journal record; removed", path.display()),
             },
             Err(e) => log::error!("{}: {e}; removed", path.display()),
         }
         let _ = std::fs::remove_file(&path);
     }
-    if !out.is_empty() {
+    out
+}
+
+/// Removes the file of a record whose append has been undone.
+pub fn done(file: &Path) {
+    let _ = std::fs::remove_file(file);
+    if let Some(dir) = file.parent() {
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
-    out
 }
 
 #[cfg(test)]
@@ -264,7 +275,11 @@ mod tests {
         j.put(cleared);
         // A slot with a record stays on disk even when its delivery gives up.
         drop(s);
-        assert_eq!(drain(&dir), [r]);
+        let left = pending(&dir);
+        assert_eq!(left.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), [r]);
+        // Empty files went; the record stays until it is done.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        done(&left[0].0);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         assert_eq!(Record::decode("garbage"), None);
         drop(j);

@@ -37,6 +37,9 @@ pub struct Local {
     journal: Journal,
     /// Maildirs whose `tmp/` has been cleaned since the start.
     cleaned: Mutex<HashSet<PathBuf>>,
+    /// Interrupted mbox appends not undone yet (journal file, record);
+    /// shared with the configurations that replace this one.
+    unfinished: Arc<Mutex<Vec<(PathBuf, Record)>>>,
 }
 
 /// A copy written and held, waiting for the decision.
@@ -106,7 +109,14 @@ impl Local {
             directory,
             alias_privileges,
             cleaned: Mutex::new(HashSet::new()),
+            unfinished: Arc::default(),
         })
+    }
+
+    /// Takes over the interrupted appends still to be undone from the
+    /// delivery this one replaces (on reload).
+    pub fn inherit(&mut self, old: &Local) {
+        self.unfinished = old.unfinished.clone();
     }
 
     fn resolver(&self) -> Resolver<'_> {
@@ -134,15 +144,31 @@ impl Local {
                 self.clean_once(dir);
             }
         }
+        *self.unfinished.lock().unwrap_or_else(|e| e.into_inner()) =
+            journal::pending(&journal::dir(&self.config.spool_dir));
+        let _ = self.finish_interrupted(None);
+    }
+
+    /// Undoes the interrupted appends to `path` (all of them, for `None`).
+    /// Until that has worked, nothing more may be appended there.
+    fn finish_interrupted(&self, path: Option<&std::path::Path>) -> Result<(), DeliveryError> {
+        let mut unfinished = self.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+        if unfinished.is_empty() {
+            return Ok(());
+        }
         let opts = self.mbox_options();
-        for record in journal::drain(&journal::dir(&self.config.spool_dir)) {
+        let mut failed = None;
+        unfinished.retain(|(file, record)| {
+            if path.is_some_and(|p| p != record.path) {
+                return true;
+            }
             // An append made as a user is undone as that user, never by
             // root in a directory the user controls.
             let as_user = record
                 .uid
                 .filter(|&uid| uid != 0 && nix::unistd::geteuid().is_root());
             let result = match as_user.map(|uid| (uid, self.directory.account_by_uid(uid))) {
-                Some((_, Some(a))) => helper::recover(&a, &record, &opts),
+                Some((_, Some(a))) => helper::recover(&a, record, &opts),
                 Some((uid, None)) => Err(DeliveryError {
                     kind: Failure::Temporary,
                     reason: format!("uid {uid} has no account any more"),
@@ -151,17 +177,33 @@ impl Local {
                     .map(|r| format!("{r:?}")),
             };
             match result {
-                Ok(what) => log::warn!(
-                    "{}: recovered an append interrupted at {} bytes: {what}",
-                    record.path.display(),
-                    record.orig
-                ),
-                Err(e) => log::error!(
-                    "{}: cannot recover an interrupted append: {e}",
-                    record.path.display()
-                ),
+                Ok(what) => {
+                    log::warn!(
+                        "{}: recovered an append interrupted at {} bytes: {what}",
+                        record.path.display(),
+                        record.orig
+                    );
+                    journal::done(file);
+                    false
+                }
+                Err(e) => {
+                    log::error!(
+                        "{}: cannot recover an interrupted append yet: {e}",
+                        record.path.display()
+                    );
+                    failed.get_or_insert(DeliveryError {
+                        kind: Failure::Temporary,
+                        reason: format!(
+                            "{}: an append interrupted by a crash is not undone yet: {}",
+                            record.path.display(),
+                            e.reason
+                        ),
+                    });
+                    true
+                }
             }
-        }
+        });
+        failed.map_or(Ok(()), Err)
     }
 
     /// Cleans a Maildir's `tmp/` the first time this process sees it.
@@ -186,6 +228,9 @@ impl Local {
         let from_line = mbox::from_line(sender, SystemTime::now());
         let opts = self.mbox_options();
         let host = &self.config.hostname;
+        if let Target::Mbox(path) = &d.target {
+            self.finish_interrupted(Some(path))?;
+        }
         match (&d.run_as, &d.target) {
             (RunAs::Account(a), target) if helper::needed(a) => {
                 let clean = matches!(target, Target::Maildir(dir) if self.cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.clone()));

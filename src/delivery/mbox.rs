@@ -24,8 +24,10 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How locking waits.
@@ -207,6 +209,7 @@ fn open_locked(
     let ctx =
         |what: &str, e: &io::Error| DeliveryError::io(&format!("{what} {}", path.display()), e);
     let deadline = Instant::now() + opts.lock_wait;
+    let mut made_parent = false;
     loop {
         let file = match OpenOptions::new()
             .read(true)
@@ -218,6 +221,18 @@ fn open_locked(
         {
             Ok(f) => f,
             Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_parent => {
+                // As a Maildir is: a missing directory is made, mode 0700.
+                made_parent = true;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)
+                        .map_err(|e| ctx("creating the directory of", &e))?;
+                }
+                continue;
+            }
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
                 return Err(DeliveryError::io(
                     &format!(
@@ -330,6 +345,17 @@ struct DotLock {
     path: PathBuf,
 }
 
+/// The dot-locks this process holds (a path once per holder). A lock file
+/// naming our own pid that is not here was left by an earlier process
+/// that had our pid (a server that is pid 1 in a container, restarted).
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static TEMP: AtomicU64 = AtomicU64::new(0);
+
 impl DotLock {
     /// `Ok(None)` while another live holder has it; `Err` when no dot-lock
     /// can be made here at all.
@@ -338,39 +364,84 @@ impl DotLock {
         name.push(".lock");
         let path = PathBuf::from(name);
         for _ in 0..2 {
-            match OpenOptions::new()
+            // Registered before it exists, so that no thread of ours can
+            // take it for a leftover.
+            held().push(path.clone());
+            match create_with_pid(&path) {
+                Ok(()) => return Ok(Some(DotLock { path })),
+                Err(e) => {
+                    release(&path);
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+            }
+            if !is_stale(&path, stale) {
+                return Ok(None);
+            }
+            log::info!("{}: breaking a stale lock", path.display());
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(None)
+    }
+}
+
+/// Creates `path` holding our pid and a newline (liblockfile's format),
+/// never visible empty: the pid is written to a unique file that is then
+/// hard-linked to `path`. Where hard links are not supported, the file is
+/// created with O_EXCL and written at once.
+fn create_with_pid(path: &Path) -> io::Result<()> {
+    let pid = format!("{}\n", std::process::id());
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(
+        ".{}.{}",
+        std::process::id(),
+        TEMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temp = PathBuf::from(temp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    let written = f.write_all(pid.as_bytes());
+    drop(f);
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EPERM | nix::libc::EOPNOTSUPP)
+            ) =>
+        {
+            let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    // liblockfile's format: the holder's pid and a newline.
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(Some(DotLock { path }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if !is_stale(&path, stale) {
-                        return Ok(None);
-                    }
-                    log::info!("{}: breaking a stale lock", path.display());
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(e),
-            }
+                .open(path)?;
+            f.write_all(pid.as_bytes())
         }
-        Ok(None)
+        other => other,
+    }
+}
+
+fn release(path: &Path) {
+    let mut held = held();
+    if let Some(i) = held.iter().position(|p| p == path) {
+        held.swap_remove(i);
     }
 }
 
 impl Drop for DotLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        release(&self.path);
     }
 }
 
-/// A lock file is stale when the process it names is gone, or when it has
-/// not been touched for `age`.
+/// A lock file is stale when the process it names is gone (or is us, not
+/// holding it), or when it has not been touched for `age`.
 fn is_stale(path: &Path, age: Duration) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
@@ -380,6 +451,9 @@ fn is_stale(path: &Path, age: Duration) -> bool {
         let _ = f.take(32).read_to_string(&mut text);
     }
     if let Ok(pid) = text.trim().parse::<i32>() {
+        if pid == std::process::id() as i32 && !held().contains(&path.to_path_buf()) {
+            return true;
+        }
         if pid > 0
             && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH)
         {
@@ -734,9 +808,9 @@ mod tests {
         let dir = tempdir("locks");
         let mbox = dir.join("box");
         let b = body(&dir, b"x\n");
-        // A live holder (our own pid) keeps it: a bounded wait, then a
-        // temporary failure.
-        std::fs::write(dir.join("box.lock"), format!("{}\n", std::process::id())).unwrap();
+        // A live holder (init) keeps it: a bounded wait, then a temporary
+        // failure.
+        std::fs::write(dir.join("box.lock"), "1\n").unwrap();
         let start = Instant::now();
         let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap_err();
         assert_eq!(e.kind, crate::delivery::Failure::Temporary);
@@ -762,6 +836,27 @@ mod tests {
         prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
             .unwrap()
             .commit();
+        // Our own pid, in a lock we do not hold: left by an earlier process
+        // that had our pid, so stale.
+        std::fs::write(dir.join("box.lock"), format!("{}\n", std::process::id())).unwrap();
+        prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+            .unwrap()
+            .commit();
+        // Held by another delivery of ours: waited for. The lock file holds
+        // our pid and is never empty.
+        let held = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("box.lock")).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap_err();
+        assert!(e.reason.contains("locked"), "{e}");
+        held.commit();
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            2,
+            "only the mbox and the spool directory are left"
+        );
         // An fcntl lock held on another open file description is waited for.
         let holder = File::options().read(true).write(true).open(&mbox).unwrap();
         assert!(fcntl_lock(&holder).unwrap());

@@ -107,7 +107,13 @@ impl Shared {
         {
             log::warn!("reload: changes to server.listen, server.workers and server.handoff_queue take effect only after a restart");
         }
-        let runtime = match Runtime::new(new) {
+        let runtime = match Runtime::new(new).map(|mut r| {
+            // Interrupted mbox appends still to be undone stay known.
+            Arc::get_mut(&mut r.delivery)
+                .expect("not shared yet")
+                .inherit(&old.delivery);
+            r
+        }) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("reload failed, keeping the old configuration: {e}");
