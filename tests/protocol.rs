@@ -450,14 +450,17 @@ fn case_sensitive_users_when_configured() {
 }
 
 /// Memory per session is bounded by the line buffer, never by the message:
-/// the server's peak resident size stays far below one 24 MB message.
+/// the server's peak resident size stays far below one 24 MB message, for
+/// Maildir copies (copied from the spool) and mbox copies (quoted as they
+/// stream) alike.
 #[test]
 fn a_large_message_is_streamed_not_buffered() {
-    let srv = Server::start();
+    let srv = Server::start_with("", "", "[mailbox.carol]\nmbox = \"carol.mbox\"");
     let mut c = srv.connect().hello();
     c.expect("MAIL FROM:<a@remote.example> SIZE=24600000", 250);
     c.expect("RCPT TO:<alice@test.example>", 250);
     c.expect("RCPT TO:<bob@test.example>", 250);
+    c.expect("RCPT TO:<carol@test.example>", 250);
     c.expect("DATA", 354);
     c.send("Subject: big\r\n\r\n");
     let line = format!("{}\r\n", "x".repeat(998));
@@ -482,6 +485,9 @@ fn a_large_message_is_streamed_not_buffered() {
         assert_eq!(msgs.len(), 1);
         assert!(msgs[0].len() > 23_976_000, "{} octets", msgs[0].len());
     }
+    let mbox = mbox_messages(&srv.dir.path().join("carol.mbox"));
+    assert_eq!(mbox.len(), 1);
+    assert!(mbox[0].len() > 23_976_000, "{} octets", mbox[0].len());
 }
 
 #[test]
