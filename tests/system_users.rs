@@ -78,6 +78,17 @@ fn start(top: &str, tables: &str, setup: &dyn Fn(&Path)) -> (Server, PathBuf) {
     (srv, d)
 }
 
+/// [`start`], with mboxes in `{d}/var-mail/USER` in a spool like Debian's
+/// /var/mail: root:mail 2775.
+fn start_with_mail_spool() -> (Server, PathBuf) {
+    start("", "mbox = \"{d}/var-mail/{user}\"\n", &|d| {
+        let spool = d.join("var-mail");
+        std::fs::create_dir_all(&spool).unwrap();
+        own(&spool, 0, MAIL_GID);
+        set_mode(&spool, 0o2775);
+    })
+}
+
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -213,13 +224,7 @@ fn mboxes_in_a_mail_spool_belong_to_their_users() {
     if !root_or_skip("mboxes_in_a_mail_spool_belong_to_their_users") {
         return;
     }
-    // Like Debian's /var/mail: root:mail 2775.
-    let (srv, d) = start("", "mbox = \"{d}/var-mail/{user}\"\n", &|d| {
-        let spool = d.join("var-mail");
-        std::fs::create_dir_all(&spool).unwrap();
-        own(&spool, 0, MAIL_GID);
-        set_mode(&spool, 0o2775);
-    });
+    let (srv, d) = start_with_mail_spool();
     let spool = d.join("var-mail");
     assert_eq!(
         send(&srv, "x@remote.example", &["carol@test.example"], "one").code,
@@ -371,12 +376,7 @@ fn a_crash_during_an_append_as_a_user_is_undone() {
     if !root_or_skip("a_crash_during_an_append_as_a_user_is_undone") {
         return;
     }
-    let (srv, d) = start("", "mbox = \"{d}/var-mail/{user}\"\n", &|d| {
-        let spool = d.join("var-mail");
-        std::fs::create_dir_all(&spool).unwrap();
-        own(&spool, 0, MAIL_GID);
-        set_mode(&spool, 0o2775);
-    });
+    let (srv, d) = start_with_mail_spool();
     let mbox = d.join("var-mail/carol");
     assert_eq!(
         send(&srv, "x@remote.example", &["carol@test.example"], "before").code,

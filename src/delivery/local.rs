@@ -461,14 +461,22 @@ impl Delivery for Local {
                 .clone()
                 .unwrap_or_else(|| msg.reverse_path.to_string())
         };
-        let failure =
-            |r: &Recipient, d: &Dest, status: &'static str, error: DeliveryError| Failed {
+        // A copy that failed: logged, and kept for the reply or a report.
+        let failure = |r: &Recipient, d: &Dest, error: DeliveryError| {
+            log::warn!(
+                "{}: delivery to <{}> ({}) failed: {error}",
+                msg.id,
+                d.address,
+                describe(d)
+            );
+            Failed {
                 recipient: d.address.clone(),
                 original: r.address.clone(),
                 notify: sender_of(d),
-                status,
+                status: dsn::status(error.kind),
                 error,
-            };
+            }
+        };
         let mut failed: Vec<Failed> = Vec::new();
         let mut succeeded = 0;
         let (pipes, others): (Vec<_>, Vec<_>) = copies
@@ -500,30 +508,14 @@ impl Delivery for Local {
                     succeeded += 1;
                     log::info!("{}: delivered to <{}> ({})", msg.id, d.address, describe(d));
                 }
-                Err(e) => {
-                    log::warn!(
-                        "{}: delivery to <{}> ({}) failed: {e}",
-                        msg.id,
-                        d.address,
-                        describe(d)
-                    );
-                    failed.push(failure(r, d, dsn::status(e.kind), e));
-                }
+                Err(e) => failed.push(failure(r, d, e)),
             }
         }
         let mut staged = Vec::new();
         for (r, d) in others {
             match self.stage(d, &sender_of(d), msg) {
                 Ok(s) => staged.push((r, d, s)),
-                Err(e) => {
-                    log::warn!(
-                        "{}: delivery to <{}> ({}) failed: {e}",
-                        msg.id,
-                        d.address,
-                        describe(d)
-                    );
-                    failed.push(failure(r, d, dsn::status(e.kind), e));
-                }
+                Err(e) => failed.push(failure(r, d, e)),
             }
         }
         for r in msg.recipients {
@@ -587,15 +579,7 @@ impl Delivery for Local {
                     log::info!("{}: delivered to <{}> at {at}", msg.id, d.address);
                     succeeded += 1;
                 }
-                Err(e) => {
-                    log::warn!(
-                        "{}: delivery to <{}> ({}) failed: {e}",
-                        msg.id,
-                        d.address,
-                        describe(d)
-                    );
-                    failed.push(failure(r, d, dsn::status(e.kind), e));
-                }
+                Err(e) => failed.push(failure(r, d, e)),
             }
         }
         if failed.is_empty() {
