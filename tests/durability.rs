@@ -772,7 +772,7 @@ fn an_mbox_append_cut_short_by_a_crash_is_undone_at_start() {
 /// copy is gone there is room again.
 #[test]
 fn a_full_disk_gives_452_and_leaves_nothing_behind() {
-    if !root_or_skip("a_full_disk_gives_452_and_leaves_nothing_behind") {
+    if !namespaces_or_skip("a_full_disk_gives_452_and_leaves_nothing_behind") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,8 @@
 //!
 //! Each server runs in a mount namespace of its own in which a test passwd
 //! file is bind-mounted over /etc/passwd, so the accounts exist for it
-//! alone and nothing outside the test's directory changes. Without root
-//! these tests are skipped.
+//! alone and nothing outside the test's directory changes. Without root (or
+//! where mount namespaces are not allowed) these tests are skipped.
 
 mod support;
 use nix::unistd::{chown, Gid, Uid};
@@ -121,7 +121,7 @@ fn subjects(msgs: &[Vec<u8>]) -> Vec<String> {
 
 #[test]
 fn maildirs_are_created_by_and_for_the_user() {
-    if !root_or_skip("maildirs_are_created_by_and_for_the_user") {
+    if !namespaces_or_skip("maildirs_are_created_by_and_for_the_user") {
         return;
     }
     let (srv, d) = start("", "", &|_| {});
@@ -175,7 +175,7 @@ fn maildirs_are_created_by_and_for_the_user() {
 
 #[test]
 fn a_failed_copy_is_taken_back_or_reported() {
-    if !root_or_skip("a_failed_copy_is_taken_back_or_reported") {
+    if !namespaces_or_skip("a_failed_copy_is_taken_back_or_reported") {
         return;
     }
     // dave cannot write his (root-owned) home, so his Maildir cannot be made.
@@ -221,7 +221,7 @@ fn a_failed_copy_is_taken_back_or_reported() {
 
 #[test]
 fn mboxes_in_a_mail_spool_belong_to_their_users() {
-    if !root_or_skip("mboxes_in_a_mail_spool_belong_to_their_users") {
+    if !namespaces_or_skip("mboxes_in_a_mail_spool_belong_to_their_users") {
         return;
     }
     let (srv, d) = start_with_mail_spool();
@@ -244,7 +244,7 @@ fn mboxes_in_a_mail_spool_belong_to_their_users() {
 
 #[test]
 fn forward_files_are_honoured_only_when_safe() {
-    if !root_or_skip("forward_files_are_honoured_only_when_safe") {
+    if !namespaces_or_skip("forward_files_are_honoured_only_when_safe") {
         return;
     }
     let (srv, d) = start("", "", &|_| {});
@@ -317,7 +317,7 @@ fn forward_files_are_honoured_only_when_safe() {
 
 #[test]
 fn alias_and_include_commands_run_as_their_files_owners() {
-    if !root_or_skip("alias_and_include_commands_run_as_their_files_owners") {
+    if !namespaces_or_skip("alias_and_include_commands_run_as_their_files_owners") {
         return;
     }
     let (srv, d) = start("aliases = \"{d}/aliases\"", "", &|d| {
@@ -373,7 +373,7 @@ fn alias_and_include_commands_run_as_their_files_owners() {
 
 #[test]
 fn a_crash_during_an_append_as_a_user_is_undone() {
-    if !root_or_skip("a_crash_during_an_append_as_a_user_is_undone") {
+    if !namespaces_or_skip("a_crash_during_an_append_as_a_user_is_undone") {
         return;
     }
     let (srv, d) = start_with_mail_spool();

@@ -253,15 +253,32 @@ impl Drop for Server {
     }
 }
 
-/// True when the tests run as root. Otherwise the caller skips its test,
-/// with a note on stderr.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
+/// True when this test can run servers in mount namespaces of their own:
+/// the tests run as root and `unshare --mount` works here. Otherwise the
+/// caller skips its test, with a note on stderr.
+pub fn namespaces_or_skip(test: &str) -> bool {
+    static USABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let usable = USABLE.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("needs root".into());
+        }
+        match Command::new("unshare").args(["--mount", "true"]).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "unshare --mount fails here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("cannot run unshare: {e}")),
+        }
+    });
+    match usable {
+        Ok(()) => true,
+        Err(why) => {
+            let line = format!("skipped: {test}: {why}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            false
+        }
     }
-    let line = format!("skipped: {test} needs root\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    false
 }
 
 /// True when the external program `name` is on PATH. When it is not: under
