@@ -134,6 +134,9 @@ pub struct Timeouts {
     pub pipe: Duration,
     /// How long a delivery waits for an mbox's locks.
     pub mbox_lock: Duration,
+    /// How long the delivery of one message may take in all, well within
+    /// the 10 minutes a client waits for the reply to its final dot.
+    pub delivery: Duration,
 }
 
 /// A configuration error: the file, the key when one is to blame, and why.
@@ -245,6 +248,7 @@ struct RawTimeouts {
     data_total: u64,
     pipe: u64,
     mbox_lock: u64,
+    delivery: u64,
 }
 
 impl Default for RawTimeouts {
@@ -255,6 +259,7 @@ impl Default for RawTimeouts {
             data_total: 600,
             pipe: 300,
             mbox_lock: 60,
+            delivery: 300,
         }
     }
 }
@@ -421,6 +426,13 @@ impl RawConfig {
         range("timeouts.data_total", t.data_total, 1, 86400, "")?;
         range("timeouts.pipe", t.pipe, 1, 86400, "")?;
         range("timeouts.mbox_lock", t.mbox_lock, 1, 3600, "")?;
+        range(
+            "timeouts.delivery",
+            t.delivery,
+            1,
+            540,
+            " (a client waits 600 s for the reply to its final dot, RFC 5321 4.5.3.2.6)",
+        )?;
 
         let mut mailboxes = BTreeMap::new();
         for (name, mb) in self.mailbox {
@@ -528,6 +540,7 @@ impl RawConfig {
                 data_total: Duration::from_secs(t.data_total),
                 pipe: Duration::from_secs(t.pipe),
                 mbox_lock: Duration::from_secs(t.mbox_lock),
+                delivery: Duration::from_secs(t.delivery),
             },
             mailboxes,
             aliases: self.aliases,

@@ -253,7 +253,7 @@ fn forward_files_are_honoured_only_when_safe() {
     std::fs::write(
         &forward,
         format!(
-            "# keep a copy, and tell a script\n\\carol, \"|id -u > {}\"\n",
+            "# keep a copy (her own full address is her mailbox), and tell a script\ncarol@test.example, \"|id -u > {}\"\n",
             uid_file.display()
         ),
     )
@@ -316,34 +316,28 @@ fn forward_files_are_honoured_only_when_safe() {
 }
 
 #[test]
-fn alias_and_include_commands_run_as_their_files_owners() {
-    if !namespaces_or_skip("alias_and_include_commands_run_as_their_files_owners") {
+fn alias_commands_run_as_the_aliases_owner_and_includes_name_none() {
+    if !namespaces_or_skip("alias_commands_run_as_the_aliases_owner_and_includes_name_none") {
         return;
     }
     let (srv, d) = start("aliases = \"{d}/aliases\"", "", &|d| {
         let aliases = d.join("aliases");
-        let include = d.join("list.txt");
         std::fs::write(
             &aliases,
             format!(
-                "who: \"|id -u > {d}/out/alias-uid\"\nlist: :include:{}\n",
-                include.display(),
+                "who: \"|id -u > {d}/out/alias-uid\"\nlist: :include:{d}/list.txt\n",
                 d = d.display()
             ),
         )
         .unwrap();
         // The aliases file belongs to dave: its commands run as dave.
         own(&aliases, DAVE, DAVE);
-        // The include file belongs to carol: its commands run as carol.
         std::fs::write(
-            &include,
+            d.join("list.txt"),
             format!("\"|id -u > {}/out/include-uid\"\n", d.display()),
         )
         .unwrap();
-        own(&include, CAROL, CAROL);
-        set_mode(&include, 0o644);
     });
-    let include = d.join("list.txt");
     assert_eq!(
         send(&srv, "x@remote.example", &["who@test.example"], "who").code,
         250
@@ -354,21 +348,87 @@ fn alias_and_include_commands_run_as_their_files_owners() {
             .trim(),
         DAVE.to_string()
     );
-    assert_eq!(
-        send(&srv, "x@remote.example", &["list@test.example"], "list").code,
-        250
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("out/include-uid"))
-            .unwrap()
-            .trim(),
-        CAROL.to_string()
-    );
-    // An include file others may write cannot name commands.
-    set_mode(&include, 0o666);
+    // An include file may not name commands (nor files) at all.
     let mut c = srv.connect().hello();
     c.expect("MAIL FROM:<x@remote.example>", 250);
-    c.expect("RCPT TO:<list@test.example>", 451);
+    c.expect("RCPT TO:<list@test.example>", 550);
+    assert!(!d.join("out/include-uid").exists());
+}
+
+#[test]
+fn a_forward_cannot_borrow_other_peoples_files_or_groups() {
+    if !namespaces_or_skip("a_forward_cannot_borrow_other_peoples_files_or_groups") {
+        return;
+    }
+    let (srv, d) = start_with_mail_spool();
+    let forward = d.join("home/carol/.forward");
+    let write_forward = |text: String| {
+        std::fs::write(&forward, text).unwrap();
+        own(&forward, CAROL, CAROL);
+        set_mode(&forward, 0o644);
+    };
+    // 1. An include file that is not carol's is not read for her (root
+    // would read it, and tell her its lines).
+    let secret = d.join("secret.txt");
+    std::fs::write(&secret, "s3cr3t-token\n").unwrap();
+    set_mode(&secret, 0o600);
+    write_forward(format!("\\carol, :include:{}\n", secret.display()));
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<carol@test.example>", 250);
+    let r = c.expect("RCPT TO:<carol@test.example>", 550);
+    assert!(!r.text().contains("s3cr3t"), "{r:?}");
+    assert!(!srv.log().contains("s3cr3t"), "{}", srv.log());
+    // Her own include file is read, addresses only.
+    let mine = d.join("home/carol/list");
+    std::fs::write(&mine, "bob\n").unwrap();
+    own(&mine, CAROL, CAROL);
+    write_forward(format!("\\carol, :include:{}\n", mine.display()));
+    c.expect("RCPT TO:<carol@test.example>", 250);
+    c.expect("RSET", 250);
+    drop(c);
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "included"
+        )
+        .code,
+        250
+    );
+    assert_eq!(srv.messages("bob").len(), 1);
+
+    // 2. A file in the shared mail spool named in a .forward is written
+    // with carol's own groups only: she cannot make dave's mailbox there.
+    write_forward(format!("\\carol, {}/var-mail/dave\n", d.display()));
+    let before = std::fs::read(d.join("var-mail/carol")).unwrap();
+    let r = send(&srv, "x@remote.example", &["carol@test.example"], "spool");
+    assert_eq!(
+        r.code, 451,
+        "a remote sender: the message fails whole: {r:?}"
+    );
+    assert!(!d.join("var-mail/dave").exists());
+    assert_eq!(
+        std::fs::read(d.join("var-mail/carol")).unwrap(),
+        before,
+        "carol's copy was taken back"
+    );
+
+    // 3. A mailbox that belongs to someone else is not delivered to: dave's
+    // mbox, made by carol and readable by her, gets none of his mail.
+    std::fs::remove_file(&forward).unwrap();
+    let planted = d.join("var-mail/dave");
+    std::fs::write(&planted, "").unwrap();
+    own(&planted, CAROL, MAIL_GID);
+    set_mode(&planted, 0o666);
+    let r = send(&srv, "x@remote.example", &["dave@test.example"], "private");
+    assert_eq!(r.code, 451, "{r:?}");
+    assert_eq!(std::fs::read(&planted).unwrap(), b"");
+    assert!(
+        srv.log().contains("belongs to uid 2001, not to uid 2002"),
+        "{}",
+        srv.log()
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::smtp::address::Mailbox;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest aliases file read.
@@ -68,7 +68,7 @@ pub struct Aliases {
 impl Aliases {
     /// Reads and parses an aliases file.
     pub fn load(path: &Path) -> Result<Aliases, AliasError> {
-        let (text, _) = read_bounded(path, MAX_ALIASES)?;
+        let text = read_bounded(path, MAX_ALIASES)?;
         Aliases::parse(&text, &path.display().to_string())
     }
 
@@ -117,23 +117,35 @@ impl Aliases {
     }
 }
 
-/// An `:include:` file's members, and who could have written them.
-#[derive(Debug)]
-pub struct IncludeFile {
-    pub members: Vec<Target>,
-    pub owner: u32,
-    /// Writable by its group or by others.
-    pub shared: bool,
+/// What an `:include:` file gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Include {
+    Members(Vec<Target>),
+    /// Not owned by the uid it had to be; not read.
+    Foreign {
+        owner: u32,
+    },
 }
 
-/// Reads an `:include:` file.
-pub fn load_include(path: &Path) -> Result<IncludeFile, AliasError> {
-    let (text, meta) = read_bounded(path, MAX_INCLUDE)?;
-    Ok(IncludeFile {
-        members: parse_include(&text, &path.display().to_string())?,
-        owner: meta.uid(),
-        shared: meta.mode() & 0o022 != 0,
-    })
+/// Reads an `:include:` file; with `owner`, only if that uid owns it (the
+/// check comes before a byte is read).
+pub fn load_include(path: &Path, owner: Option<u32>) -> Result<Include, AliasError> {
+    let mut foreign = None;
+    let text = read_checked(path, MAX_INCLUDE, &mut |meta| match owner {
+        Some(uid) if meta.uid() != uid => {
+            foreign = Some(meta.uid());
+            false
+        }
+        _ => true,
+    })?;
+    match (foreign, text) {
+        (Some(owner), _) => Ok(Include::Foreign { owner }),
+        (None, Some(text)) => Ok(Include::Members(parse_include(
+            &text,
+            &path.display().to_string(),
+        )?)),
+        (None, None) => unreachable!("read unless refused"),
+    }
 }
 
 /// Parses a member list: an `:include:` file or a `.forward`. Members are
@@ -154,18 +166,36 @@ pub fn parse_include(text: &str, file: &str) -> Result<Vec<Target>, AliasError> 
     Ok(out)
 }
 
-fn read_bounded(path: &Path, limit: u64) -> Result<(String, std::fs::Metadata), AliasError> {
+fn read_bounded(path: &Path, limit: u64) -> Result<String, AliasError> {
+    Ok(read_checked(path, limit, &mut |_| true)?.expect("never refused"))
+}
+
+/// Reads a text file of at most `limit` bytes, if `check` accepts its
+/// metadata (`None` if not). It is opened without blocking (a FIFO cannot
+/// hang us) and must be a regular file.
+fn read_checked(
+    path: &Path,
+    limit: u64,
+    check: &mut dyn FnMut(&std::fs::Metadata) -> bool,
+) -> Result<Option<String>, AliasError> {
     let err = |message: String| AliasError {
         file: path.display().to_string(),
         line: 0,
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
     let meta = file
         .metadata()
         .map_err(|e| err(format!("cannot read: {e}")))?;
     if !meta.is_file() {
         return Err(err("not a regular file".into()));
+    }
+    if !check(&meta) {
+        return Ok(None);
     }
     let mut bytes = Vec::new();
     file.take(limit + 1)
@@ -174,8 +204,9 @@ fn read_bounded(path: &Path, limit: u64) -> Result<(String, std::fs::Metadata), 
     if bytes.len() as u64 > limit {
         return Err(err(format!("larger than {limit} bytes")));
     }
-    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
-    Ok((text, meta))
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| err("not UTF-8 text".into()))
 }
 
 /// Joins continuation lines and drops comments and blank lines; each
@@ -413,7 +444,7 @@ mod tests {
 
     #[test]
     fn missing_and_oversized_files_are_errors() {
-        let e = load_include(Path::new("/nonexistent/mailroom/include")).unwrap_err();
+        let e = load_include(Path::new("/nonexistent/mailroom/include"), None).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("/nonexistent/mailroom/include: cannot read"),

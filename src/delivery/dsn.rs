@@ -49,7 +49,8 @@ pub struct Report<'a> {
 
 /// The notification as stored (LF line ends).
 pub fn compose(r: &Report<'_>) -> Vec<u8> {
-    let boundary = format!("{}/{}", r.id, r.hostname);
+    // Unguessable, so that no header line sent to us can end a part.
+    let boundary = format!("{}/{}/{:016x}", r.id, r.hostname, random());
     let global = !r.header.is_ascii()
         || !r.to.is_ascii()
         || r.failed.iter().any(|f| {
@@ -107,6 +108,17 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
         qid = r.original_id,
         arrival = rfc5322_date(r.arrival),
     );
+    // The report itself is ASCII unless it is a global one (RFC 6533).
+    let field = |text: &str| {
+        let line = one_line(text);
+        if global {
+            line
+        } else {
+            line.chars()
+                .map(|c| if c.is_ascii() { c } else { '?' })
+                .collect()
+        }
+    };
     for f in r.failed {
         let _ = write!(m, "\nFinal-Recipient: {addr_type}; {}\n", f.recipient);
         if let Some(o) = &f.original {
@@ -116,7 +128,7 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
             m,
             "Action: failed\nStatus: {}\nDiagnostic-Code: X-mailroom; {}\n",
             f.status,
-            one_line(&f.diagnostic)
+            field(&f.diagnostic)
         );
     }
     let _ = write!(
@@ -138,6 +150,20 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
     }
     out.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
     out
+}
+
+/// 64 bits that differ from call to call and process to process (std's
+/// hasher keys are random), without a dependency for it.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 /// A diagnostic on one printable line of bounded length.
@@ -222,13 +248,24 @@ mod tests {
         assert!(text.starts_with(
             "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\nTo: <sender@example.org>\n"
         ));
-        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"BOUNCE1/mx.example.org\"\n"));
+        let boundary = text
+            .split("boundary=\"")
+            .nth(1)
+            .and_then(|b| b.split('"').next())
+            .unwrap();
+        assert!(
+            boundary.starts_with("BOUNCE1/mx.example.org/") && boundary.len() == 39,
+            "{boundary}"
+        );
+        assert!(text.contains(&format!("\n--{boundary}--\n")));
         assert!(text.contains("<bob@example.org> (expanded from <staff@example.org>): \"exit 1\" exited 1: no such list\n"));
         assert!(text.contains(
             "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\nX-Mailroom-Queue-ID: ORIG1\nArrival-Date: Sun, 22 Nov 2026 14:40:00 +0000\n\n\
              Final-Recipient: rfc822; bob@example.org\nOriginal-Recipient: rfc822; staff@example.org\nAction: failed\nStatus: 5.3.0\n"
         ));
-        assert!(text.contains("Content-Type: text/rfc822-headers\n\nSubject: hi\nFrom: a@b\n\n--BOUNCE1/mx.example.org--\n"));
+        assert!(text.contains(&format!(
+            "Content-Type: text/rfc822-headers\n\nSubject: hi\nFrom: a@b\n\n--{boundary}--\n"
+        )));
         assert!(text.is_ascii());
     }
 
@@ -246,6 +283,30 @@ mod tests {
         assert!(text.contains("Final-Recipient: utf-8; jöran@example.org\n"));
         assert!(text.contains("Content-Type: message/global-headers\n"));
         assert!(!text.contains("Original-Recipient"));
+    }
+
+    #[test]
+    fn an_ascii_report_stays_ascii() {
+        let failed = [Failed {
+            recipient: "bob@example.org".into(),
+            original: None,
+            status: "5.3.0".into(),
+            diagnostic: "the command exited 1: Empfänger unbekannt".into(),
+        }];
+        let text = String::from_utf8(compose(&report(&failed, b"Subject: hi\n"))).unwrap();
+        assert!(
+            text.contains(
+                "Diagnostic-Code: X-mailroom; the command exited 1: Empf?nger unbekannt\n"
+            ),
+            "{text}"
+        );
+        // The human-readable part may say it as it is.
+        assert!(text.contains("<bob@example.org>: the command exited 1: Empfänger unbekannt\n"));
+        assert_ne!(
+            compose(&report(&failed, b"")),
+            compose(&report(&failed, b"")),
+            "boundaries differ"
+        );
     }
 
     #[test]

@@ -2,24 +2,24 @@
 //! into a user's Maildir or mbox itself: a user owns those directories and
 //! could point them elsewhere. It runs a copy of its own binary
 //! (`mailroom --deliver ...`), which gives up root for the user's uid and
-//! gid (plus the group of a group-writable mail spool such as /var/mail)
-//! before it opens anything. Everything it creates belongs to the user, as
-//! Postfix's local(8) does it.
+//! gid (plus, for the user's own mailbox in a group-writable spool such as
+//! /var/mail, that directory's group) before it opens anything. Everything
+//! it creates belongs to the user, as Postfix's local(8) does it.
 //!
 //! The copy is two-phase like an in-process one. The message comes on
 //! standard input; standard output is a socket to the server, over which
 //! the helper reports the mbox length to journal (`journal N`, answered
 //! `go`), then `prepared`, and waits for `commit` or `abort`, answering
-//! `done`. If the server goes away before deciding, the helper takes its
-//! copy back: a crash of the server never leaves a copy it did not
-//! confirm. Failures come back as the exit status (sysexits) with the
-//! reason on standard error.
+//! `committed` or `aborted`. If the server goes away before deciding, the
+//! helper takes its copy back: a crash of the server never leaves a copy it
+//! did not confirm. The helper itself never gives up waiting (the end of
+//! the socket is its signal); the server bounds each step. Failures come
+//! back as the exit status (sysexits) with the reason on standard error.
 
-use super::{maildir, mbox, Account, DeliveryError, Failure, Target};
+use super::{maildir, mbox, Account, DeliveryError, Failure};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -30,10 +30,10 @@ const EX_USAGE: u8 = 64;
 const EX_IOERR: u8 = 74;
 const EX_TEMPFAIL: u8 = 75;
 const EX_NOPERM: u8 = 77;
-/// Upper bound on each step of the conversation (locks included).
-const STEP: Duration = Duration::from_secs(300);
 /// Longest protocol line.
 const MAX_LINE: u64 = 256;
+/// Our own binary, even after it has been replaced on disk by an upgrade.
+const SELF: &str = "/proc/self/exe";
 
 /// What the helper is asked to do.
 pub enum Job<'a> {
@@ -47,6 +47,8 @@ pub enum Job<'a> {
         path: &'a Path,
         from_line: &'a str,
         opts: mbox::Options,
+        /// A group to keep: that of the user's own mailbox's spool.
+        group: Option<u32>,
     },
 }
 
@@ -58,23 +60,23 @@ pub struct Staged {
     settled: bool,
 }
 
-/// Starts a helper as `account` and has it prepare one copy. `journal` is
-/// called with the mbox's old length before it appends.
+/// Starts a helper as `account` and has it prepare one copy, waiting for
+/// each of its answers until `deadline`. `journal` is called with the
+/// mbox's old length before it appends.
 pub fn prepare(
     account: &Account,
     job: &Job<'_>,
     prefix: &[u8],
     body: &File,
+    deadline: Instant,
     journal: &mut dyn FnMut(u64) -> Result<(), DeliveryError>,
 ) -> Result<Staged, DeliveryError> {
-    let exe =
-        std::env::current_exe().map_err(|e| DeliveryError::io("finding our own binary", &e))?;
     let mut input = body
         .try_clone()
         .map_err(|e| DeliveryError::io("spool", &e))?;
     input.rewind().map_err(|e| DeliveryError::io("spool", &e))?;
     let (ours, theirs) = UnixStream::pair().map_err(|e| DeliveryError::io("socketpair", &e))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(SELF);
     cmd.arg("--deliver")
         .arg(account.uid.to_string())
         .arg(account.gid.to_string());
@@ -94,9 +96,9 @@ pub fn prepare(
             path,
             from_line,
             opts,
+            group,
         } => {
-            let group = spool_group(path).map_or_else(|| "-".to_string(), |g| g.to_string());
-            cmd.arg(group)
+            cmd.arg(group.map_or_else(|| "-".to_string(), |g| g.to_string()))
                 .arg("mbox")
                 .arg(path)
                 .arg(from_line)
@@ -114,8 +116,6 @@ pub fn prepare(
     // the helper's exit would never read as the end of the conversation.
     drop(cmd);
     let child = child.map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
-    ours.set_read_timeout(Some(STEP))
-        .map_err(|e| DeliveryError::io("delivery helper", &e))?;
     let mut staged = Staged {
         child,
         conn: BufReader::new(ours),
@@ -123,7 +123,7 @@ pub fn prepare(
         settled: false,
     };
     loop {
-        match staged.read_line().as_deref() {
+        match staged.read_line(deadline).as_deref() {
             Some("prepared") => return Ok(staged),
             Some(line) if line.starts_with("journal ") => {
                 let answer = match line[8..].parse::<u64>() {
@@ -140,25 +140,26 @@ pub fn prepare(
 }
 
 impl Staged {
-    /// Has the helper make the copy visible; waits for it to finish.
-    pub fn commit(mut self) -> Result<(), DeliveryError> {
+    /// Has the helper make the copy visible; waits for it until `deadline`.
+    pub fn commit(mut self, deadline: Instant) -> Result<(), DeliveryError> {
         self.settled = true;
         self.say("commit")?;
-        match self.read_line().as_deref() {
-            Some("done") => {
-                let _ = reap(&mut self.child, Instant::now() + STEP);
+        match self.read_line(deadline).as_deref() {
+            Some("committed") => {
+                let _ = reap(&mut self.child, Instant::now() + Duration::from_secs(10));
                 Ok(())
             }
             _ => Err(self.failure()),
         }
     }
 
-    /// Has the helper take its copy back.
-    pub fn abort(mut self) {
+    /// Has the helper take its copy back; true if it says it did.
+    pub fn abort(mut self, deadline: Instant) -> bool {
         self.settled = true;
         let _ = self.say("abort");
-        let _ = self.read_line();
-        let _ = reap(&mut self.child, Instant::now() + STEP);
+        let done = self.read_line(deadline).as_deref() == Some("aborted");
+        let _ = reap(&mut self.child, Instant::now() + Duration::from_secs(10));
+        done
     }
 
     fn say(&mut self, word: &str) -> Result<(), DeliveryError> {
@@ -168,7 +169,13 @@ impl Staged {
             .map_err(|e| DeliveryError::io("talking to the delivery helper", &e))
     }
 
-    fn read_line(&mut self) -> Option<String> {
+    /// The helper's next line, or `None` at its end or at the deadline.
+    fn read_line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        self.conn
+            .get_ref()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
         read_line(&mut self.conn)
     }
 
@@ -179,9 +186,10 @@ impl Staged {
         }
     }
 
-    /// The helper stopped short: its exit status and what it said.
+    /// The helper stopped short, or took too long: its exit status and
+    /// what it said.
     fn failure(&mut self) -> DeliveryError {
-        let status = reap(&mut self.child, Instant::now() + STEP);
+        let status = reap(&mut self.child, Instant::now() + Duration::from_secs(10));
         let mut said = String::new();
         if let Some(err) = self.child.stderr.as_mut() {
             let _ = err.take(4096).read_to_string(&mut said);
@@ -206,7 +214,7 @@ impl Drop for Staged {
         if !self.settled {
             // Closing our end tells the helper to take its copy back.
             let _ = self.conn.get_ref().shutdown(std::net::Shutdown::Both);
-            let _ = reap(&mut self.child, Instant::now() + STEP);
+            let _ = reap(&mut self.child, Instant::now() + Duration::from_secs(10));
         }
     }
 }
@@ -240,14 +248,11 @@ pub fn recover(
     record: &super::journal::Record,
     opts: &mbox::Options,
 ) -> Result<String, DeliveryError> {
-    let exe =
-        std::env::current_exe().map_err(|e| DeliveryError::io("finding our own binary", &e))?;
-    let group = spool_group(&record.path).map_or_else(|| "-".to_string(), |g| g.to_string());
-    let out = Command::new(exe)
+    let out = Command::new(SELF)
         .arg("--deliver")
         .arg(account.uid.to_string())
         .arg(account.gid.to_string())
-        .arg(group)
+        .arg("-")
         .arg("recover")
         .arg(&record.path)
         .arg(&record.from_line)
@@ -266,14 +271,6 @@ pub fn recover(
             reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
-}
-
-/// The group of a group-writable directory holding an mbox (Debian's
-/// /var/mail is root:mail 2775): the helper keeps it so that it can create
-/// the mailbox and its lock file there.
-fn spool_group(path: &Path) -> Option<u32> {
-    let meta = std::fs::metadata(path.parent()?).ok()?;
-    (meta.mode() & 0o020 != 0).then_some(meta.gid())
 }
 
 /// True when a copy for `account` must go through the helper.
@@ -343,9 +340,6 @@ fn run(args: &[String]) -> Result<(), Exit> {
         .try_clone_to_owned()
         .map(UnixStream::from)
         .map_err(|e| (EX_TEMPFAIL, format!("talking to the server: {e}")))?;
-    server
-        .set_read_timeout(Some(STEP))
-        .map_err(|e| (EX_TEMPFAIL, format!("talking to the server: {e}")))?;
     let mut conn = BufReader::new(server);
     let say = |conn: &mut BufReader<UnixStream>, word: &str| {
         conn.get_mut()
@@ -360,10 +354,15 @@ fn run(args: &[String]) -> Result<(), Exit> {
             }
             let p = maildir::prepare(&dir, prefix.as_bytes(), &body, hostname).map_err(classify)?;
             say(&mut conn, "prepared")?;
+            // Anything but a commit, the end of the socket included, takes
+            // the copy back (it is removed as it drops).
             if read_line(&mut conn).as_deref() == Some("commit") {
                 p.commit().map_err(classify)?;
+                say(&mut conn, "committed")
+            } else {
+                drop(p);
+                say(&mut conn, "aborted")
             }
-            say(&mut conn, "done")
         }
         ("mbox", [path, from_line, wait, stale, prefix]) => {
             let opts = mbox::Options {
@@ -393,11 +392,13 @@ fn run(args: &[String]) -> Result<(), Exit> {
             )
             .map_err(classify)?;
             say(&mut conn, "prepared")?;
-            match read_line(&mut conn).as_deref() {
-                Some("commit") => p.commit(),
-                _ => p.abort().map_err(classify)?,
+            if read_line(&mut conn).as_deref() == Some("commit") {
+                p.commit();
+                say(&mut conn, "committed")
+            } else {
+                p.abort().map_err(classify)?;
+                say(&mut conn, "aborted")
             }
-            say(&mut conn, "done")
         }
         _ => Err(usage()),
     }
@@ -419,30 +420,4 @@ fn become_user(uid: u32, gid: u32, extra: Option<u32>) -> nix::Result<()> {
         return Err(nix::errno::Errno::EPERM);
     }
     Ok(())
-}
-
-impl Job<'_> {
-    /// The job for a Maildir or mbox target; pipes do not go through the
-    /// helper.
-    pub fn for_target<'a>(
-        target: &'a Target,
-        hostname: &'a str,
-        from_line: &'a str,
-        opts: mbox::Options,
-        clean: bool,
-    ) -> Option<Job<'a>> {
-        match target {
-            Target::Maildir(dir) => Some(Job::Maildir {
-                dir,
-                hostname,
-                clean,
-            }),
-            Target::Mbox(path) => Some(Job::Mbox {
-                path,
-                from_line,
-                opts,
-            }),
-            Target::Pipe(_) => None,
-        }
-    }
 }

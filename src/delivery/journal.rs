@@ -120,7 +120,8 @@ pub struct Journal {
 pub struct Slot {
     file: File,
     path: PathBuf,
-    used: bool,
+    /// The record on disk, if any.
+    record: Option<Record>,
 }
 
 impl Journal {
@@ -159,14 +160,14 @@ impl Journal {
         Ok(Slot {
             file,
             path,
-            used: false,
+            record: None,
         })
     }
 
     /// Returns a cleared slot to the pool. A slot whose record could not
     /// be cleared is dropped with its file, for the next start to handle.
     pub fn put(&self, slot: Slot) {
-        if !slot.used {
+        if slot.record.is_none() {
             self.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -192,7 +193,7 @@ impl Slot {
     /// Writes the record and makes it durable.
     pub fn write(&mut self, record: &Record) -> Result<(), DeliveryError> {
         let bytes = record.encode();
-        self.used = true;
+        self.record = Some(record.clone());
         self.file
             .write_all_at(&bytes, 0)
             .and_then(|()| self.file.set_len(bytes.len() as u64))
@@ -202,15 +203,27 @@ impl Slot {
 
     /// Clears the record durably: the append it described is settled.
     pub fn clear(&mut self) -> Result<(), DeliveryError> {
-        if !self.used {
+        if self.record.is_none() {
             return Ok(());
         }
         self.file
             .set_len(0)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| DeliveryError::io(&format!("journal {}", self.path.display()), &e))?;
-        self.used = false;
+        self.record = None;
         Ok(())
+    }
+
+    /// The record on disk, if any.
+    pub fn record(&self) -> Option<Record> {
+        self.record.clone()
+    }
+
+    /// The record it holds, with its file: for an append whose outcome is
+    /// not known, to be undone before the mailbox is used again. The file
+    /// stays for the next start if this process does not get to it.
+    pub fn into_unfinished(self) -> Option<(PathBuf, Record)> {
+        self.record.map(|r| (self.path, r))
     }
 }
 

@@ -4,15 +4,17 @@
 //!
 //! Every copy but a pipe's is two-phase: written and fsynced, then
 //! committed or taken back. Pipes run first (they cannot be taken back,
-//! and no mailbox is held locked while they run); then the other copies
-//! are prepared. If all succeeded, all are committed. If none did, the
-//! message fails with one reply. If some did, the others are reported in a
-//! delivery status notification to the sender (the list owner, for list
-//! members) and the message is accepted: but only when every such sender
-//! can be reached here. A null sender must never get one, and a remote one
-//! cannot until mail can be relayed, so then everything is taken back and
-//! the reply tells the client, whose own server reports it. A copy is
-//! never dropped without someone being told.
+//! and no mailbox is held locked while they run); then Maildir copies, then
+//! mbox copies in the order of their paths (so that two deliveries never
+//! wait for each other's locks). If all succeeded, all are committed. If
+//! none did, the message fails with one reply. If some did, the others are
+//! reported in a delivery status notification to the sender (the list
+//! owner, for list members), itself prepared before anything is committed,
+//! and the message is accepted. A null sender must never get one, and a
+//! remote one cannot until mail can be relayed: then everything is taken
+//! back and the reply tells the client, whose own server reports it. A copy
+//! is never dropped without someone being told, and the whole delivery is
+//! bounded by `timeouts.delivery`.
 
 use super::aliases::Aliases;
 use super::journal::{self, Journal, Record, Slot};
@@ -25,9 +27,9 @@ use crate::config::{Config, Store};
 use crate::smtp::address::{ForwardPath, Mailbox};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 pub struct Local {
     config: Arc<Config>,
@@ -59,12 +61,20 @@ struct Failed {
     error: DeliveryError,
 }
 
+/// What trying every copy of one message gave.
+#[derive(Default)]
+struct Attempt {
+    /// Copies written and held: (the recipient given, the copy, its state).
+    staged: Vec<(String, Dest, Staged)>,
+    failed: Vec<Failed>,
+    /// Pipe deliveries that ran (and cannot be taken back).
+    pipes: usize,
+}
+
 impl Local {
     /// Loads the aliases file and works out whose privileges its files and
     /// pipes get: as root, the owner of the aliases file if that is not
-    /// root, else `pipe_user`; otherwise the server's own. (As root
-    /// without aliases, the server's own privileges are never used for a
-    /// pipe: [`pipe::run`] refuses to run one as root.)
+    /// root, else `pipe_user` (never root); otherwise the server's own.
     pub fn new(config: Arc<Config>) -> Result<Local, String> {
         Local::with_directory(config, Box::new(Passwd))
     }
@@ -77,7 +87,7 @@ impl Local {
             Some(path) => Aliases::load(path).map_err(|e| e.to_string())?,
             None => Aliases::default(),
         };
-        let alias_privileges = if nix::unistd::geteuid().is_root() && !aliases.is_empty() {
+        let alias_privileges = if nix::unistd::geteuid().is_root() {
             let owner = config
                 .aliases
                 .as_ref()
@@ -141,7 +151,9 @@ impl Local {
     pub fn recover(&self) {
         for mb in self.config.mailboxes.values() {
             if let Store::Maildir(dir) = &mb.store {
-                self.clean_once(dir);
+                if self.first_sight(dir) {
+                    clean(dir);
+                }
             }
         }
         *self.unfinished.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -206,56 +218,72 @@ impl Local {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Cleans a Maildir's `tmp/` the first time this process sees it.
-    fn clean_once(&self, dir: &std::path::Path) -> bool {
-        let first = self
-            .cleaned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_path_buf());
-        if first {
-            let n = maildir::clean_tmp(dir, maildir::STALE_TMP);
-            if n > 0 {
-                log::info!("{}: removed {n} stale files from tmp/", dir.display());
-            }
-        }
-        first
-    }
-
-    /// Writes and holds one copy (not a pipe's).
-    fn stage(&self, d: &Dest, sender: &str, msg: &Message<'_>) -> Result<Staged, DeliveryError> {
+    /// Writes and holds one copy (not a pipe's), within `deadline`.
+    fn stage(
+        &self,
+        d: &Dest,
+        sender: &str,
+        msg: &Message<'_>,
+        deadline: Instant,
+    ) -> Result<Staged, DeliveryError> {
         let prefix = prefix(sender, d);
         let from_line = mbox::from_line(sender, SystemTime::now());
-        let opts = self.mbox_options();
+        let opts = mbox::Options {
+            lock_wait: self.config.timeouts.mbox_lock.min(left(deadline)?),
+            ..mbox::Options::default()
+        };
         let host = &self.config.hostname;
         if let Target::Mbox(path) = &d.target {
             self.finish_interrupted(Some(path))?;
         }
         match (&d.run_as, &d.target) {
             (RunAs::Account(a), target) if helper::needed(a) => {
-                let clean = matches!(target, Target::Maildir(dir) if self.cleaned.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.clone()));
-                let job = helper::Job::for_target(target, host, &from_line, opts, clean)
-                    .expect("pipes are not staged");
+                let job = match target {
+                    Target::Maildir(dir) => helper::Job::Maildir {
+                        dir,
+                        hostname: host,
+                        clean: self.first_sight(dir),
+                    },
+                    Target::Mbox(path) => helper::Job::Mbox {
+                        path,
+                        from_line: &from_line,
+                        opts,
+                        group: self.spool_group(a, target),
+                    },
+                    Target::Pipe(_) => unreachable!("pipes are not staged"),
+                };
                 let mut slot = None;
-                let staged = helper::prepare(a, &job, prefix.as_bytes(), msg.body, &mut |orig| {
-                    let Target::Mbox(path) = target else {
-                        unreachable!("only mboxes journal")
-                    };
-                    let mut s = self.journal.take()?;
-                    let written = s.write(&Record::new(path, orig, &from_line, Some(a)));
-                    slot = Some(s);
-                    written
-                });
+                let staged = helper::prepare(
+                    a,
+                    &job,
+                    prefix.as_bytes(),
+                    msg.body,
+                    deadline,
+                    &mut |orig| {
+                        let Target::Mbox(path) = target else {
+                            unreachable!("only mboxes journal")
+                        };
+                        let mut s = self.journal.take()?;
+                        let written = s.write(&Record::new(path, orig, &from_line, Some(a)));
+                        slot = Some(s);
+                        written
+                    },
+                );
                 match staged {
                     Ok(h) => Ok(Staged::Helper(h, slot)),
                     Err(e) => {
-                        self.settle(slot);
+                        // Whether the helper took back what it wrote is
+                        // not known: its journal record stays, to be
+                        // checked before that mailbox is used again.
+                        self.unfinish(slot);
                         Err(e)
                     }
                 }
             }
             (_, Target::Maildir(dir)) => {
-                self.clean_once(dir);
+                if self.first_sight(dir) {
+                    clean(dir);
+                }
                 maildir::prepare(dir, prefix.as_bytes(), msg.body, host).map(Staged::Maildir)
             }
             (_, Target::Mbox(path)) => {
@@ -271,8 +299,9 @@ impl Local {
                 match staged {
                     Ok(p) => Ok(Staged::Mbox(p, slot)),
                     Err(e) => {
-                        // The append was cut back before this returned.
-                        self.settle(Some(slot));
+                        // The append was cut back before this returned,
+                        // unless that failed too: the recovery checks.
+                        self.unfinish(Some(slot));
                         Err(e)
                     }
                 }
@@ -281,17 +310,61 @@ impl Local {
         }
     }
 
+    /// The group a helper may keep for an mbox: only for a user's own
+    /// mailbox, from the `[users]` template, in a group-writable directory
+    /// (Debian's /var/mail, root:mail 2775) reached without a symbolic link.
+    fn spool_group(&self, account: &Account, target: &Target) -> Option<u32> {
+        let own = self
+            .config
+            .users
+            .store
+            .expand(&account.name, &account.home)
+            .map(|s| store_target(&s).normalized());
+        if own.as_ref() != Some(target) {
+            return None;
+        }
+        let Target::Mbox(path) = target else {
+            return None;
+        };
+        let meta = std::fs::symlink_metadata(maildir::parent_of(path)).ok()?;
+        (meta.is_dir() && meta.mode() & 0o020 != 0).then_some(meta.gid())
+    }
+
+    /// True the first time this process delivers to a Maildir (whose
+    /// `tmp/` is then cleaned).
+    fn first_sight(&self, dir: &Path) -> bool {
+        self.cleaned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf())
+    }
+
     /// Clears a journal slot whose append is settled and returns it.
     fn settle(&self, slot: Option<Slot>) {
         if let Some(mut s) = slot {
             match s.clear() {
                 Ok(()) => self.journal.put(s),
-                Err(e) => log::error!("{e}"),
+                Err(e) => {
+                    log::error!("{e}");
+                    self.unfinish(Some(s));
+                }
             }
         }
     }
 
-    fn commit(&self, staged: Staged) -> Result<Option<PathBuf>, DeliveryError> {
+    /// Keeps the record of an append whose outcome is not known, so that
+    /// it is checked (and undone if it is there) before its mailbox is used
+    /// again, or at the next start.
+    fn unfinish(&self, slot: Option<Slot>) {
+        if let Some(entry) = slot.and_then(Slot::into_unfinished) {
+            self.unfinished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(entry);
+        }
+    }
+
+    fn commit(&self, staged: Staged, deadline: Instant) -> Result<Option<PathBuf>, DeliveryError> {
         match staged {
             Staged::Maildir(p) => p.commit().map(Some),
             Staged::Mbox(p, mut slot) => {
@@ -300,7 +373,7 @@ impl Local {
                 // be kept.
                 if let Err(e) = slot.clear() {
                     let _ = p.abort();
-                    self.settle(Some(slot));
+                    self.unfinish(Some(slot));
                     return Err(e);
                 }
                 p.commit();
@@ -308,36 +381,159 @@ impl Local {
                 Ok(None)
             }
             Staged::Helper(h, mut slot) => {
-                if let Some(s) = slot.as_mut() {
-                    if let Err(e) = s.clear() {
-                        h.abort();
+                let record = slot.as_mut().map(|s| (s.record(), s.clear()));
+                if let Some((_, Err(e))) = record {
+                    h.abort(deadline);
+                    self.unfinish(slot);
+                    return Err(e);
+                }
+                match h.commit(deadline) {
+                    Ok(()) => {
                         self.settle(slot);
-                        return Err(e);
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        // It may or may not have kept it: journal it again
+                        // so that it is taken out, as the reply says.
+                        if let (Some(mut s), Some((Some(r), _))) = (slot, record) {
+                            let _ = s.write(&r);
+                            self.unfinish(Some(s));
+                        }
+                        Err(e)
                     }
                 }
-                let r = h.commit();
-                self.settle(slot);
-                r.map(|()| None)
             }
         }
     }
 
-    fn abort(&self, staged: Staged) {
+    fn abort(&self, staged: Staged, deadline: Instant) {
         match staged {
             Staged::Maildir(p) => drop(p),
-            Staged::Mbox(p, slot) => {
-                if p.abort().is_ok() {
-                    self.settle(Some(slot));
-                }
-            }
+            Staged::Mbox(p, slot) => match p.abort() {
+                Ok(()) => self.settle(Some(slot)),
+                Err(_) => self.unfinish(Some(slot)),
+            },
             Staged::Helper(h, slot) => {
-                h.abort();
-                self.settle(slot);
+                if h.abort(deadline) {
+                    self.settle(slot);
+                } else {
+                    self.unfinish(slot);
+                }
             }
         }
     }
 
-    /// True if a notification to `sender` can be delivered here.
+    /// Runs the pipes and stages the other copies of a message.
+    fn attempt(&self, msg: &Message<'_>, deadline: Instant) -> Attempt {
+        // One copy per mailbox, however many recipients lead there.
+        let mut seen = HashSet::new();
+        let mut copies: Vec<(&Recipient, &Dest)> = Vec::new();
+        for r in msg.recipients {
+            for d in &r.dests {
+                if seen.insert(&d.target) {
+                    copies.push((r, d));
+                }
+            }
+        }
+        // Pipes first, then Maildirs, then mboxes in path order: two
+        // deliveries then take mbox locks in the same order.
+        copies.sort_by(|(_, a), (_, b)| {
+            let rank = |t: &Target| match t {
+                Target::Pipe(_) => (0, None),
+                Target::Maildir(_) => (1, None),
+                Target::Mbox(p) => (2, Some(p.clone())),
+            };
+            rank(&a.target).cmp(&rank(&b.target))
+        });
+        // A null sender stays null: a list owner is not told of a bounce.
+        let sender_of = |d: &Dest| match (msg.reverse_path, &d.sender) {
+            ("", _) | (_, None) => msg.reverse_path.to_string(),
+            (_, Some(owner)) => owner.clone(),
+        };
+        let mut a = Attempt::default();
+        for (r, d) in copies {
+            let sender = sender_of(d);
+            let result = match &d.target {
+                Target::Pipe(command) => {
+                    let account = match &d.run_as {
+                        RunAs::Server => None,
+                        RunAs::Account(a) => Some(a),
+                    };
+                    let env = pipe::PipeEnv {
+                        sender: &sender,
+                        recipient: &d.address,
+                    };
+                    let prefix = prefix(&sender, d);
+                    left(deadline)
+                        .and_then(|left| {
+                            let limit = self.config.timeouts.pipe.min(left);
+                            pipe::run(command, account, prefix.as_bytes(), msg.body, &env, limit)
+                        })
+                        .map(|()| {
+                            a.pipes += 1;
+                            log::info!(
+                                "{}: delivered to <{}> ({})",
+                                msg.id,
+                                d.address,
+                                describe(d)
+                            );
+                        })
+                }
+                _ => self
+                    .stage(d, &sender, msg, deadline)
+                    .map(|s| a.staged.push((r.address.clone(), d.clone(), s))),
+            };
+            if let Err(error) = result {
+                log::warn!(
+                    "{}: delivery to <{}> ({}) failed: {error}",
+                    msg.id,
+                    d.address,
+                    describe(d)
+                );
+                a.failed.push(Failed {
+                    recipient: d.address.clone(),
+                    original: r.address.clone(),
+                    notify: sender,
+                    status: dsn::status(error.kind),
+                    error,
+                });
+            }
+        }
+        for r in msg.recipients {
+            for m in &r.missing {
+                let notify = match (msg.reverse_path, &m.sender) {
+                    ("", _) | (_, None) => msg.reverse_path.to_string(),
+                    (_, Some(owner)) => owner.clone(),
+                };
+                if self.reachable(&notify).is_none() {
+                    // Refusing the whole message for a list's stale member
+                    // would punish every other member; there is nobody to
+                    // lose it for, and the log tells the postmaster.
+                    log::warn!(
+                        "{}: list member <{}> of <{}> does not exist, and <{notify}> cannot be told",
+                        msg.id,
+                        m.address,
+                        r.address
+                    );
+                    continue;
+                }
+                a.failed.push(Failed {
+                    recipient: m.address.clone(),
+                    original: r.address.clone(),
+                    notify,
+                    status: "5.1.1",
+                    error: DeliveryError {
+                        kind: Failure::Permanent,
+                        reason: "no such mailbox here".into(),
+                    },
+                });
+            }
+        }
+        a
+    }
+
+    /// A recipient for a notification to `sender`, if one can be delivered
+    /// here.
     fn reachable(&self, sender: &str) -> Option<Recipient> {
         if sender.is_empty() {
             return None;
@@ -349,19 +545,36 @@ impl Local {
         }
     }
 
-    /// Sends one notification per sender for the failed copies.
-    fn notify(&self, msg: &Message<'_>, failed: &[Failed]) -> Result<(), DeliveryError> {
-        let header =
-            dsn::read_header(msg.body).map_err(|e| DeliveryError::io("reading the spool", &e))?;
+    /// Writes and stages one notification per sender for the failed
+    /// copies; `Err` (with everything staged taken back) if any cannot be
+    /// delivered in full.
+    fn prepare_notices(
+        &self,
+        msg: &Message<'_>,
+        failed: &[Failed],
+        deadline: Instant,
+    ) -> Result<Vec<Attempt>, String> {
+        let header = dsn::read_header(msg.body).map_err(|e| format!("reading the spool: {e}"))?;
         let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
         senders.sort_unstable();
         senders.dedup();
+        let mut out: Vec<Attempt> = Vec::new();
+        let give_up = |out: Vec<Attempt>, why: String| {
+            for a in out {
+                for (_, _, s) in a.staged {
+                    self.abort(s, deadline);
+                }
+            }
+            Err(why)
+        };
         for sender in senders {
             let Some(to) = self.reachable(sender) else {
-                return Err(DeliveryError {
-                    kind: Failure::Temporary,
-                    reason: format!("cannot notify <{sender}>"),
-                });
+                let who = if sender.is_empty() {
+                    "the null sender".to_string()
+                } else {
+                    format!("<{sender}>, which is not local,")
+                };
+                return give_up(out, format!("{who} cannot be notified"));
             };
             let report: Vec<dsn::Failed> = failed
                 .iter()
@@ -380,29 +593,99 @@ impl Local {
                 id: &id,
                 original_id: msg.id,
                 to: sender,
-                arrival: now,
+                arrival: msg.received,
                 now,
                 failed: &report,
                 header: &header,
             });
-            let mut body = spool::Spool::create(&self.config.spool_dir)
-                .map_err(|e| DeliveryError::io("creating spool file", &e))?;
-            body.write(&text)
-                .map_err(|e| DeliveryError::io("writing spool file", &e))?;
+            let written = spool::Spool::create(&self.config.spool_dir)
+                .and_then(|mut body| body.write(&text).map(|()| body));
+            let body = match written {
+                Ok(b) => b,
+                Err(e) => return give_up(out, format!("spooling the notification: {e}")),
+            };
+            // With a null sender: a notification is never reported on.
+            let a = self.attempt(
+                &Message {
+                    id: &id,
+                    reverse_path: "",
+                    recipients: std::slice::from_ref(&to),
+                    body: body.file(),
+                    received: now,
+                },
+                deadline,
+            );
+            let failed_too = a.failed.first().map(|f| f.error.reason.clone());
+            out.push(a);
+            if let Some(why) = failed_too {
+                return give_up(out, format!("the notification to <{sender}> failed: {why}"));
+            }
             log::info!(
                 "{}: notification {id} to <{sender}> for {} recipients",
                 msg.id,
                 report.len()
             );
-            // A null sender: a failure here is never reported again.
-            self.deliver(&Message {
-                id: &id,
-                reverse_path: "",
-                recipients: std::slice::from_ref(&to),
-                body: body.file(),
-            })?;
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// Commits staged copies; returns those that failed at the last step.
+    fn commit_all(
+        &self,
+        id: &str,
+        staged: Vec<(String, Dest, Staged)>,
+        deadline: Instant,
+    ) -> Vec<Failed> {
+        let mut failed = Vec::new();
+        for (original, d, s) in staged {
+            match self.commit(s, deadline) {
+                Ok(path) => {
+                    let at = path.map_or_else(|| describe(&d), |p| p.display().to_string());
+                    log::info!("{id}: delivered to <{}> at {at}", d.address);
+                }
+                Err(error) => {
+                    log::error!(
+                        "{id}: delivery to <{}> ({}) failed at the last step: {error}",
+                        d.address,
+                        describe(&d)
+                    );
+                    failed.push(Failed {
+                        recipient: d.address.clone(),
+                        original,
+                        notify: d.sender.clone().unwrap_or_default(),
+                        status: dsn::status(error.kind),
+                        error,
+                    });
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// The time left before `deadline`, or a temporary failure if none is.
+fn left(deadline: Instant) -> Result<Duration, DeliveryError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| DeliveryError {
+            kind: Failure::Temporary,
+            reason: "the delivery took longer than timeouts.delivery".into(),
+        })
+}
+
+/// Removes stale leftovers from a Maildir's `tmp/`.
+fn clean(dir: &Path) {
+    let n = maildir::clean_tmp(dir, maildir::STALE_TMP);
+    if n > 0 {
+        log::info!("{}: removed {n} stale files from tmp/", dir.display());
+    }
+}
+
+fn store_target(store: &Store) -> Target {
+    match store {
+        Store::Maildir(p) => Target::Maildir(p.clone()),
+        Store::Mbox(p) => Target::Mbox(p.clone()),
     }
 }
 
@@ -444,157 +727,85 @@ impl Delivery for Local {
     }
 
     fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError> {
-        // One copy per target, however many recipients lead there.
-        let mut copies: Vec<(&Recipient, &Dest)> = Vec::new();
-        for r in msg.recipients {
-            for d in &r.dests {
-                if !copies
-                    .iter()
-                    .any(|(_, c)| c.target == d.target && c.run_as == d.run_as)
-                {
-                    copies.push((r, d));
+        let deadline = Instant::now() + self.config.timeouts.delivery;
+        let a = self.attempt(msg, deadline);
+        if a.failed.is_empty() {
+            let late = self.commit_all(msg.id, a.staged, deadline);
+            return self.after_commit(msg, late, deadline);
+        }
+        if a.pipes + a.staged.len() == 0 {
+            return Err(summary(&a.failed));
+        }
+        match self.prepare_notices(msg, &a.failed, deadline) {
+            Ok(notices) => {
+                let late = self.commit_all(msg.id, a.staged, deadline);
+                for n in notices {
+                    // A notification that fails now is logged: it never
+                    // gets one of its own.
+                    self.commit_all(msg.id, n.staged, deadline);
                 }
+                self.after_commit(msg, late, deadline)
             }
-        }
-        let sender_of = |d: &Dest| {
-            d.sender
-                .clone()
-                .unwrap_or_else(|| msg.reverse_path.to_string())
-        };
-        // A copy that failed: logged, and kept for the reply or a report.
-        let failure = |r: &Recipient, d: &Dest, error: DeliveryError| {
-            log::warn!(
-                "{}: delivery to <{}> ({}) failed: {error}",
-                msg.id,
-                d.address,
-                describe(d)
-            );
-            Failed {
-                recipient: d.address.clone(),
-                original: r.address.clone(),
-                notify: sender_of(d),
-                status: dsn::status(error.kind),
-                error,
-            }
-        };
-        let mut failed: Vec<Failed> = Vec::new();
-        let mut succeeded = 0;
-        let (pipes, others): (Vec<_>, Vec<_>) = copies
-            .into_iter()
-            .partition(|(_, d)| matches!(d.target, Target::Pipe(_)));
-        for (r, d) in pipes {
-            let Target::Pipe(command) = &d.target else {
-                unreachable!()
-            };
-            let account = match &d.run_as {
-                RunAs::Server => None,
-                RunAs::Account(a) => Some(a),
-            };
-            let sender = sender_of(d);
-            let env = pipe::PipeEnv {
-                sender: &sender,
-                recipient: &d.address,
-            };
-            let prefix = prefix(&sender, d);
-            match pipe::run(
-                command,
-                account,
-                prefix.as_bytes(),
-                msg.body,
-                &env,
-                self.config.timeouts.pipe,
-            ) {
-                Ok(()) => {
-                    succeeded += 1;
-                    log::info!("{}: delivered to <{}> ({})", msg.id, d.address, describe(d));
-                }
-                Err(e) => failed.push(failure(r, d, e)),
-            }
-        }
-        let mut staged = Vec::new();
-        for (r, d) in others {
-            match self.stage(d, &sender_of(d), msg) {
-                Ok(s) => staged.push((r, d, s)),
-                Err(e) => failed.push(failure(r, d, e)),
-            }
-        }
-        for r in msg.recipients {
-            for m in &r.missing {
-                let notify = m
-                    .sender
-                    .clone()
-                    .unwrap_or_else(|| msg.reverse_path.to_string());
-                if self.reachable(&notify).is_none() {
-                    // Refusing the whole message for a list's stale member
-                    // would punish every other member; there is nobody to
-                    // lose it for, and the log tells the postmaster.
-                    log::warn!(
-                        "{}: list member <{}> of <{}> does not exist, and <{notify}> cannot be told",
-                        msg.id,
-                        m.address,
-                        r.address
-                    );
-                    continue;
-                }
-                failed.push(Failed {
-                    recipient: m.address.clone(),
-                    original: r.address.clone(),
-                    notify,
-                    status: "5.1.1",
-                    error: DeliveryError {
-                        kind: Failure::Permanent,
-                        reason: "no such mailbox here".into(),
-                    },
-                });
-            }
-        }
-        let unreported = failed.iter().find(|f| self.reachable(&f.notify).is_none());
-        if !failed.is_empty() && (succeeded + staged.len() == 0 || unreported.is_some()) {
-            if let Some(f) = unreported.filter(|_| succeeded + staged.len() > 0) {
-                let who = if f.notify.is_empty() {
-                    "a null sender"
-                } else {
-                    "a sender that is not local"
-                };
+            Err(why) => {
                 log::info!(
-                    "{}: some copies failed and {who} cannot be notified; refusing the message whole",
+                    "{}: some copies failed and {why}; taking the message back whole",
                     msg.id
                 );
-            }
-            for (_, _, s) in staged {
-                self.abort(s);
-            }
-            if succeeded > 0 {
-                log::warn!(
-                    "{}: {succeeded} pipe deliveries already ran and will run again if the client retries",
-                    msg.id
-                );
-            }
-            return Err(summary(&failed));
-        }
-        for (r, d, s) in staged {
-            match self.commit(s) {
-                Ok(path) => {
-                    let at = path.map_or_else(|| describe(d), |p| p.display().to_string());
-                    log::info!("{}: delivered to <{}> at {at}", msg.id, d.address);
-                    succeeded += 1;
+                for (_, _, s) in a.staged {
+                    self.abort(s, deadline);
                 }
-                Err(e) => failed.push(failure(r, d, e)),
+                if a.pipes > 0 {
+                    log::warn!(
+                        "{}: {} pipe deliveries already ran, and run again if the client retries",
+                        msg.id,
+                        a.pipes
+                    );
+                }
+                Err(summary(&a.failed))
             }
         }
-        if failed.is_empty() {
+    }
+}
+
+impl Local {
+    /// Copies that failed when they were committed, after others were: the
+    /// rest cannot be taken back any more, so these are reported if that
+    /// can be done, else the client is told (and a retry duplicates).
+    fn after_commit(
+        &self,
+        msg: &Message<'_>,
+        late: Vec<Failed>,
+        deadline: Instant,
+    ) -> Result<(), DeliveryError> {
+        if late.is_empty() {
             return Ok(());
         }
-        if succeeded == 0 {
-            return Err(summary(&failed));
+        let late: Vec<Failed> = late
+            .into_iter()
+            .map(|f| Failed {
+                notify: if msg.reverse_path.is_empty() || f.notify.is_empty() {
+                    msg.reverse_path.to_string()
+                } else {
+                    f.notify
+                },
+                ..f
+            })
+            .collect();
+        match self.prepare_notices(msg, &late, deadline) {
+            Ok(notices) => {
+                for n in notices {
+                    self.commit_all(msg.id, n.staged, deadline);
+                }
+                Ok(())
+            }
+            Err(why) => {
+                log::error!(
+                    "{}: copies failed after others were kept, and {why}",
+                    msg.id
+                );
+                Err(summary(&late))
+            }
         }
-        self.notify(msg, &failed).map_err(|e| {
-            log::error!(
-                "{}: some copies were delivered, but the notification for the others failed: {e}",
-                msg.id
-            );
-            summary(&failed)
-        })
     }
 }
 

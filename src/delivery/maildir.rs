@@ -10,7 +10,7 @@
 use super::DeliveryError;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,21 @@ pub fn prepare(
         new: dir.join("new").join(&name),
         done: false,
     };
+    // A Maildir that someone else owns could be read by them: as
+    // Postfix's safe_open, refuse it.
+    let owner = std::fs::metadata(dir)
+        .map_err(|e| DeliveryError::io(&format!("checking {}", dir.display()), &e))?
+        .uid();
+    let us = nix::unistd::geteuid().as_raw();
+    if owner != us {
+        return Err(DeliveryError {
+            kind: super::Failure::Temporary,
+            reason: format!(
+                "{} belongs to uid {owner}, not to uid {us} that delivers to it",
+                dir.display()
+            ),
+        });
+    }
     write_and_sync(&mut file, prefix, body)
         .map_err(|e| DeliveryError::io(&format!("writing {}", prepared.tmp.display()), &e))?;
     Ok(prepared)
@@ -149,14 +164,59 @@ pub fn clean_tmp(dir: &Path, age: Duration) -> usize {
         .count()
 }
 
-/// Creates `dir` with `cur`, `new` and `tmp`, mode 0700.
+/// Creates `dir` with `cur`, `new` and `tmp`, mode 0700, durably.
 pub fn create(dir: &Path) -> io::Result<()> {
-    let mut b = DirBuilder::new();
-    b.recursive(true).mode(0o700);
+    create_dirs(dir)?;
     for sub in ["cur", "new", "tmp"] {
-        b.create(dir.join(sub))?;
+        match DirBuilder::new().mode(0o700).create(dir.join(sub)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Creates the missing directories of `path`, mode 0700, and fsyncs the
+/// parent of each, so that what is delivered into them survives a crash.
+pub fn create_dirs(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = path;
+    loop {
+        match std::fs::symlink_metadata(p) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(p);
+                match p.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for dir in missing.iter().rev() {
+        match DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        sync_dir(parent_of(dir))?;
     }
     Ok(())
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory, making the entries made in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// `<secs>.M<usecs>P<pid>Q<seq>.<host>,S=<size>` (the Maildir naming of

@@ -24,7 +24,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -209,29 +209,34 @@ fn open_locked(
     let ctx =
         |what: &str, e: &io::Error| DeliveryError::io(&format!("{what} {}", path.display()), e);
     let deadline = Instant::now() + opts.lock_wait;
-    let mut made_parent = false;
-    loop {
-        let file = match OpenOptions::new()
+    let open = |new: bool| {
+        OpenOptions::new()
             .read(true)
             .write(true)
-            .create(create)
+            .create_new(new)
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(path)
-        {
+    };
+    loop {
+        let file = match open(false) {
             Ok(f) => f,
-            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_parent => {
-                // As a Maildir is: a missing directory is made, mode 0700.
-                made_parent = true;
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(parent)
-                        .map_err(|e| ctx("creating the directory of", &e))?;
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok((None, None)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A new mailbox (in a new directory, made as a Maildir's
+                // is), its directory entry made durable before it is used.
+                let parent = super::maildir::parent_of(path);
+                super::maildir::create_dirs(parent)
+                    .map_err(|e| ctx("creating the directory of", &e))?;
+                match open(true) {
+                    Ok(f) => {
+                        super::maildir::sync_dir(parent).map_err(|e| ctx("creating", &e))?;
+                        f
+                    }
+                    // Made by someone else meanwhile: open that.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(ctx("creating", &e)),
                 }
-                continue;
             }
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
                 return Err(DeliveryError::io(
@@ -245,14 +250,27 @@ fn open_locked(
             Err(e) => return Err(ctx("opening", &e)),
         };
         let meta = file.metadata().map_err(|e| ctx("checking", &e))?;
-        if !meta.is_file() || meta.nlink() != 1 {
-            return Err(DeliveryError {
+        let fail = |reason: String| {
+            Err(DeliveryError {
                 kind: super::Failure::Temporary,
-                reason: format!(
-                    "{} must be a regular file with one link (an mbox), and is not",
-                    path.display()
-                ),
-            });
+                reason,
+            })
+        };
+        if !meta.is_file() || meta.nlink() != 1 {
+            return fail(format!(
+                "{} must be a regular file with one link (an mbox), and is not",
+                path.display()
+            ));
+        }
+        // A mailbox someone else owns could be read by them: as Postfix's
+        // safe_open, refuse it.
+        let us = nix::unistd::geteuid().as_raw();
+        if meta.uid() != us {
+            return fail(format!(
+                "{} belongs to uid {}, not to uid {us} that delivers to it",
+                path.display(),
+                meta.uid()
+            ));
         }
         let lock = lock(path, &file, deadline, opts.stale_lock)?;
         // A mail reader may have replaced the mailbox while we waited.
@@ -261,10 +279,10 @@ fn open_locked(
                 return Ok((Some(file), lock))
             }
             _ if Instant::now() >= deadline => {
-                return Err(DeliveryError {
-                    kind: super::Failure::Temporary,
-                    reason: format!("{} keeps being replaced while it is locked", path.display()),
-                })
+                return fail(format!(
+                    "{} keeps being replaced while it is locked",
+                    path.display()
+                ))
             }
             _ => continue,
         }
@@ -435,7 +453,15 @@ fn release(path: &Path) {
 
 impl Drop for DotLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Only if it is still ours: someone who judged it stale may have
+        // taken it over.
+        let mut text = String::new();
+        if let Ok(f) = File::open(&self.path) {
+            let _ = f.take(32).read_to_string(&mut text);
+        }
+        if text.trim() == std::process::id().to_string() {
+            let _ = std::fs::remove_file(&self.path);
+        }
         release(&self.path);
     }
 }

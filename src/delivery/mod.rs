@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 /// Where one copy of a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,6 +33,19 @@ pub enum Target {
     Mbox(PathBuf),
     /// A shell command that reads the message on its standard input.
     Pipe(String),
+}
+
+impl Target {
+    /// The same target with its path written one way (no `//`, no `.`),
+    /// so that one mailbox is recognised however it was named.
+    pub fn normalized(self) -> Target {
+        let clean = |p: PathBuf| p.components().collect::<PathBuf>();
+        match self {
+            Target::Maildir(p) => Target::Maildir(clean(p)),
+            Target::Mbox(p) => Target::Mbox(clean(p)),
+            pipe => pipe,
+        }
+    }
 }
 
 /// A passwd account.
@@ -100,6 +114,9 @@ pub enum Lookup {
     /// The recipient cannot be resolved now (an unreadable include file,
     /// say); the client should try again later.
     TempFail(String),
+    /// Its expansion names something it may not (a command in an include
+    /// file, say): refused, with the reason logged.
+    Refused(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +163,8 @@ pub struct Message<'a> {
     pub recipients: &'a [Recipient],
     /// The spooled message, starting with our `Received:` field.
     pub body: &'a File,
+    /// When it arrived.
+    pub received: SystemTime,
 }
 
 pub trait Delivery: Send + Sync {

@@ -18,7 +18,13 @@ pub struct PipeEnv<'a> {
     pub recipient: &'a str,
 }
 
+/// How long the command's leftovers (children still holding its standard
+/// error or input open) are waited for once it has been dealt with.
+const GRACE: Duration = Duration::from_secs(2);
+
 /// Runs `command` as `account` (or as the server itself when `None`).
+/// Whatever happens, everything in its process group is killed when it
+/// ends, so nothing it started outlives the delivery.
 pub fn run(
     command: &str,
     account: Option<&Account>,
@@ -39,19 +45,20 @@ pub fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        // Its own process group, so that a time-out kills everything it started.
+        // Its own process group, so that everything it started can be killed.
         .process_group(0);
     let root = nix::unistd::geteuid().is_root();
     match account {
         Some(a) if root && a.uid == 0 => {
             return fail(
                 Failure::Permanent,
-                format!("refusing to run {command:?} as root"),
+                "refusing to run a command as root".into(),
             );
         }
         Some(a) => {
             // Not root, the server cannot change its uid: the command runs
-            // as the server, with the account's environment.
+            // as the server (the resolver allows that only for the
+            // server's own account), with the account's environment.
             if root {
                 cmd.uid(a.uid).gid(a.gid);
             }
@@ -67,7 +74,7 @@ pub fn run(
         None if root => {
             return fail(
                 Failure::Permanent,
-                format!("refusing to run {command:?} as root"),
+                "refusing to run a command as root".into(),
             );
         }
         None => {
@@ -76,45 +83,52 @@ pub fn run(
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Err(DeliveryError::io(&format!("starting {command:?}"), &e)),
+        Err(e) => return Err(DeliveryError::io("starting the command", &e)),
     };
-    // Feed the message from another thread, so that a command that does
-    // not read its input cannot block us past the time limit.
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Feed the message and collect standard error from other threads, so
+    // that a command that does neither cannot block us past the limit.
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut input = body
         .try_clone()
         .map_err(|e| DeliveryError::io("spool", &e))?;
     let prefix = prefix.to_vec();
-    let feeder = std::thread::spawn(move || -> io::Result<()> {
+    std::thread::spawn(move || -> io::Result<()> {
         stdin.write_all(&prefix)?;
         input.rewind()?;
         io::copy(&mut input, &mut stdin)?;
         Ok(())
     });
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let reader = std::thread::spawn(move || {
+    let (said_tx, said_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut text = Vec::new();
         let _ = (&mut stderr).take(4096).read_to_end(&mut text);
+        let _ = said_tx.send(String::from_utf8_lossy(&text).trim().to_string());
         let _ = io::copy(&mut stderr, &mut io::sink());
-        String::from_utf8_lossy(&text).trim().to_string()
     });
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(DeliveryError::io(&format!("waiting for {command:?}"), &e)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(DeliveryError::io("waiting for the command", &e));
+            }
         }
     };
+    // Whatever it left running (a `sleep &`) goes with it.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     if status.is_none() {
-        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
     }
-    // A command may exit without reading all its input; that is its right.
-    let _ = feeder.join();
-    let said = reader.join().unwrap_or_default();
+    // Once the group is gone its pipes close and the threads end; a
+    // process that left the group could keep them open, and is not waited
+    // for beyond a grace period (the threads end when it does).
+    let said = said_rx.recv_timeout(GRACE).unwrap_or_default();
     let said = if said.is_empty() {
         String::new()
     } else {
@@ -124,24 +138,24 @@ pub fn run(
         None => fail(
             Failure::Temporary,
             format!(
-                "{command:?} did not finish within {} s; killed",
+                "the command did not finish within {} s; killed",
                 limit.as_secs()
             ),
         ),
         Some(s) if s.success() => Ok(()),
         Some(s) if s.code() == Some(75) => fail(
             Failure::Temporary,
-            format!("{command:?} exited 75 (temporary failure){said}"),
+            format!("the command exited 75 (temporary failure){said}"),
         ),
         Some(s) => match s.code() {
             Some(code) => fail(
                 Failure::Permanent,
-                format!("{command:?} exited {code}{said}"),
+                format!("the command exited {code}{said}"),
             ),
             None => fail(
                 Failure::Temporary,
                 format!(
-                    "{command:?} killed by signal {}{said}",
+                    "the command was killed by signal {}{said}",
                     s.signal().unwrap_or(0)
                 ),
             ),
@@ -224,6 +238,22 @@ mod tests {
         let e = run_as_self("sleep 30 & sleep 30", Duration::from_millis(300)).unwrap_err();
         assert_eq!(e.kind, Failure::Temporary);
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn what_a_command_leaves_running_is_killed_with_it() {
+        let start = Instant::now();
+        // A background child holding standard error open would otherwise
+        // keep the delivery waiting for its end.
+        assert_eq!(
+            run_as_self("sleep 30 & exit 0", Duration::from_secs(20)),
+            Ok(())
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

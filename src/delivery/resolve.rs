@@ -9,7 +9,7 @@
 //! loops are reported with their chain. A list whose `owner-NAME` alias
 //! exists gets that owner as envelope sender for its members.
 
-use super::aliases::{self, Aliases, Target as AliasTarget};
+use super::aliases::{self, Aliases, Include, Target as AliasTarget};
 use super::{Account, Dest, Lookup, Missing, Recipient, RunAs, Target};
 use crate::config::{self, Config, Store};
 use crate::smtp::address::{Domain, Mailbox};
@@ -82,12 +82,29 @@ struct Walk {
     full_name: Option<String>,
 }
 
+/// Where a list of members comes from: that decides what they may name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The aliases file: the administrator's.
+    Aliases,
+    /// A user's `.forward`.
+    Forward { uid: u32 },
+    /// An `:include:` file; `forward` is the uid of the `.forward` it was
+    /// named in, if it was.
+    Include { forward: Option<u32> },
+}
+
 /// What a branch of the expansion inherits.
 #[derive(Clone)]
 struct Context {
     domain: String,
     sender: Option<String>,
+    /// Whose privileges files and commands named here run with.
     run_as: RunAs,
+    /// The alias or user whose members these are: a member naming it
+    /// again means its own mailbox (aliases(5)), not a loop.
+    expanding: Option<String>,
+    source: Source,
 }
 
 impl Resolver<'_> {
@@ -107,6 +124,8 @@ impl Resolver<'_> {
             domain: domain.to_ascii_lowercase(),
             sender: None,
             run_as: self.alias_privileges.clone(),
+            expanding: None,
+            source: Source::Aliases,
         };
         match self.name(&name, &ctx, &mut walk, false) {
             Ok(true) if walk.dests.is_empty() => {
@@ -140,9 +159,21 @@ impl Resolver<'_> {
         )
     }
 
+    /// Counts one step of the expansion; every name, member and include
+    /// is one, so that no set of files can make a lookup run long.
+    fn step(&self, w: &mut Walk) -> Result<(), Lookup> {
+        w.steps += 1;
+        if w.steps > MAX_STEPS {
+            return Err(Lookup::Loop(format!(
+                "more than {MAX_STEPS} expansion steps"
+            )));
+        }
+        Ok(())
+    }
+
     /// Expands a name; `Ok(false)` when nothing knows it. `terminal`: the
-    /// name is a user's own mailbox (`\user`, or a user in their own
-    /// `.forward`), not to be expanded again.
+    /// name is a user's own mailbox (`\user`, or a name in its own alias
+    /// or `.forward`), not to be expanded again.
     fn name(
         &self,
         name: &str,
@@ -150,16 +181,16 @@ impl Resolver<'_> {
         w: &mut Walk,
         terminal: bool,
     ) -> Result<bool, Lookup> {
-        w.steps += 1;
-        if w.steps > MAX_STEPS {
-            return Err(Lookup::Loop(format!(
-                "{name}: more than {MAX_STEPS} expansion steps"
-            )));
-        }
+        self.step(w)?;
         if !terminal {
             if let Some(targets) = self.aliases.get(name) {
                 self.enter(name, w)?;
-                let mut inner = ctx.clone();
+                let mut inner = Context {
+                    expanding: Some(name.to_string()),
+                    source: Source::Aliases,
+                    run_as: self.alias_privileges.clone(),
+                    ..ctx.clone()
+                };
                 if self.aliases.get(&format!("owner-{name}")).is_some() {
                     inner.sender = Some(format!("owner-{name}@{}", ctx.domain));
                 }
@@ -202,18 +233,12 @@ impl Resolver<'_> {
                 };
                 let inner = Context {
                     run_as,
+                    expanding: Some(name.to_string()),
+                    source: Source::Forward { uid: account.uid },
                     ..ctx.clone()
                 };
                 for t in &targets {
-                    match t {
-                        // The user's own name in their .forward: keep a copy.
-                        AliasTarget::Address(a)
-                            if self.fold(a.trim_start_matches('\\')).as_deref() == Some(name) =>
-                        {
-                            self.name(name, &inner, w, true)?;
-                        }
-                        _ => self.target(t, &inner, w)?,
-                    }
+                    self.target(t, &inner, w)?;
                 }
                 w.chain.pop();
                 return Ok(true);
@@ -229,25 +254,20 @@ impl Resolver<'_> {
     }
 
     fn target(&self, t: &AliasTarget, ctx: &Context, w: &mut Walk) -> Result<(), Lookup> {
+        self.step(w)?;
         match t {
             AliasTarget::Address(a) => {
-                if let Some(user) = a.strip_prefix('\\') {
-                    let known = match self.fold(user) {
-                        Some(u) => self.name(&u, ctx, w, true)?,
-                        None => false,
-                    };
-                    if !known {
-                        missing(w, format!("{user}@{}", ctx.domain), ctx);
-                    }
-                    return Ok(());
-                }
+                let (escaped, a) = match a.strip_prefix('\\') {
+                    Some(rest) => (true, rest),
+                    None => (false, a.as_str()),
+                };
                 let (local, domain) = match a.rsplit_once('@') {
-                    None => (a.clone(), ctx.domain.clone()),
+                    None => (a.to_string(), ctx.domain.clone()),
                     Some(_) => {
                         let m = Mailbox::parse(a)
                             .map_err(|e| Lookup::TempFail(format!("alias member {a}: {e}")))?;
                         if !self.is_local(&m.domain) {
-                            return Err(Lookup::Remote(a.clone()));
+                            return Err(Lookup::Remote(a.to_string()));
                         }
                         (m.local, m.domain.to_string().to_ascii_lowercase())
                     }
@@ -257,7 +277,12 @@ impl Resolver<'_> {
                     ..ctx.clone()
                 };
                 let known = match self.fold(&local) {
-                    Some(name) => self.name(&name, &inner, w, false)?,
+                    Some(name) => {
+                        // `\name`, or the alias or user being expanded
+                        // naming itself: its own mailbox.
+                        let own = escaped || ctx.expanding.as_deref() == Some(name.as_str());
+                        self.name(&name, &inner, w, own)?
+                    }
                     None => false,
                 };
                 if !known {
@@ -266,16 +291,18 @@ impl Resolver<'_> {
                 Ok(())
             }
             AliasTarget::File(path) => {
+                self.may_write(ctx, &path.display().to_string())?;
                 let address = self.chain_address(w, ctx);
-                self.push_dest(
-                    w,
-                    Target::Mbox(path.clone()),
-                    ctx.run_as.clone(),
-                    address,
-                    ctx,
-                )
+                // A path ending in `/` is a Maildir, as in Postfix.
+                let target = if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                    Target::Maildir(path.clone())
+                } else {
+                    Target::Mbox(path.clone())
+                };
+                self.push_dest(w, target, ctx.run_as.clone(), address, ctx)
             }
             AliasTarget::Pipe(command) => {
+                self.may_write(ctx, &format!("|{command}"))?;
                 let address = self.chain_address(w, ctx);
                 self.push_dest(
                     w,
@@ -288,42 +315,54 @@ impl Resolver<'_> {
             AliasTarget::Include(path) => {
                 let key = format!(":include:{}", path.display());
                 self.enter(&key, w)?;
-                let file =
-                    aliases::load_include(path).map_err(|e| Lookup::TempFail(e.to_string()))?;
-                let mut inner = ctx.clone();
-                let writes = file
-                    .members
-                    .iter()
-                    .any(|m| matches!(m, AliasTarget::File(_) | AliasTarget::Pipe(_)));
-                if writes {
-                    // As Postfix: an include file's files and commands run
-                    // as its owner, and one that others could have edited
-                    // names none.
-                    if file.shared {
-                        return Err(Lookup::TempFail(format!(
-                            "{}: lists files or commands but is writable by its group or others",
-                            path.display()
-                        )));
+                let forward = match ctx.source {
+                    Source::Forward { uid } => Some(uid),
+                    Source::Include { forward } => forward,
+                    Source::Aliases => None,
+                };
+                // Named in a .forward, an include file must be its user's:
+                // root reads it, and must not read others' files for them.
+                let members = match aliases::load_include(path, forward) {
+                    Ok(Include::Members(m)) => m,
+                    Ok(Include::Foreign { owner }) => {
+                        return Err(Lookup::Refused(format!(
+                            "{}: included from a .forward of uid {}, but owned by uid {owner}",
+                            path.display(),
+                            forward.unwrap_or(0)
+                        )))
                     }
-                    if file.owner != 0 && nix::unistd::geteuid().is_root() {
-                        match self.directory.account_by_uid(file.owner) {
-                            Some(a) => inner.run_as = RunAs::Account(a),
-                            None => {
-                                return Err(Lookup::TempFail(format!(
-                                    "{}: its owner (uid {}) has no account",
-                                    path.display(),
-                                    file.owner
-                                )))
-                            }
-                        }
-                    }
-                }
-                for m in &file.members {
+                    Err(e) => return Err(Lookup::TempFail(e.to_string())),
+                };
+                let inner = Context {
+                    source: Source::Include { forward },
+                    ..ctx.clone()
+                };
+                for m in &members {
                     self.target(m, &inner, w)?;
                 }
                 w.chain.pop();
                 Ok(())
             }
+        }
+    }
+
+    /// Whether members from this source may name files and commands. As
+    /// Postfix's defaults have it: the aliases file and a `.forward` may,
+    /// an `:include:` file may not. A `.forward`'s run as its user, which
+    /// only a server running as root can do.
+    fn may_write(&self, ctx: &Context, what: &str) -> Result<(), Lookup> {
+        match (ctx.source, &ctx.run_as) {
+            (Source::Include { .. }, _) => Err(Lookup::Refused(format!(
+                "{what}: an :include: file may not name files or commands"
+            ))),
+            (Source::Forward { uid }, _)
+                if !nix::unistd::geteuid().is_root() && nix::unistd::geteuid().as_raw() != uid =>
+            {
+                Err(Lookup::Refused(format!(
+                    "{what}: files and commands in a .forward need the server to run as root"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -370,11 +409,9 @@ impl Resolver<'_> {
         address: String,
         ctx: &Context,
     ) -> Result<(), Lookup> {
-        // One copy per target, however many ways lead there.
-        if w.dests
-            .iter()
-            .any(|d| d.target == target && d.run_as == run_as)
-        {
+        // One copy per mailbox, however many ways (and accounts) lead there.
+        let target = target.normalized();
+        if w.dests.iter().any(|d| d.target == target) {
             return Ok(());
         }
         if w.dests.len() >= MAX_DESTS {
@@ -400,9 +437,11 @@ impl Resolver<'_> {
 
     /// The targets of a user's `~/.forward`, if it exists and is safe: a
     /// regular file owned by the user and not writable by group or others,
-    /// as OpenSMTPD requires. An unsafe one is ignored with a warning.
+    /// as OpenSMTPD requires. An unsafe one is ignored with a warning; one
+    /// that cannot be read now is a temporary failure.
     fn forward(&self, account: &Account) -> Result<Option<Vec<AliasTarget>>, Lookup> {
         let path = account.home.join(".forward");
+        let temp = |e: &dyn std::fmt::Display| Lookup::TempFail(format!("{}: {e}", path.display()));
         let file = match File::options()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -410,16 +449,14 @@ impl Resolver<'_> {
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                log::warn!("{}: {e}; ignored", path.display());
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                log::warn!("{}: a symbolic link; ignored", path.display());
                 return Ok(None);
             }
+            Err(e) => return Err(temp(&e)),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Lookup::TempFail(format!("{}: {e}", path.display())))?;
-        let owner_ok = meta.uid() == account.uid;
-        if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
+        let meta = file.metadata().map_err(|e| temp(&e))?;
+        if !meta.is_file() || meta.uid() != account.uid || meta.mode() & 0o022 != 0 {
             log::warn!(
                 "{}: ignored: must be a regular file owned by {} and not group- or world-writable",
                 path.display(),
@@ -427,10 +464,17 @@ impl Resolver<'_> {
             );
             return Ok(None);
         }
+        if meta.len() > MAX_FORWARD {
+            log::warn!(
+                "{}: larger than {MAX_FORWARD} bytes; ignored",
+                path.display()
+            );
+            return Ok(None);
+        }
         let mut text = String::new();
         file.take(MAX_FORWARD)
             .read_to_string(&mut text)
-            .map_err(|e| Lookup::TempFail(format!("{}: {e}", path.display())))?;
+            .map_err(|e| temp(&e))?;
         let targets = aliases::parse_include(&text, &path.display().to_string())
             .map_err(|e| Lookup::TempFail(e.to_string()))?;
         Ok((!targets.is_empty()).then_some(targets))
@@ -629,6 +673,16 @@ mod tests {
         );
         assert!(
             matches!(resolve(config, "a: b\nb: a\n", &users(), "a"), Lookup::Loop(c) if c == "a -> b -> a")
+        );
+        // One mailbox, however its path is written.
+        let Lookup::Local(r) = resolve("", "x: /m//box, /m/./box, /m/box\n", &users(), "x") else {
+            panic!()
+        };
+        assert_eq!(targets(&Lookup::Local(r)), [Target::Mbox("/m/box".into())]);
+        // A path ending in / is a Maildir.
+        assert_eq!(
+            targets(&resolve("", "y: /m/dir/\n", &users(), "y")),
+            [Target::Maildir("/m/dir".into())]
         );
     }
 }

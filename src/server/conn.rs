@@ -380,6 +380,7 @@ fn conclude(verdict: Verdict, body: Option<&Body>, session: &Session, ctx: &Cont
                 reverse_path: &env.reverse_path,
                 recipients: &env.recipients,
                 body: spool.file(),
+                received: std::time::SystemTime::now(),
             });
             let r = session.delivered(&env, &result);
             log::info!("{}: {}", env.id, r.render(true).trim_end());

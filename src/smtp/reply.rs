@@ -244,16 +244,21 @@ pub fn user_unknown(rcpt: &str) -> Reply {
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(550, e(5, 7, 1), format!("<{rcpt}>: relaying denied"))
 }
-pub fn alias_loop(rcpt: &str, chain: &str) -> Reply {
-    Reply::new(550, e(5, 4, 6), format!("<{rcpt}>: alias loop: {chain}"))
+pub fn alias_loop(rcpt: &str) -> Reply {
+    Reply::new(550, e(5, 4, 6), format!("<{rcpt}>: mail forwarding loop"))
 }
-pub fn remote_alias(rcpt: &str, target: &str) -> Reply {
+pub fn remote_alias(rcpt: &str) -> Reply {
     Reply::new(
         550,
         e(5, 7, 1),
-        format!(
-            "<{rcpt}>: expands to the remote address <{target}>, and relaying is not available"
-        ),
+        format!("<{rcpt}>: forwards to a remote address, and relaying is not available"),
+    )
+}
+pub fn not_permitted(rcpt: &str) -> Reply {
+    Reply::new(
+        550,
+        e(5, 7, 1),
+        format!("<{rcpt}>: delivery not permitted by the mailbox's configuration"),
     )
 }
 pub fn bare_newline() -> Reply {
@@ -373,8 +378,9 @@ mod tests {
             parameter_not_implemented("X"),
             user_unknown("x"),
             relay_denied("x"),
-            alias_loop("x", "a -> b -> a"),
-            remote_alias("x", "y@z"),
+            alias_loop("x"),
+            remote_alias("x"),
+            not_permitted("x"),
             bare_newline(),
             utf8_not_permitted(),
             message_too_big(),

@@ -617,11 +617,22 @@ impl Session {
     }
 }
 
-/// The reply for a recipient that did not resolve to local copies.
+/// The reply for a recipient that did not resolve to local copies. The
+/// details (alias chains, file names) go to the log, not to the client.
 fn lookup_failure(lookup: &Lookup, shown: &str) -> Reply {
     match lookup {
-        Lookup::Loop(chain) => reply::alias_loop(shown, chain),
-        Lookup::Remote(target) => reply::remote_alias(shown, target),
+        Lookup::Loop(chain) => {
+            log::warn!("<{shown}>: alias loop: {chain}");
+            reply::alias_loop(shown)
+        }
+        Lookup::Remote(target) => {
+            log::info!("<{shown}>: forwards to <{target}>, which cannot be relayed");
+            reply::remote_alias(shown)
+        }
+        Lookup::Refused(why) => {
+            log::warn!("<{shown}>: refused: {why}");
+            reply::not_permitted(shown)
+        }
         Lookup::TempFail(why) => {
             log::warn!("<{shown}>: cannot resolve now: {why}");
             reply::local_error()
