@@ -830,3 +830,23 @@ fn a_null_sender_stays_null_through_a_list() {
         "the owner is not told about a bounce"
     );
 }
+
+#[test]
+fn one_deadline_bounds_all_the_copies_of_a_message() {
+    let srv = with_aliases(
+        "slow: \"|sleep 30\", \"|sleep 31\"\n",
+        "",
+        "[timeouts]\ndelivery = 2\npipe = 300",
+    );
+    let r = send(&srv, &["slow@test.example"], "slow");
+    assert_eq!(r.code, 451, "{r:?}");
+    let log = srv.log();
+    assert!(
+        log.contains("the command did not finish within 2 s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the delivery took longer than timeouts.delivery"),
+        "{log}"
+    );
+}

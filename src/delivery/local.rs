@@ -135,6 +135,7 @@ impl Local {
             aliases: &self.aliases,
             directory: self.directory.as_ref(),
             alias_privileges: self.alias_privileges.clone(),
+            euid: nix::unistd::geteuid().as_raw(),
         }
     }
 

@@ -138,8 +138,8 @@ pub fn run(
         None => fail(
             Failure::Temporary,
             format!(
-                "the command did not finish within {} s; killed",
-                limit.as_secs()
+                "the command did not finish within {:.0} s; killed",
+                limit.as_secs_f64()
             ),
         ),
         Some(s) if s.success() => Ok(()),

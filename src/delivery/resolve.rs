@@ -70,6 +70,9 @@ pub struct Resolver<'a> {
     pub directory: &'a dyn Directory,
     /// Privileges of `/file` and `|pipe` targets of the aliases file.
     pub alias_privileges: RunAs,
+    /// The server's effective uid: only root can run a user's commands
+    /// as that user.
+    pub euid: u32,
 }
 
 /// The state of one expansion.
@@ -355,9 +358,7 @@ impl Resolver<'_> {
             (Source::Include { .. }, _) => Err(Lookup::Refused(format!(
                 "{what}: an :include: file may not name files or commands"
             ))),
-            (Source::Forward { uid }, _)
-                if !nix::unistd::geteuid().is_root() && nix::unistd::geteuid().as_raw() != uid =>
-            {
+            (Source::Forward { uid }, _) if self.euid != 0 && self.euid != uid => {
                 Err(Lookup::Refused(format!(
                     "{what}: files and commands in a .forward need the server to run as root"
                 )))
@@ -541,11 +542,22 @@ mod tests {
         )
         .unwrap();
         let aliases = Aliases::parse(aliases, "aliases").unwrap();
+        resolve_as(&config, &aliases, dir, 0, local)
+    }
+
+    fn resolve_as(
+        config: &Config,
+        aliases: &Aliases,
+        dir: &Fake,
+        euid: u32,
+        local: &str,
+    ) -> Lookup {
         Resolver {
-            config: &config,
-            aliases: &aliases,
+            config,
+            aliases,
             directory: dir,
             alias_privileges: RunAs::Server,
+            euid,
         }
         .resolve(local, "example.org")
     }
@@ -646,6 +658,43 @@ mod tests {
         };
         assert_eq!(r.full_name, None);
         assert_eq!(r.dests[0].address, "alice@example.org");
+    }
+
+    #[test]
+    fn a_forward_names_files_and_commands_only_where_they_can_run_as_its_user() {
+        let home = std::env::temp_dir().join(format!("mailroom-forward-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        let forward = home.join(".forward");
+        std::fs::write(&forward, "\\me, \"|cat >/dev/null\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&forward, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let owner = std::fs::metadata(&forward).unwrap().uid();
+        let me = account("me", owner, home.to_str().unwrap(), "");
+        let dir = Fake {
+            accounts: [("me".to_string(), me)].into(),
+            any: false,
+        };
+        let config = Config::parse(
+            "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nsystem_users = true\n[users]\nmin_uid = 0",
+            "t",
+        )
+        .unwrap();
+        let aliases = Aliases::default();
+        // As root, or as the .forward's own user: it runs as that user.
+        for euid in [0, owner] {
+            let l = resolve_as(&config, &aliases, &dir, euid, "me");
+            assert!(
+                matches!(&l, Lookup::Local(r) if r.dests.len() == 2),
+                "{euid}: {l:?}"
+            );
+        }
+        // As anyone else, it would run as the server: refused.
+        let l = resolve_as(&config, &aliases, &dir, owner + 1, "me");
+        assert!(
+            matches!(&l, Lookup::Refused(why) if why.contains("need the server to run as root")),
+            "{l:?}"
+        );
+        std::fs::remove_dir_all(&home).unwrap();
     }
 
     #[test]
