@@ -850,3 +850,29 @@ fn one_deadline_bounds_all_the_copies_of_a_message() {
         "{log}"
     );
 }
+
+#[test]
+fn a_sender_with_an_mbox_is_notified_in_it_after_its_own_copy() {
+    // carol writes to herself and to a failing pipe: her mbox is held for
+    // her own copy when the notification for the pipe needs it too.
+    let srv = with_aliases(
+        "never: |exit 1\n",
+        "",
+        "[mailbox.carol]\nmbox = \"{d}/carol.mbox\"\n[timeouts]\nmbox_lock = 3",
+    );
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "carol@test.example",
+        &["carol@test.example", "never@test.example"],
+        "Subject: both\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let msgs = mbox_text(&srv.dir.path().join("carol.mbox"));
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs[0].contains("Subject: both\n"));
+    assert!(
+        msgs[1].contains("Final-Recipient: rfc822; never@test.example\n"),
+        "{}",
+        msgs[1]
+    );
+}

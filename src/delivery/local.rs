@@ -61,6 +61,14 @@ struct Failed {
     error: DeliveryError,
 }
 
+/// The notifications for a message's failed copies.
+enum Notices {
+    /// Written and held, to be committed with the message.
+    Staged(Vec<Attempt>),
+    /// To be written once the message's own copies are committed.
+    Afterwards,
+}
+
 /// What trying every copy of one message gave.
 #[derive(Default)]
 struct Attempt {
@@ -554,11 +562,36 @@ impl Local {
         msg: &Message<'_>,
         failed: &[Failed],
         deadline: Instant,
-    ) -> Result<Vec<Attempt>, String> {
+        held: &HashSet<&Target>,
+    ) -> Result<Notices, String> {
         let header = dsn::read_header(msg.body).map_err(|e| format!("reading the spool: {e}"))?;
         let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
         senders.sort_unstable();
         senders.dedup();
+        let mut plan = Vec::new();
+        for sender in senders {
+            match self.reachable(sender) {
+                Some(to) => plan.push((sender, to)),
+                None if sender.is_empty() => {
+                    return Err("the null sender cannot be notified".into())
+                }
+                None => {
+                    return Err(format!(
+                        "<{sender}>, which is not local, cannot be notified"
+                    ))
+                }
+            }
+        }
+        // A notification for a mailbox this message holds locked (the
+        // sender wrote to itself) can only be written once that copy is
+        // committed; the copy just worked, so it is very likely to.
+        if plan
+            .iter()
+            .flat_map(|(_, to)| &to.dests)
+            .any(|d| matches!(d.target, Target::Mbox(_)) && held.contains(&d.target))
+        {
+            return Ok(Notices::Afterwards);
+        }
         let mut out: Vec<Attempt> = Vec::new();
         let give_up = |out: Vec<Attempt>, why: String| {
             for a in out {
@@ -568,15 +601,7 @@ impl Local {
             }
             Err(why)
         };
-        for sender in senders {
-            let Some(to) = self.reachable(sender) else {
-                let who = if sender.is_empty() {
-                    "the null sender".to_string()
-                } else {
-                    format!("<{sender}>, which is not local,")
-                };
-                return give_up(out, format!("{who} cannot be notified"));
-            };
+        for (sender, to) in plan {
             let report: Vec<dsn::Failed> = failed
                 .iter()
                 .filter(|f| f.notify == sender)
@@ -627,7 +652,7 @@ impl Local {
                 report.len()
             );
         }
-        Ok(out)
+        Ok(Notices::Staged(out))
     }
 
     /// Commits staged copies; returns those that failed at the last step.
@@ -737,8 +762,9 @@ impl Delivery for Local {
         if a.pipes + a.staged.len() == 0 {
             return Err(summary(&a.failed));
         }
-        match self.prepare_notices(msg, &a.failed, deadline) {
-            Ok(notices) => {
+        let held: HashSet<&Target> = a.staged.iter().map(|(_, d, _)| &d.target).collect();
+        match self.prepare_notices(msg, &a.failed, deadline, &held) {
+            Ok(Notices::Staged(notices)) => {
                 let late = self.commit_all(msg.id, a.staged, deadline);
                 for n in notices {
                     // A notification that fails now is logged: it never
@@ -746,6 +772,11 @@ impl Delivery for Local {
                     self.commit_all(msg.id, n.staged, deadline);
                 }
                 self.after_commit(msg, late, deadline)
+            }
+            Ok(Notices::Afterwards) => {
+                let mut failed = a.failed;
+                failed.extend(self.commit_all(msg.id, a.staged, deadline));
+                self.after_commit(msg, failed, deadline)
             }
             Err(why) => {
                 log::info!(
@@ -769,9 +800,10 @@ impl Delivery for Local {
 }
 
 impl Local {
-    /// Copies that failed when they were committed, after others were: the
-    /// rest cannot be taken back any more, so these are reported if that
-    /// can be done, else the client is told (and a retry duplicates).
+    /// Copies that failed after others were committed (or whose
+    /// notification had to wait for that): the rest cannot be taken back
+    /// any more, so these are reported if that can be done, else the
+    /// client is told (and a retry duplicates).
     fn after_commit(
         &self,
         msg: &Message<'_>,
@@ -792,13 +824,14 @@ impl Local {
                 ..f
             })
             .collect();
-        match self.prepare_notices(msg, &late, deadline) {
-            Ok(notices) => {
+        match self.prepare_notices(msg, &late, deadline, &HashSet::new()) {
+            Ok(Notices::Staged(notices)) => {
                 for n in notices {
                     self.commit_all(msg.id, n.staged, deadline);
                 }
                 Ok(())
             }
+            Ok(Notices::Afterwards) => unreachable!("nothing is held"),
             Err(why) => {
                 log::error!(
                     "{}: copies failed after others were kept, and {why}",
