@@ -47,6 +47,26 @@ pub struct Config {
     /// Whose privileges alias pipes and files run with when the server is
     /// root and nothing better is known (never root itself).
     pub pipe_user: String,
+    /// The certificate and key for STARTTLS and implicit TLS; without
+    /// them nothing TLS is offered.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files: the full certificate chain, and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One listening address and what it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// TLS from the first byte (RFC 8314), not STARTTLS.
+    pub implicit_tls: bool,
+    /// No mail before STARTTLS (`530 5.7.0`).
+    pub require_tls: bool,
 }
 
 /// A mailbox declared in the configuration.
@@ -115,7 +135,9 @@ impl StoreTemplate {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
-    pub listen: Vec<SocketAddr>,
+    /// The plain listeners (`listen`) and then the implicit TLS ones
+    /// (`smtps`).
+    pub listen: Vec<Listener>,
     pub workers: usize,
     pub handoff_queue: usize,
     pub max_connections_per_ip: usize,
@@ -190,6 +212,30 @@ struct RawConfig {
     users: RawUsers,
     #[serde(default = "default_pipe_user")]
     pipe_user: String,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A `listen` entry: `"ADDR"`, or `{ address = "ADDR", require_tls = true }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawListen {
+    Address(String),
+    Table(RawListenTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenTable {
+    address: String,
+    #[serde(default)]
+    require_tls: bool,
 }
 
 fn default_pipe_user() -> String {
@@ -215,7 +261,8 @@ fn default_spool_dir() -> PathBuf {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
-    listen: Vec<String>,
+    listen: Vec<RawListen>,
+    smtps: Vec<String>,
     workers: usize,
     handoff_queue: usize,
     max_connections_per_ip: usize,
@@ -228,7 +275,8 @@ struct RawServer {
 impl Default for RawServer {
     fn default() -> Self {
         RawServer {
-            listen: vec!["127.0.0.1:2525".into()],
+            listen: vec![RawListen::Address("127.0.0.1:2525".into())],
+            smtps: Vec::new(),
             workers: 8,
             handoff_queue: 64,
             max_connections_per_ip: 20,
@@ -369,19 +417,48 @@ impl RawConfig {
                 "at least one address is needed".into(),
             ));
         }
-        let mut listen = Vec::new();
-        for a in &s.listen {
+        let plain = s.listen.iter().map(|l| match l {
+            RawListen::Address(a) => ("server.listen", a, false, false),
+            RawListen::Table(t) => ("server.listen", &t.address, false, t.require_tls),
+        });
+        let smtps = s.smtps.iter().map(|a| ("server.smtps", a, true, false));
+        let mut listen: Vec<Listener> = Vec::new();
+        for (key, a, implicit_tls, require_tls) in plain.chain(smtps) {
             let addr = a.parse::<SocketAddr>().map_err(|_| {
                 err(
-                    "server.listen",
+                    key,
                     format!("{a:?} is not an IP address and port, like \"127.0.0.1:2525\" or \"[::1]:2525\""),
                 )
             })?;
-            if listen.contains(&addr) {
-                return Err(err("server.listen", format!("{a} is listed twice")));
+            // Port 0 (any free port) may be asked for more than once.
+            if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
+                return Err(err(key, format!("{a} is listed twice")));
             }
-            listen.push(addr);
+            if (implicit_tls || require_tls) && self.tls.is_none() {
+                return Err(err(
+                    key,
+                    format!("{a} needs TLS: give a [tls] section with cert and key"),
+                ));
+            }
+            listen.push(Listener {
+                addr,
+                implicit_tls,
+                require_tls,
+            });
         }
+        let tls = match self.tls {
+            Some(t) if t.cert.as_os_str().is_empty() => {
+                return Err(err("tls.cert", "empty path".into()))
+            }
+            Some(t) if t.key.as_os_str().is_empty() => {
+                return Err(err("tls.key", "empty path".into()))
+            }
+            Some(t) => Some(TlsFiles {
+                cert: t.cert,
+                key: t.key,
+            }),
+            None => None,
+        };
         let range = |key: &str, v: u64, lo: u64, hi: u64, why: &str| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -552,6 +629,7 @@ impl RawConfig {
                 forward: u.forward,
             },
             pipe_user: self.pipe_user,
+            tls,
         })
     }
 }
@@ -625,7 +703,11 @@ maildir = "var/mail/alice/Maildir"
         assert_eq!(c.local_domains, ["example.org", "localhost"]);
         assert_eq!(
             c.server.listen,
-            ["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]
+            [Listener {
+                addr: "127.0.0.1:2525".parse().unwrap(),
+                implicit_tls: false,
+                require_tls: false
+            }]
         );
         assert_eq!(c.timeouts.data_total, Duration::from_secs(600));
         assert_eq!(
@@ -713,6 +795,42 @@ maildir = "var/mail/alice/Maildir"
             "f",
         )
         .unwrap();
-        assert!(c.server.listen[0].is_ipv6());
+        assert!(c.server.listen[0].addr.is_ipv6());
+    }
+
+    #[test]
+    fn tls_listeners() {
+        let c = Config::parse(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[server]\nlisten = [\"127.0.0.1:25\", { address = \"127.0.0.1:587\", require_tls = true }]\nsmtps = [\"127.0.0.1:465\"]",
+            "f",
+        )
+        .unwrap();
+        let kinds: Vec<(u16, bool, bool)> = c
+            .server
+            .listen
+            .iter()
+            .map(|l| (l.addr.port(), l.implicit_tls, l.require_tls))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(25, false, false), (587, false, true), (465, true, false)]
+        );
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("k.pem"));
+        for (text, key) in [
+            ("[server]\nsmtps = [\"127.0.0.1:465\"]", "server.smtps"),
+            (
+                "[server]\nlisten = [{ address = \"127.0.0.1:587\", require_tls = true }]",
+                "server.listen",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\n[server]\nlisten = [\"127.0.0.1:25\"]\nsmtps = [\"127.0.0.1:25\"]",
+                "server.smtps",
+            ),
+            ("[tls]\ncert = \"\"\nkey = \"k\"", "tls.cert"),
+        ] {
+            let e = Config::parse(text, "f").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        assert!(Config::parse("[tls]\ncert = \"c\"", "f").is_err());
     }
 }

@@ -195,7 +195,7 @@ pub fn is_our_ip(config: &Config, ip: IpAddr) -> bool {
             .server
             .listen
             .iter()
-            .any(|a| a.ip().to_canonical() == ip)
+            .any(|l| l.addr.ip().to_canonical() == ip)
     {
         return true;
     }

@@ -5,6 +5,7 @@
 //! connections open.
 
 use super::{admit, Job, Shared};
+use crate::config::Listener;
 use crate::smtp::reply::{self, Reply};
 use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpListener;
@@ -41,7 +42,7 @@ pub struct Acceptor {
     poll: Poll,
     waker: Arc<Waker>,
     signals: Signals,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Listener)>,
     /// Dropped when accepting stops, which tells idle workers to finish.
     tx: Option<Sender<Job>>,
     /// Dropped when accepting stops, which starts the shutdown in `wait`.
@@ -51,7 +52,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     pub fn new(
-        mut listeners: Vec<TcpListener>,
+        mut listeners: Vec<(TcpListener, Listener)>,
         tx: Sender<Job>,
         stopping: Sender<()>,
         shared: Arc<Shared>,
@@ -61,7 +62,7 @@ impl Acceptor {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        for (i, l) in listeners.iter_mut().enumerate() {
+        for (i, (l, _)) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         Ok(Acceptor {
@@ -125,7 +126,7 @@ impl Acceptor {
     }
 
     fn stop_accepting(&mut self) {
-        for l in &mut self.listeners {
+        for (l, _) in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
@@ -152,9 +153,10 @@ impl Acceptor {
 
     /// Accepts until the listener has nothing more; false after an error.
     fn accept_all(&mut self, i: usize) -> bool {
+        let listener = self.listeners[i].1;
         loop {
-            match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.dispatch(TcpStream::from(stream), peer),
+            match self.listeners[i].0.accept() {
+                Ok((stream, peer)) => self.dispatch(TcpStream::from(stream), peer, listener),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -166,10 +168,17 @@ impl Acceptor {
         }
     }
 
-    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr, listener: Listener) {
         let rt = self.shared.runtime();
         let host = &rt.config.hostname;
         let ip = peer.ip().to_canonical();
+        // A TLS client cannot read a plain 421, and the acceptor must not
+        // wait for a handshake: such refusals just close.
+        let refuse = |stream, r: &Reply| {
+            if !listener.implicit_tls {
+                refuse(stream, r)
+            }
+        };
         let Some(tx) = &self.tx else {
             refuse(stream, &reply::shutting_down(host));
             return;
@@ -202,6 +211,7 @@ impl Acceptor {
         match tx.try_send(Job {
             stream,
             peer,
+            listener,
             ticket,
         }) {
             Ok(()) => {}

@@ -8,14 +8,17 @@
 //! that sends a whole batch of commands in one write gets all the replies,
 //! in order, in one write. Timeouts are set per phase here (RFC 5321 4.5.3.2); on expiry the
 //! client gets 421 and the connection is closed. The driver is generic over
-//! its stream so that TLS can wrap it.
+//! its stream, and swaps it for a TLS stream over the same socket on
+//! STARTTLS (or before the greeting, for implicit TLS).
 
+use super::tls::{self, TlsStream};
 use crate::config::Config;
 use crate::delivery::spool::Spool;
 use crate::delivery::{Delivery, DeliveryError, Message};
 use crate::smtp::data::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{Action, BodyReport, Session, Verdict};
+use crate::smtp::trace::TlsInfo;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +33,7 @@ const SPOOL_WRITE: usize = 64 * 1024;
 /// Replies queued beyond this are written at once.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// A byte stream with settable timeouts: plain TCP now, TLS later.
+/// A byte stream with settable timeouts: TCP, or TLS over it.
 pub trait Transport: Read + Write {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()>;
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()>;
@@ -54,6 +57,8 @@ enum Stop {
     Timeout,
     /// The server is shutting down; the client is told so.
     Shutdown,
+    /// The TLS handshake failed; there is no channel left to say so on.
+    Handshake,
     Io(io::Error),
 }
 
@@ -76,9 +81,51 @@ enum Line {
     TooLong,
 }
 
+/// The client's byte stream: as accepted, or TLS over it.
+enum Stream<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+    /// Only while one is swapped for the other.
+    Swapping,
+}
+
+impl<S: Transport> Stream<S> {
+    fn transport(&mut self) -> &mut dyn Transport {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut **t,
+            Stream::Swapping => unreachable!("a failed swap ends the session"),
+        }
+    }
+}
+
+impl<S: Transport> Read for Stream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.transport().read(buf)
+    }
+}
+
+impl<S: Transport> Write for Stream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.transport().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.transport().flush()
+    }
+}
+
+impl<S: Transport> Transport for Stream<S> {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.transport().set_read_timeout(t)
+    }
+    fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.transport().set_write_timeout(t)
+    }
+}
+
 /// Buffered, bounded IO over a transport.
 struct Conn<S> {
-    stream: S,
+    stream: Stream<S>,
     rbuf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -88,7 +135,7 @@ struct Conn<S> {
 impl<S: Transport> Conn<S> {
     fn new(stream: S, max_line: usize) -> Conn<S> {
         Conn {
-            stream,
+            stream: Stream::Plain(stream),
             rbuf: vec![0; READ_BUFFER.max(max_line)].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -202,6 +249,40 @@ impl<S: Transport> Conn<S> {
         }
         Ok(())
     }
+
+    /// Replaces the plain stream with a TLS session over it, by
+    /// `deadline`. Whatever the client sent after the command that asked
+    /// for TLS is dropped unread: it came in the clear and must not be
+    /// taken as said over TLS (the STARTTLS injection of CVE-2011-0411).
+    fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        deadline: Instant,
+        peer: &std::net::SocketAddr,
+    ) -> Result<TlsInfo, Stop> {
+        self.flush()?;
+        let dropped = self.buffered().len();
+        if dropped > 0 {
+            log::info!("[{peer}]: {dropped} octets sent before the TLS handshake dropped");
+        }
+        self.start = 0;
+        self.end = 0;
+        let Stream::Plain(sock) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
+            unreachable!("the session starts TLS only once");
+        };
+        match tls::accept(sock, config, deadline) {
+            Ok(t) => {
+                let info = t.info();
+                log::info!("[{peer}]: TLS established: {info}");
+                self.stream = Stream::Tls(Box::new(t));
+                Ok(info)
+            }
+            Err(e) => {
+                log::info!("[{peer}]: TLS handshake failed: {e}");
+                Err(Stop::Handshake)
+            }
+        }
+    }
 }
 
 /// What a session needs from the server around it.
@@ -213,6 +294,10 @@ pub struct Context {
     /// Published by the driver: true while a transaction is open, so that
     /// a shutdown can let it finish.
     pub busy: Arc<AtomicBool>,
+    /// The TLS configuration for STARTTLS or implicit TLS, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS from the first byte: handshake before the greeting.
+    pub implicit_tls: bool,
 }
 
 /// A body being received: its spool (or why there is none), its decoder,
@@ -284,9 +369,10 @@ impl Body {
 pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
     let mut conn = Conn::new(stream, ctx.config.server.max_command_line);
     let host = &ctx.config.hostname;
-    let ended = drive(&mut conn, &mut session, ctx);
+    let ended = implicit_tls(&mut conn, &mut session, ctx)
+        .and_then(|()| drive(&mut conn, &mut session, ctx));
     let farewell = match &ended {
-        Ok(()) => None,
+        Ok(()) | Err(Stop::Handshake) => None,
         Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
         Err(Stop::Timeout) => Some(reply::timeout(host)),
         Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(host)),
@@ -299,6 +385,30 @@ pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
         let _ = conn.queue(&r, session.enhanced_codes());
     }
     let _ = conn.flush();
+}
+
+/// The handshake of an implicit TLS listener, before anything else.
+fn implicit_tls<S: Transport>(
+    conn: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<(), Stop> {
+    if !ctx.implicit_tls {
+        return Ok(());
+    }
+    let Some(config) = &ctx.tls else {
+        // The listener outlived its configuration (a reload dropped
+        // [tls]): never speak in the clear on a TLS port.
+        log::warn!(
+            "[{}]: no TLS configuration for this implicit TLS listener; closing",
+            session.peer().addr
+        );
+        return Err(Stop::Handshake);
+    };
+    let deadline = Instant::now() + ctx.config.timeouts.command;
+    let info = conn.start_tls(config.clone(), deadline, &session.peer().addr)?;
+    session.tls_started(info);
+    Ok(())
 }
 
 fn drive<S: Transport>(
@@ -329,6 +439,14 @@ fn drive<S: Transport>(
         let r = match response.action {
             Action::Continue => continue,
             Action::Close => return Ok(()),
+            Action::StartTls => {
+                let config = ctx.tls.clone().expect("STARTTLS is offered only with TLS");
+                let deadline = Instant::now() + t.command;
+                let info = conn.start_tls(config, deadline, &session.peer().addr)?;
+                session.tls_started(info);
+                conn.stream.set_write_timeout(t.command)?;
+                continue;
+            }
             Action::ReceiveData => {
                 ctx.busy.store(true, Ordering::SeqCst);
                 let mut b = Body::new(ctx, session, true);
@@ -446,7 +564,7 @@ mod tests {
     use super::*;
     use crate::delivery::{Dest, Lookup, Recipient, RunAs, Target};
     use crate::smtp::address::ForwardPath;
-    use crate::smtp::session::Peer;
+    use crate::smtp::session::{Peer, TlsPolicy};
     use std::io::{Cursor, Seek};
     use std::sync::Mutex;
 
@@ -539,12 +657,14 @@ mod tests {
             delivery: keep.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
             busy: Arc::new(AtomicBool::new(false)),
+            tls: None,
+            implicit_tls: false,
         };
         let peer = Peer {
             addr: "192.0.2.9:4321".parse().unwrap(),
             name: None,
         };
-        let session = Session::new(config, keep.clone(), peer);
+        let session = Session::new(config, keep.clone(), peer, TlsPolicy::default());
         let mut mem = Mem {
             input: Cursor::new(input.to_vec()),
             writes: Vec::new(),

@@ -10,6 +10,7 @@
 mod acceptor;
 pub mod conn;
 mod pool;
+mod tls;
 
 use crate::config::Config;
 use crate::delivery::{self, Delivery};
@@ -27,13 +28,18 @@ use std::time::{Duration, Instant};
 pub struct Runtime {
     pub config: Arc<Config>,
     pub delivery: Arc<delivery::Local>,
+    /// Loaded from `[tls]`: read again on each reload, so a renewed
+    /// certificate reaches new sessions.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Runtime {
     /// Builds the delivery for a configuration: this reads the aliases
     /// file, whose errors (with file and line) are configuration errors,
-    /// and checks that postmaster reaches a mailbox (RFC 5321 4.5.1).
+    /// checks that postmaster reaches a mailbox (RFC 5321 4.5.1), and
+    /// loads the TLS certificate and key.
     pub fn new(config: Config) -> Result<Runtime, String> {
+        let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let config = Arc::new(config);
         let delivery = delivery::Local::new(config.clone())?;
         match delivery.lookup(&crate::smtp::address::ForwardPath::Postmaster) {
@@ -53,6 +59,7 @@ impl Runtime {
         Ok(Runtime {
             delivery: Arc::new(delivery),
             config,
+            tls,
         })
     }
 }
@@ -105,7 +112,7 @@ impl Shared {
             || new.server.workers != old.config.server.workers
             || new.server.handoff_queue != old.config.server.handoff_queue
         {
-            log::warn!("reload: changes to server.listen, server.workers and server.handoff_queue take effect only after a restart");
+            log::warn!("reload: changes to server.listen, server.smtps, server.workers and server.handoff_queue take effect only after a restart");
         }
         let runtime = match Runtime::new(new).map(|mut r| {
             // Interrupted mbox appends still to be undone stay known.
@@ -230,6 +237,7 @@ fn admit(shared: &Arc<Shared>, clone: TcpStream, ip: IpAddr, max: usize) -> Opti
 pub struct Job {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    pub listener: crate::config::Listener,
     pub ticket: Ticket,
 }
 
@@ -278,17 +286,23 @@ impl Server {
             .server
             .listen
             .iter()
-            .map(|addr| {
-                acceptor::bind(*addr)
-                    .map_err(|e| StartError::System(format!("cannot listen on {addr}: {e}")))
+            .map(|l| {
+                acceptor::bind(l.addr)
+                    .map(|socket| (socket, *l))
+                    .map_err(|e| StartError::System(format!("cannot listen on {}: {e}", l.addr)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let local_addrs: Vec<SocketAddr> = listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect();
-        for a in &local_addrs {
-            log::info!("listening on {a}");
+        for (a, (_, l)) in local_addrs.iter().zip(&listeners) {
+            let kind = match (l.implicit_tls, l.require_tls) {
+                (true, _) => " (implicit TLS)",
+                (false, true) => " (TLS required)",
+                (false, false) => "",
+            };
+            log::info!("listening on {a}{kind}");
         }
         let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
         let workers_n = config.server.workers;

@@ -5,7 +5,7 @@
 use super::conn::{self, Context};
 use super::{Job, Shared};
 use crate::smtp::reply;
-use crate::smtp::session::{Peer, Session};
+use crate::smtp::session::{Peer, Session, TlsPolicy};
 use crossbeam_channel::Receiver;
 use std::io::Write;
 use std::net::IpAddr;
@@ -42,10 +42,14 @@ fn serve(job: Job, shared: &Shared) {
     let Job {
         mut stream,
         peer,
+        listener,
         ticket,
     } = job;
     let rt = shared.runtime();
     if shared.shutdown.load(Ordering::SeqCst) {
+        if listener.implicit_tls {
+            return;
+        }
         let mut out = Vec::new();
         reply::shutting_down(&rt.config.hostname).write_to(&mut out, true);
         let _ = stream.write_all(&out);
@@ -61,16 +65,23 @@ fn serve(job: Job, shared: &Shared) {
         name.as_deref().unwrap_or("unknown"),
         peer
     );
+    let policy = TlsPolicy {
+        offer: rt.tls.is_some() && !listener.implicit_tls,
+        require: listener.require_tls,
+    };
     let session = Session::new(
         rt.config.clone(),
         rt.delivery.clone(),
         Peer { addr: peer, name },
+        policy,
     );
     let ctx = Context {
         config: rt.config.clone(),
         delivery: rt.delivery.clone(),
         shutdown: shared.shutdown.clone(),
         busy: ticket.busy.clone(),
+        tls: rt.tls.clone(),
+        implicit_tls: listener.implicit_tls,
     };
     conn::run(stream, session, &ctx);
     log::info!("disconnect from [{peer}]");

@@ -156,6 +156,12 @@ pub fn chunk_ok(octets: u64) -> Reply {
 pub fn start_data() -> Reply {
     Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
 }
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, e(2, 0, 0), "Ready to start TLS")
+}
+pub fn tls_required() -> Reply {
+    Reply::new(530, e(5, 7, 0), "Must issue a STARTTLS command first")
+}
 pub fn cannot_vrfy() -> Reply {
     Reply::new(
         252,

@@ -12,7 +12,7 @@
 use super::address::{Domain, ForwardPath, Mailbox, ReversePath};
 use super::command::{self, BodyType, Command, MailParams, ParseError};
 use super::reply::{self, Enhanced, Reply};
-use super::trace::{self, Received};
+use super::trace::{self, Received, TlsInfo};
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryError, Failure, Lookup, Recipient};
 use std::net::SocketAddr;
@@ -32,6 +32,10 @@ pub enum Action {
     /// Receive a dot-terminated body into a new spool that starts with
     /// [`Session::trace_field`], then call [`Session::body_received`].
     ReceiveData,
+    /// Start TLS (RFC 3207) once the reply is out: drop whatever the client
+    /// sent after the command, handshake, then call
+    /// [`Session::tls_started`].
+    StartTls,
     /// Receive exactly `size` octets of a BDAT chunk. `start`: this chunk
     /// begins a new body (new spool, trace field first). `discard`: read and
     /// drop the octets. Then call [`Session::chunk_received`].
@@ -98,6 +102,16 @@ pub struct Peer {
     pub name: Option<String>,
 }
 
+/// What the listener asks of TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// STARTTLS can be offered: TLS is configured and this connection is
+    /// not encrypted yet.
+    pub offer: bool,
+    /// Mail needs TLS first (`530 5.7.0` until then).
+    pub require: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyMode {
     None,
@@ -128,6 +142,9 @@ pub struct Session {
     config: Arc<Config>,
     delivery: Arc<dyn Delivery>,
     peer: Peer,
+    policy: TlsPolicy,
+    /// The TLS session in force, once there is one.
+    tls: Option<TlsInfo>,
     hello: Option<Hello>,
     tx: Option<Transaction>,
     /// The reply owed after a BDAT chunk that is being discarded.
@@ -135,15 +152,41 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(config: Arc<Config>, delivery: Arc<dyn Delivery>, peer: Peer) -> Session {
+    pub fn new(
+        config: Arc<Config>,
+        delivery: Arc<dyn Delivery>,
+        peer: Peer,
+        policy: TlsPolicy,
+    ) -> Session {
         Session {
             config,
             delivery,
             peer,
+            policy,
+            tls: None,
             hello: None,
             tx: None,
             pending: None,
         }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The connection is now encrypted. RFC 3207 4.2: the client must
+    /// greet again, and nothing said before counts.
+    pub fn tls_started(&mut self, info: TlsInfo) {
+        self.tls = Some(info);
+        self.hello = None;
+        self.tx = None;
+        self.pending = None;
+    }
+
+    /// `530 5.7.0` for a command that needs TLS on a listener that
+    /// requires it, before STARTTLS.
+    fn tls_missing(&self) -> Option<Reply> {
+        (self.policy.require && self.tls.is_none()).then(reply::tls_required)
     }
 
     pub fn greeting(&self) -> Reply {
@@ -174,6 +217,18 @@ impl Session {
             Ok(cmd) => cmd,
             Err(e) => return self.parse_error(e),
         };
+        if matches!(
+            cmd,
+            Command::Mail { .. }
+                | Command::Rcpt { .. }
+                | Command::Data
+                | Command::Vrfy(_)
+                | Command::Expn(_)
+        ) {
+            if let Some(r) = self.tls_missing() {
+                return Response::reply(r);
+            }
+        }
         match cmd {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
@@ -193,9 +248,8 @@ impl Session {
             Command::Help(_) => Response::reply(help()),
             Command::Vrfy(arg) => Response::reply(self.vrfy(&arg)),
             Command::Expn(arg) => Response::reply(self.expn(&arg)),
-            Command::StartTls | Command::NotImplemented => {
-                Response::reply(reply::not_implemented())
-            }
+            Command::StartTls => self.starttls(),
+            Command::NotImplemented => Response::reply(reply::not_implemented()),
         }
     }
 
@@ -250,6 +304,24 @@ impl Session {
         Response::reply(r)
     }
 
+    fn starttls(&mut self) -> Response {
+        if self.tls.is_some() {
+            return Response::reply(reply::bad_sequence("Error: TLS already active"));
+        }
+        if !self.policy.offer {
+            return Response::reply(reply::not_implemented());
+        }
+        if self.tx.is_some() {
+            return Response::reply(reply::bad_sequence(
+                "Error: STARTTLS not allowed inside a mail transaction",
+            ));
+        }
+        Response {
+            reply: Some(reply::ready_for_tls()),
+            action: Action::StartTls,
+        }
+    }
+
     fn extensions(&self) -> Vec<String> {
         let mut ext = vec![
             "PIPELINING".to_string(),
@@ -260,6 +332,9 @@ impl Session {
         }
         if self.config.expn {
             ext.push("EXPN".into());
+        }
+        if self.policy.offer && self.tls.is_none() {
+            ext.push("STARTTLS".into());
         }
         for e in [
             "8BITMIME",
@@ -412,7 +487,10 @@ impl Session {
                 },
             }
         };
-        if let Err(r) = self.ready_for_body() {
+        if let Err(r) = self
+            .tls_missing()
+            .map_or_else(|| self.ready_for_body(), Err)
+        {
             return discard(&mut self.pending, r);
         }
         let tx = self.tx.as_mut().expect("checked by ready_for_body");
@@ -445,10 +523,13 @@ impl Session {
             .expect("a body is read only inside a transaction");
         let hello = self.hello.as_ref().expect("a transaction needs a greeting");
         let utf8 = tx.params.smtputf8;
-        let protocol = match (hello.esmtp, utf8) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "UTF8SMTP",
+        // RFC 3848 and RFC 6531; plain HELO has no registered TLS form.
+        let protocol = match (hello.esmtp, utf8, self.tls.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, false, true) => "ESMTPS",
+            (true, true, false) => "UTF8SMTP",
+            (true, true, true) => "UTF8SMTPS",
         };
         Received {
             helo: &hello.name,
@@ -456,6 +537,7 @@ impl Session {
             peer_ip: self.peer.addr.ip(),
             hostname: &self.config.hostname,
             protocol,
+            tls: self.tls.as_ref(),
             id: &tx.id,
             recipient: tx.first_rcpt.as_deref().filter(|_| tx.rcpts.len() == 1),
             date: SystemTime::now(),
@@ -652,7 +734,7 @@ fn failure_reply(kind: Failure, reason: &str) -> Reply {
 
 fn help() -> Reply {
     Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
-        .line("HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN")
+        .line("HELO EHLO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN")
         .line("See RFC 5321; mail for local users only")
 }
 
@@ -716,6 +798,10 @@ mod tests {
     }
 
     fn session(extra: &str) -> Session {
+        session_with(extra, TlsPolicy::default())
+    }
+
+    fn session_with(extra: &str, policy: TlsPolicy) -> Session {
         let text =
             format!("hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\n{extra}");
         let config = Arc::new(Config::parse(&text, "test").unwrap());
@@ -723,7 +809,120 @@ mod tests {
             addr: "192.0.2.9:4321".parse().unwrap(),
             name: None,
         };
-        Session::new(config, Arc::new(Fake), peer)
+        Session::new(config, Arc::new(Fake), peer, policy)
+    }
+
+    fn tls13() -> TlsInfo {
+        TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+            key_exchange: Some("X25519".into()),
+        }
+    }
+
+    fn ehlo_lines(s: &mut Session) -> Vec<String> {
+        let r = s.command(b"EHLO c.example").reply.unwrap();
+        r.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn starttls_is_offered_once_and_resets_the_session() {
+        let offer = TlsPolicy {
+            offer: true,
+            require: false,
+        };
+        let mut s = session_with("", offer);
+        assert!(ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
+        dialogue(
+            &mut s,
+            &[("STARTTLS now", 501), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        // Inside a transaction: 503, and the transaction goes on.
+        dialogue(
+            &mut s,
+            &[("STARTTLS", 503), ("RCPT TO:<alice@example.org>", 250)],
+        );
+        dialogue(&mut s, &[("RSET", 250)]);
+        let r = s.command(b"STARTTLS");
+        assert_eq!(r.action, Action::StartTls);
+        assert_eq!(r.reply.unwrap().to_string(), "220 2.0.0 Ready to start TLS");
+        s.tls_started(tls13());
+        // Nothing said before TLS counts: a new EHLO is needed.
+        dialogue(&mut s, &[("MAIL FROM:<a@b.example>", 503)]);
+        assert!(!ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
+        dialogue(
+            &mut s,
+            &[("STARTTLS", 503), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        dialogue(&mut s, &[("RCPT TO:<alice@example.org>", 250)]);
+        let t = s.trace_field();
+        assert!(
+            t.contains("[192.0.2.9])\n\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 key-exchange X25519)\n\tby mx.example.org (mailroom) with ESMTPS id "),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn starttls_is_refused_where_it_is_not_offered() {
+        let mut s = session("");
+        assert!(!ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
+        let r = s.command(b"STARTTLS");
+        assert_eq!(r.reply.unwrap().code(), 502);
+        assert_eq!(r.action, Action::Continue);
+        // An implicit TLS connection: already encrypted.
+        let mut s = session("");
+        s.tls_started(tls13());
+        assert!(!ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
+        dialogue(&mut s, &[("STARTTLS", 503)]);
+    }
+
+    #[test]
+    fn require_tls_refuses_mail_before_starttls() {
+        let policy = TlsPolicy {
+            offer: true,
+            require: true,
+        };
+        let mut s = session_with("vrfy = true\nexpn = true", policy);
+        dialogue(
+            &mut s,
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 530),
+                ("RCPT TO:<alice@example.org>", 530),
+                ("DATA", 530),
+                ("VRFY alice", 530),
+                ("EXPN alice", 530),
+                ("NOOP", 250),
+                ("RSET", 250),
+            ],
+        );
+        let r = s.command(b"MAIL FROM:<a@b.example>").reply.unwrap();
+        assert_eq!(
+            r.to_string(),
+            "530 5.7.0 Must issue a STARTTLS command first"
+        );
+        // BDAT's chunk is read and dropped, then refused.
+        let r = s.command(b"BDAT 4 LAST");
+        assert!(r.reply.is_none());
+        assert!(matches!(
+            r.action,
+            Action::ReceiveChunk { discard: true, .. }
+        ));
+        match s.chunk_received(true, &BodyReport::default()) {
+            Verdict::Reply(r) => assert_eq!(r.code(), 530),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(s.command(b"STARTTLS").action, Action::StartTls);
+        s.tls_started(tls13());
+        dialogue(
+            &mut s,
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("RCPT TO:<alice@example.org>", 250),
+                ("VRFY alice", 250),
+            ],
+        );
     }
 
     /// Replays a dialogue: each line with the reply code it must get.

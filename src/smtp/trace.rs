@@ -99,14 +99,36 @@ pub fn address_literal(ip: IpAddr) -> String {
     }
 }
 
+/// What a TLS session negotiated, as the `Received:` field and the log
+/// report it: `TLSv1.3`, `TLS_AES_256_GCM_SHA384`, `X25519`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+    pub key_exchange: Option<String>,
+}
+
+impl std::fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with cipher {}", self.version, self.cipher)?;
+        if let Some(kx) = &self.key_exchange {
+            write!(f, " key-exchange {kx}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What a `Received:` field records about one transaction.
 pub struct Received<'a> {
     pub helo: &'a str,
     pub peer_name: Option<&'a str>,
     pub peer_ip: IpAddr,
     pub hostname: &'a str,
-    /// `SMTP`, `ESMTP`, `UTF8SMTP`, ... (RFC 3848, RFC 6531).
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `UTF8SMTP`, ... (RFC 3848, RFC 6531).
     pub protocol: &'a str,
+    /// The TLS session the message came over, written in a comment as
+    /// Postfix does.
+    pub tls: Option<&'a TlsInfo>,
     pub id: &'a str,
     /// Set when the message has exactly one recipient.
     pub recipient: Option<&'a str>,
@@ -120,11 +142,16 @@ impl Received<'_> {
             Some(r) => format!("\n\tfor <{r}>"),
             None => String::new(),
         };
+        let tls = match self.tls {
+            Some(t) => format!("\n\t(using {t})"),
+            None => String::new(),
+        };
         format!(
-            "Received: from {} ({} {})\n\tby {} (mailroom) with {} id {}{};\n\t{}\n",
+            "Received: from {} ({} {}){}\n\tby {} (mailroom) with {} id {}{};\n\t{}\n",
             self.helo,
             self.peer_name.unwrap_or("unknown"),
             address_literal(self.peer_ip),
+            tls,
             self.hostname,
             self.protocol,
             self.id,
@@ -175,6 +202,7 @@ mod tests {
             peer_ip: "::ffff:192.0.2.7".parse().unwrap(),
             hostname: "mx.example.org",
             protocol: "ESMTP",
+            tls: None,
             id: "ID1",
             recipient: Some("alice@example.org"),
             date: at(1_795_358_400),
@@ -193,5 +221,18 @@ mod tests {
             .render()
             .starts_with("Received: from client.example (localhost [IPv6:::1])\n"));
         assert!(!v6.render().contains("for <"));
+        let info = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            key_exchange: Some("X25519".into()),
+        };
+        let tls = Received {
+            protocol: "ESMTPS",
+            tls: Some(&info),
+            ..v6
+        };
+        assert!(tls.render().starts_with(
+            "Received: from client.example (localhost [IPv6:::1])\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 key-exchange X25519)\n\tby mx.example.org (mailroom) with ESMTPS id ID1;\n"
+        ));
     }
 }

@@ -1,0 +1,207 @@
+//! TLS with rustls: the certificate and key loaded into a server
+//! configuration, and a blocking TLS stream over any transport, for
+//! STARTTLS (RFC 3207) and implicit TLS (RFC 8314).
+//!
+//! The stream does its own IO loop instead of `rustls::StreamOwned`, so
+//! that each read and the handshake are bounded by one deadline however
+//! slowly the client sends its records: a timeout set for one read of
+//! plaintext is the most that read may wait in all.
+//!
+//! Only TLS 1.2 and 1.3 are spoken, with ring as the crypto provider: it
+//! builds with nothing but a C compiler, so mailroom cross-compiles for
+//! small boxes as easily as it builds here, and keeps the binary small.
+
+use super::conn::Transport;
+use crate::config::TlsFiles;
+use crate::smtp::trace::TlsInfo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reads the PEM certificate chain and key and builds the server side's
+/// configuration. Errors name the file and what is wrong with it.
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("tls: cannot read {}: {e}", path.display()))
+    };
+    let cert_pem = read(&files.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert: {}: {e}", files.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "tls.cert: {}: no PEM certificate in the file",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|e| {
+        format!(
+            "tls.key: {}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+            files.key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "tls.key: {} is not the key of the certificate in {}",
+                files.key.display(),
+                files.cert.display()
+            ),
+            e => format!(
+                "tls: {} and {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ),
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// A TLS session over a transport.
+pub struct TlsStream<S> {
+    conn: ServerConnection,
+    sock: S,
+    /// How long one read of plaintext may take in all.
+    read_timeout: Duration,
+}
+
+/// Runs the server side of a handshake over `sock`, by `deadline`. On
+/// failure the client gets an alert where rustls has one to send.
+pub fn accept<S: Transport>(
+    mut sock: S,
+    config: Arc<ServerConfig>,
+    deadline: Instant,
+) -> io::Result<TlsStream<S>> {
+    let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    sock.set_write_timeout(deadline.saturating_duration_since(Instant::now()))?;
+    let mut s = TlsStream {
+        conn,
+        sock,
+        read_timeout: Duration::MAX,
+    };
+    while s.conn.is_handshaking() {
+        s.send()?;
+        if !s.conn.is_handshaking() {
+            break;
+        }
+        s.receive(deadline)?;
+    }
+    // TLS 1.3 session tickets, or the last flight of a TLS 1.2 handshake.
+    s.send()?;
+    Ok(s)
+}
+
+impl<S: Transport> TlsStream<S> {
+    /// What was negotiated.
+    pub fn info(&self) -> TlsInfo {
+        let version = self
+            .conn
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("TLS")
+            .replace('_', ".");
+        let cipher = self
+            .conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .map_or_else(
+                || "unknown".to_string(),
+                // The IANA names: TLS13_AES_128_GCM_SHA256 is
+                // TLS_AES_128_GCM_SHA256 there.
+                |s| s.replacen("TLS13_", "TLS_", 1),
+            );
+        let key_exchange = self
+            .conn
+            .negotiated_key_exchange_group()
+            .and_then(|g| g.name().as_str())
+            .map(str::to_string);
+        TlsInfo {
+            version,
+            cipher,
+            key_exchange,
+        }
+    }
+
+    /// Writes out every TLS record rustls has queued.
+    fn send(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        self.sock.flush()
+    }
+
+    /// Reads one batch of TLS records, waiting no later than `deadline`,
+    /// and processes them. A protocol error sends the alert rustls owes.
+    fn receive(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.sock.set_read_timeout(left)?;
+        let n = loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 0 && self.conn.is_handshaking() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Err(e) = self.conn.process_new_packets() {
+            let _ = self.send();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(n)
+    }
+}
+
+impl<S: Transport> Read for TlsStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = Instant::now()
+            .checked_add(self.read_timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
+        loop {
+            // Ok(0) after the client's close_notify; UnexpectedEof when the
+            // connection ended without one.
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            self.send()?;
+            self.receive(deadline)?;
+        }
+    }
+}
+
+impl<S: Transport> Write for TlsStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // rustls takes what fits in its bounded buffer; send that first.
+        let n = self.conn.writer().write(buf)?;
+        self.send()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.writer().flush()?;
+        self.send()
+    }
+}
+
+impl<S: Transport> Transport for TlsStream<S> {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.read_timeout = t;
+        Ok(())
+    }
+
+    fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.sock.set_write_timeout(t)
+    }
+}
