@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Installs the external SMTP clients that tests/clients.rs drives (swaks,
-# curl) from the Debian archive, but only those that are missing. Needs root
-# (or sudo) only when something has to be installed. Called by .ci/run.
+# Installs the external clients the tests drive (swaks with its TLS
+# modules, curl, openssl) from the Debian archive, but only those that are
+# missing. Needs root (or sudo) only when something has to be installed.
+# Called by .ci/run.
 set -euo pipefail
 
 missing=()
-for tool in swaks curl; do
+for tool in swaks curl openssl; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         # The Debian package has the same name as the command.
         missing+=("$tool")
     fi
 done
+# swaks --tls needs these Perl modules.
+if ! perl -MIO::Socket::SSL -MNet::SSLeay -e1 >/dev/null 2>&1; then
+    missing+=(libio-socket-ssl-perl libnet-ssleay-perl)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-tools: swaks and curl are already installed"
+    echo "install-test-tools: swaks (with TLS), curl and openssl are already installed"
     exit 0
 fi
 
@@ -26,9 +31,13 @@ echo "install-test-tools: installing ${missing[*]}"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 
-for tool in "${missing[@]}"; do
+for tool in swaks curl openssl; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "install-test-tools: $tool still missing after apt-get install" >&2
         exit 1
     }
 done
+perl -MIO::Socket::SSL -MNet::SSLeay -e1 || {
+    echo "install-test-tools: swaks's TLS modules still missing after apt-get install" >&2
+    exit 1
+}

@@ -134,7 +134,8 @@ impl Server {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     if let Some(i) = line.find("listening on ") {
-                        let _ = tx.send(Some(line[i + 13..].trim().to_string()));
+                        let addr = line[i + 13..].split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(Some(addr.to_string()));
                     } else if line.contains(" ready: ") {
                         let _ = tx.send(None);
                     }
@@ -429,6 +430,28 @@ impl Reply {
     }
 }
 
+/// Reads one (possibly multi-line) reply from any stream; `None` at end
+/// of stream.
+pub fn read_reply(reader: &mut impl BufRead) -> Option<Reply> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+        assert!(line.len() >= 4, "short reply line: {line:?}");
+        let code: u16 = line[..3].parse().expect("reply code");
+        let sep = line.as_bytes()[3];
+        lines.push(line[4..line.len() - 2].to_string());
+        if sep == b' ' {
+            return Some(Reply { code, lines });
+        }
+        assert_eq!(sep, b'-', "bad separator in {line:?}");
+    }
+}
+
 /// A raw SMTP client over a TCP socket.
 pub struct Client {
     pub stream: TcpStream,
@@ -456,23 +479,7 @@ impl Client {
 
     /// Reads one reply; `None` at end of stream.
     pub fn try_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            assert!(line.len() >= 4, "short reply line: {line:?}");
-            let code: u16 = line[..3].parse().expect("reply code");
-            let sep = line.as_bytes()[3];
-            lines.push(line[4..line.len() - 2].to_string());
-            if sep == b' ' {
-                return Some(Reply { code, lines });
-            }
-            assert_eq!(sep, b'-', "bad separator in {line:?}");
-        }
+        read_reply(&mut self.reader)
     }
 
     /// Sends a command line and reads its reply.

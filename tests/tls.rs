@@ -1,0 +1,821 @@
+//! TLS against the real server: STARTTLS (RFC 3207) and implicit TLS
+//! (RFC 8314) with real clients (rustls, lettre, openssl s_client, swaks,
+//! Python's smtplib, curl), the STARTTLS command injection, garbage, plain
+//! and silent handshakes, require_tls, the certificate reloaded on SIGHUP,
+//! and start-up errors. Certificates are made at test time with rcgen (and
+//! an RSA one with openssl).
+
+mod support;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion,
+};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+// ---------------------------------------------------------------------
+// Certificates and a TLS client
+// ---------------------------------------------------------------------
+
+/// A test CA and a leaf certificate it signed, for `localhost`,
+/// `mx.test.example` and `127.0.0.1`. `cert` holds the full chain.
+struct Pki {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    ca_der: CertificateDer<'static>,
+    leaf_der: CertificateDer<'static>,
+}
+
+fn make_pki(dir: &Path, tag: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("mailroom test CA {tag}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf_params = CertificateParams::new(vec![
+        "localhost".into(),
+        "mx.test.example".into(),
+        "127.0.0.1".into(),
+    ])
+    .unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("mx.test.example {tag}"));
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let pki = Pki {
+        cert: dir.join(format!("cert-{tag}.pem")),
+        key: dir.join(format!("key-{tag}.pem")),
+        ca: dir.join(format!("ca-{tag}.pem")),
+        ca_der: ca.der().clone(),
+        leaf_der: leaf.der().clone(),
+    };
+    std::fs::write(&pki.cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    pki
+}
+
+const TLS_BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn client_config(
+    ca: &CertificateDer<'static>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// An SMTP client over TLS (rustls), verifying the server's chain.
+struct TlsClient {
+    r: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    fn handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> std::io::Result<TlsClient> {
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(config, name).unwrap();
+        let mut s = StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock)?;
+        }
+        Ok(TlsClient {
+            r: BufReader::new(s),
+        })
+    }
+
+    /// Connects to an implicit TLS port.
+    fn implicit(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        TlsClient::handshake(tcp, config).expect("TLS handshake")
+    }
+
+    /// Greeting, EHLO, STARTTLS on a plain port, then the handshake.
+    fn starttls(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
+        let mut c = Client::connect(addr).hello();
+        c.expect("STARTTLS", 220);
+        TlsClient::handshake(c.stream.try_clone().unwrap(), config).expect("TLS handshake")
+    }
+
+    fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let s = self.r.get_mut();
+        s.write_all(bytes.as_ref()).unwrap();
+        s.flush().unwrap();
+    }
+
+    fn reply(&mut self) -> Reply {
+        read_reply(&mut self.r).expect("a reply over TLS")
+    }
+
+    fn expect(&mut self, line: &str, code: u16) -> Reply {
+        self.send(format!("{line}\r\n"));
+        let r = self.reply();
+        assert_eq!(r.code, code, "{line:?} got {r:?}");
+        r
+    }
+
+    fn conn(&self) -> &ClientConnection {
+        &self.r.get_ref().conn
+    }
+
+    fn served_cert(&self) -> CertificateDer<'static> {
+        self.conn().peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
+    }
+
+    /// EHLO, then a message to alice; the final reply's code.
+    fn deliver(&mut self, subject: &str) -> u16 {
+        let ehlo = self.expect("EHLO tls.client.example", 250);
+        assert!(
+            !ehlo.lines.iter().any(|l| l == "STARTTLS"),
+            "STARTTLS offered again over TLS: {ehlo:?}"
+        );
+        self.expect("MAIL FROM:<sender@client.example>", 250);
+        self.expect("RCPT TO:<alice@test.example>", 250);
+        self.expect("DATA", 354);
+        self.send(format!("Subject: {subject}\r\n\r\nover TLS\r\n.\r\n"));
+        self.reply().code
+    }
+}
+
+/// A server with TLS: `[tls]` from `pki`, the plain listener first and an
+/// implicit TLS listener second (`srv.addrs[1]`).
+fn tls_server_with(pki_tag: &str, top: &str, server: &str) -> (Server, Pki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), pki_tag);
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let server = format!("smtps = [\"127.0.0.1:0\"]\n{server}");
+    let text = base_config(dir.path(), top, &server, &tables);
+    (Server::start_config(dir, &text), pki)
+}
+
+fn tls_server() -> (Server, Pki) {
+    tls_server_with("a", "", "")
+}
+
+fn by_subject(srv: &Server, subject: &str) -> Parsed {
+    srv.messages("alice")
+        .into_iter()
+        .map(Parsed::new)
+        .find(|p| p.subject().as_deref() == Some(subject))
+        .unwrap_or_else(|| panic!("no message {subject:?} for alice"))
+}
+
+fn received(p: &Parsed) -> String {
+    p.header("Received").expect("a Received field")
+}
+
+// ---------------------------------------------------------------------
+// STARTTLS and implicit TLS with rustls
+// ---------------------------------------------------------------------
+
+#[test]
+fn starttls_delivers_and_received_says_esmtps_with_version_and_cipher() {
+    let (srv, pki) = tls_server();
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.reply().code, 220);
+    let ehlo = c.expect("EHLO client.example", 250);
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    // Arguments, and inside a transaction: refused, session goes on.
+    c.expect("STARTTLS now", 501);
+    c.expect("MAIL FROM:<a@client.example>", 250);
+    c.expect("STARTTLS", 503);
+    c.expect("RSET", 250);
+    let r = c.expect("STARTTLS", 220);
+    assert_eq!(r.lines, ["2.0.0 Ready to start TLS"]);
+    let mut t = TlsClient::handshake(
+        c.stream.try_clone().unwrap(),
+        client_config(&pki.ca_der, TLS_BOTH),
+    )
+    .expect("handshake, verifying the chain");
+    assert_eq!(t.served_cert(), pki.leaf_der);
+    // The old state is gone: MAIL needs a new EHLO.
+    t.expect("MAIL FROM:<a@client.example>", 503);
+    t.expect("STARTTLS", 503);
+    assert_eq!(t.deliver("starttls 1.3"), 250);
+    let rcv = received(&by_subject(&srv, "starttls 1.3"));
+    assert!(rcv.contains("with ESMTPS id "), "{rcv}");
+    assert!(
+        rcv.contains("(using TLSv1.3 with cipher TLS_AES_")
+            || rcv.contains("(using TLSv1.3 with cipher TLS_CHACHA20_"),
+        "{rcv}"
+    );
+
+    // TLS 1.2 too, with its own cipher suite names.
+    let mut t = TlsClient::starttls(
+        srv.addr,
+        client_config(&pki.ca_der, &[&rustls::version::TLS12]),
+    );
+    assert_eq!(
+        t.conn().protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(t.deliver("starttls 1.2"), 250);
+    let rcv = received(&by_subject(&srv, "starttls 1.2"));
+    assert!(
+        rcv.contains("(using TLSv1.2 with cipher TLS_ECDHE_ECDSA_WITH_"),
+        "{rcv}"
+    );
+    assert!(srv.wait_log("TLS established: TLSv1.2"));
+}
+
+#[test]
+fn implicit_tls_greets_after_the_handshake() {
+    let (srv, pki) = tls_server();
+    let mut t = TlsClient::implicit(srv.addrs[1], client_config(&pki.ca_der, TLS_BOTH));
+    let greeting = t.reply();
+    assert_eq!(greeting.code, 220);
+    t.expect("STARTTLS", 503);
+    assert_eq!(t.deliver("implicit"), 250);
+    let rcv = received(&by_subject(&srv, "implicit"));
+    assert!(rcv.contains("with ESMTPS id "), "{rcv}");
+    t.expect("QUIT", 221);
+}
+
+#[test]
+fn no_tls_section_offers_no_starttls() {
+    let srv = Server::start();
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.reply().code, 220);
+    let ehlo = c.expect("EHLO client.example", 250);
+    assert!(
+        !ehlo.lines.iter().any(|l| l.contains("STARTTLS")),
+        "{ehlo:?}"
+    );
+    c.expect("STARTTLS", 502);
+    c.expect("MAIL FROM:<a@client.example>", 250);
+}
+
+#[test]
+fn an_rsa_key_works_too() {
+    if !tool("openssl") {
+        return;
+    }
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("rsa.pem"), dir.path().join("rsa.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl made no RSA key");
+    let rsa = KeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&rsa, &ca)
+        .unwrap();
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let text = base_config(dir.path(), "", "", &tables);
+    let srv = Server::start_config(dir, &text);
+    for versions in [TLS_BOTH, &[&rustls::version::TLS12]] {
+        let mut t = TlsClient::starttls(srv.addr, client_config(ca.der(), versions));
+        assert_eq!(t.deliver("rsa"), 250);
+    }
+    let last = srv.messages("alice").pop().unwrap();
+    let rcv = received(&Parsed::new(last));
+    assert!(rcv.contains("TLS_ECDHE_RSA_WITH_"), "{rcv}");
+}
+
+// ---------------------------------------------------------------------
+// Attacks and broken clients
+// ---------------------------------------------------------------------
+
+#[test]
+fn commands_pipelined_after_starttls_are_dropped_not_run() {
+    let (srv, pki) = tls_server();
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.reply().code, 220);
+    c.expect("EHLO client.example", 250);
+    // CVE-2011-0411: plaintext commands sent in the same packet as
+    // STARTTLS must not be run once TLS is up.
+    c.send("STARTTLS\r\nEHLO evil.example\r\nMAIL FROM:<evil@evil.example>\r\nRCPT TO:<alice@test.example>\r\n");
+    assert_eq!(c.reply().code, 220);
+    let mut t = TlsClient::handshake(
+        c.stream.try_clone().unwrap(),
+        client_config(&pki.ca_der, TLS_BOTH),
+    )
+    .expect("TLS handshake");
+    assert!(
+        srv.wait_log("octets sent before the TLS handshake dropped"),
+        "{}",
+        srv.log()
+    );
+    // The first reply over TLS answers our NOOP, not an injected command.
+    let r = t.expect("NOOP", 250);
+    assert_eq!(r.lines, ["2.0.0 Ok"]);
+    t.expect("RCPT TO:<alice@test.example>", 503);
+    t.expect("MAIL FROM:<a@client.example>", 503);
+    assert_eq!(t.deliver("after injection"), 250);
+    assert_eq!(srv.messages("alice").len(), 1);
+}
+
+/// The server logs a failed handshake at info level with the client's
+/// address, and the connection is closed.
+fn assert_handshake_failed(srv: &Server, c: &mut Client) {
+    let me = c.stream.local_addr().unwrap();
+    // At most a TLS alert, then the end of the stream.
+    let mut rest = Vec::new();
+    c.stream
+        .read_to_end(&mut rest)
+        .expect("the connection ends");
+    assert!(rest.len() < 64 && !rest.starts_with(b"2"), "{rest:?}");
+    assert!(
+        srv.wait_log(&format!(
+            "INFO  mailroom::server::conn] [{me}]: TLS handshake failed"
+        )),
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn a_garbage_handshake_ends_only_its_own_connection() {
+    let (srv, pki) = tls_server();
+    // Another session, in the middle of a transaction meanwhile.
+    let mut other = Client::connect(srv.addr).hello();
+    other.expect("MAIL FROM:<a@client.example>", 250);
+    let mut other_tls = TlsClient::implicit(srv.addrs[1], client_config(&pki.ca_der, TLS_BOTH));
+    assert_eq!(other_tls.reply().code, 220);
+
+    let mut c = Client::connect(srv.addr).hello();
+    c.expect("STARTTLS", 220);
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_handshake_failed(&srv, &mut c);
+    // Application data before any handshake.
+    let mut c = Client::connect(srv.addrs[1]);
+    c.send(b"\x17\x03\x03\x00\x05hello");
+    assert_handshake_failed(&srv, &mut c);
+
+    other.expect("RCPT TO:<alice@test.example>", 250);
+    other.expect("DATA", 354);
+    other.send("Subject: still here\r\n\r\nyes\r\n.\r\n");
+    assert_eq!(other.reply().code, 250);
+    assert_eq!(other_tls.deliver("tls still here"), 250);
+}
+
+#[test]
+fn a_plaintext_client_on_the_tls_port_gets_no_smtp() {
+    let (srv, _pki) = tls_server();
+    let mut c = Client::connect(srv.addrs[1]);
+    c.send("EHLO client.example\r\n");
+    let mut got = Vec::new();
+    let _ = c.stream.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"220"),
+        "plain SMTP on the TLS port: {got:?}"
+    );
+    assert!(got.len() < 64, "only a TLS alert, if anything: {got:?}");
+    let me = c.stream.local_addr().unwrap();
+    assert!(
+        srv.wait_log(&format!("[{me}]: TLS handshake failed")),
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn a_silent_client_cannot_hold_a_handshake_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "a");
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[timeouts]\ncommand = 1",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let text = base_config(dir.path(), "", "smtps = [\"127.0.0.1:0\"]", &tables);
+    let srv = Server::start_config(dir, &text);
+    for addr in [srv.addr, srv.addrs[1]] {
+        let started = Instant::now();
+        let mut c = Client::connect(addr);
+        if addr == srv.addr {
+            assert_eq!(c.reply().code, 220);
+            c.expect("STARTTLS", 220);
+        }
+        // Half a ClientHello record header, then nothing.
+        c.send(b"\x16\x03");
+        assert_handshake_failed(&srv, &mut c);
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+}
+
+#[test]
+fn old_protocol_versions_are_refused() {
+    if !tool("openssl") {
+        return;
+    }
+    let (srv, _pki) = tls_server();
+    for version in ["-tls1", "-tls1_1"] {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                version,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-connect",
+            ])
+            .arg(srv.addrs[1].to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{version} was accepted");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("220 "), "{version}: {text}");
+    }
+    assert!(srv.wait_log("TLS handshake failed"));
+}
+
+// ---------------------------------------------------------------------
+// require_tls
+// ---------------------------------------------------------------------
+
+#[test]
+fn require_tls_refuses_mail_before_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "a");
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let mut text = base_config(dir.path(), "", "", &tables);
+    text = text.replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\", { address = \"127.0.0.1:0\", require_tls = true }]",
+    );
+    let srv = Server::start_config(dir, &text);
+    // The first listener does not require TLS.
+    let mut c = Client::connect(srv.addrs[0]).hello();
+    c.expect("MAIL FROM:<a@client.example>", 250);
+    let mut c = Client::connect(srv.addrs[1]).hello();
+    let r = c.expect("MAIL FROM:<a@client.example>", 530);
+    assert_eq!(r.lines, ["5.7.0 Must issue a STARTTLS command first"]);
+    c.expect("RCPT TO:<alice@test.example>", 530);
+    c.expect("NOOP", 250);
+    c.expect("STARTTLS", 220);
+    let mut t = TlsClient::handshake(
+        c.stream.try_clone().unwrap(),
+        client_config(&pki.ca_der, TLS_BOTH),
+    )
+    .unwrap();
+    assert_eq!(t.deliver("required"), 250);
+}
+
+// ---------------------------------------------------------------------
+// Reload and start-up errors
+// ---------------------------------------------------------------------
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_sessions_only() {
+    let (srv, a) = tls_server();
+    let config_a = client_config(&a.ca_der, TLS_BOTH);
+    let mut old = TlsClient::implicit(srv.addrs[1], config_a.clone());
+    assert_eq!(old.reply().code, 220);
+    assert_eq!(old.served_cert(), a.leaf_der);
+
+    // A renewed certificate (another CA, even) written over the files.
+    let b = make_pki(srv.dir.path(), "b");
+    std::fs::copy(&b.cert, &a.cert).unwrap();
+    std::fs::copy(&b.key, &a.key).unwrap();
+    srv.signal("HUP");
+    assert!(srv.wait_log("configuration reloaded"), "{}", srv.log());
+    let config_b = client_config(&b.ca_der, TLS_BOTH);
+    let mut new = TlsClient::implicit(srv.addrs[1], config_b.clone());
+    assert_eq!(new.reply().code, 220);
+    assert_eq!(new.served_cert(), b.leaf_der);
+    let s = TlsClient::starttls(srv.addr, config_b.clone());
+    assert_eq!(s.served_cert(), b.leaf_der);
+    // The session from before goes on with its own.
+    assert_eq!(old.deliver("old session"), 250);
+    assert_eq!(new.deliver("new session"), 250);
+
+    // A broken pair is logged, naming the file, and the last good one kept.
+    std::fs::write(
+        &a.key,
+        "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    srv.signal("HUP");
+    assert!(srv.wait_log("reload failed"), "{}", srv.log());
+    assert!(
+        srv.log().contains(&a.key.display().to_string()),
+        "{}",
+        srv.log()
+    );
+    let mut t = TlsClient::implicit(srv.addrs[1], config_b);
+    assert_eq!(t.reply().code, 220);
+    assert_eq!(t.served_cert(), b.leaf_der);
+    // A key that does not belong to the certificate is refused too.
+    std::fs::copy(&b.key, &a.key).unwrap();
+    std::fs::copy(&make_pki(srv.dir.path(), "c").cert, &a.cert).unwrap();
+    srv.signal("HUP");
+    assert!(
+        srv.wait_log("is not the key of the certificate"),
+        "{}",
+        srv.log()
+    );
+    let t = TlsClient::implicit(srv.addrs[1], client_config(&b.ca_der, TLS_BOTH));
+    assert_eq!(t.served_cert(), b.leaf_der);
+}
+
+/// Runs `mailroom --config` on a file expected to be refused; its stderr.
+fn refused_at_start(dir: &Path, text: &str) -> String {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mailroom started with {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(78), "{err}");
+    err
+}
+
+#[test]
+fn unusable_certificates_and_keys_stop_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = make_pki(d, "a");
+    let b = make_pki(d, "b");
+    let missing = d.join("missing.pem");
+    let not_pem = d.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let cases = [
+        (&missing, &a.key, missing.display().to_string()),
+        (&a.cert, &missing, missing.display().to_string()),
+        (&not_pem, &a.key, not_pem.display().to_string()),
+        (&a.cert, &not_pem, not_pem.display().to_string()),
+        (&a.cert, &b.key, a.cert.display().to_string()),
+    ];
+    for (cert, key, named) in cases {
+        let tables = format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        let err = refused_at_start(d, &base_config(d, "", "", &tables));
+        assert!(err.contains(&named), "{named}: {err}");
+    }
+    // TLS listeners without [tls].
+    let err = refused_at_start(d, &base_config(d, "", "smtps = [\"127.0.0.1:0\"]", ""));
+    assert!(err.contains("server.smtps"), "{err}");
+}
+
+// ---------------------------------------------------------------------
+// Other clients
+// ---------------------------------------------------------------------
+
+#[test]
+fn lettre_starttls_and_implicit_tls() {
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{Message, SmtpTransport, Transport};
+    let (srv, pki) = tls_server();
+    let params = || {
+        TlsParameters::builder("localhost".into())
+            .add_root_certificate(Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+            .build_rustls()
+            .unwrap()
+    };
+    for (addr, tls, subject) in [
+        (srv.addrs[0], Tls::Required(params()), "lettre starttls"),
+        (srv.addrs[1], Tls::Wrapper(params()), "lettre wrapper"),
+    ] {
+        let email = Message::builder()
+            .from("sender@client.example".parse().unwrap())
+            .to("alice@test.example".parse().unwrap())
+            .subject(subject)
+            .body("over TLS\r\n".to_string())
+            .unwrap();
+        SmtpTransport::builder_dangerous("localhost")
+            .port(addr.port())
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(20)))
+            .build()
+            .send(&email)
+            .unwrap_or_else(|e| panic!("{subject}: {e}"));
+        assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
+    }
+}
+
+#[test]
+fn openssl_s_client_starttls() {
+    if !tool("openssl") {
+        return;
+    }
+    let (srv, pki) = tls_server();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-starttls",
+            "smtp",
+            "-verify_hostname",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(&pki.ca)
+        .arg("-connect")
+        .arg(srv.addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"EHLO openssl.client.example\r\nMAIL FROM:<s@client.example>\r\nRCPT TO:<alice@test.example>\r\nDATA\r\nSubject: openssl\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("250 2.0.0 Ok: queued as"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("STARTTLS"), "offered again: {text}");
+    assert!(received(&by_subject(&srv, "openssl")).contains("with ESMTPS"));
+}
+
+#[test]
+fn swaks_tls_and_tls_on_connect() {
+    if !tool("swaks") {
+        return;
+    }
+    let (srv, pki) = tls_server();
+    for (flag, addr, subject) in [
+        ("--tls", srv.addrs[0], "swaks tls"),
+        ("--tls-on-connect", srv.addrs[1], "swaks tlsc"),
+    ] {
+        let out = Command::new("swaks")
+            .args([
+                "--to",
+                "alice@test.example",
+                "--from",
+                "s@client.example",
+                "--header",
+                &format!("Subject: {subject}"),
+            ])
+            .args([
+                "--server",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+                flag,
+            ])
+            .args(["--tls-verify", "--tls-ca-path"])
+            .arg(&pki.ca)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "swaks {flag}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            received(&by_subject(&srv, subject)).contains("with ESMTPS"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn python_smtplib_starttls_and_smtp_ssl() {
+    let (srv, pki) = tls_server();
+    let script = r#"
+import smtplib, ssl, sys
+ca, port, tls_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+with smtplib.SMTP("localhost", port, timeout=20) as s:
+    s.ehlo("py.client.example")
+    assert s.has_extn("starttls")
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    assert not s.has_extn("starttls")
+    s.sendmail("s@client.example", ["alice@test.example"], "Subject: python starttls\r\n\r\nhi\r\n")
+with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
+    s.sendmail("s@client.example", ["alice@test.example"], "Subject: python smtp_ssl\r\n\r\nhi\r\n")
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&pki.ca)
+        .arg(srv.addrs[0].port().to_string())
+        .arg(srv.addrs[1].port().to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for subject in ["python starttls", "python smtp_ssl"] {
+        assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
+    }
+}
+
+#[test]
+fn curl_ssl_reqd_and_smtps() {
+    if !tool("curl") {
+        return;
+    }
+    let (srv, pki) = tls_server();
+    let file = srv.dir.path().join("curl.eml");
+    for (url, subject) in [
+        (
+            format!("smtp://127.0.0.1:{}", srv.addrs[0].port()),
+            "curl ssl-reqd",
+        ),
+        (
+            format!("smtps://127.0.0.1:{}", srv.addrs[1].port()),
+            "curl smtps",
+        ),
+    ] {
+        std::fs::write(&file, format!("Subject: {subject}\r\n\r\nhi\r\n")).unwrap();
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--ssl-reqd", "--cacert"])
+            .arg(&pki.ca)
+            .args([
+                &url,
+                "--mail-from",
+                "s@client.example",
+                "--mail-rcpt",
+                "alice@test.example",
+                "--upload-file",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
+    }
+}
