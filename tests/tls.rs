@@ -819,3 +819,23 @@ fn curl_ssl_reqd_and_smtps() {
         assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
     }
 }
+
+#[test]
+fn sigterm_says_421_over_tls_to_an_idle_session() {
+    let (mut srv, pki) = tls_server();
+    let config = client_config(&pki.ca_der, TLS_BOTH);
+    let mut implicit = TlsClient::implicit(srv.addrs[1], config.clone());
+    assert_eq!(implicit.reply().code, 220);
+    let mut upgraded = TlsClient::starttls(srv.addr, config);
+    upgraded.expect("EHLO tls.client.example", 250);
+    srv.signal("TERM");
+    for t in [&mut implicit, &mut upgraded] {
+        let r = t.reply();
+        assert_eq!(
+            (r.code, r.lines[0].starts_with("4.3.0 ")),
+            (421, true),
+            "{r:?}"
+        );
+    }
+    assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
+}
