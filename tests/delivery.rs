@@ -876,3 +876,28 @@ fn a_sender_with_an_mbox_is_notified_in_it_after_its_own_copy() {
         msgs[1]
     );
 }
+
+#[test]
+fn a_list_of_hundreds_of_members_is_not_a_forwarding_loop() {
+    // Every member used to cost two of the 1000 expansion steps, so a list
+    // of 500 was refused as a loop. A list of as many members as there may
+    // be copies (1000) is fine. The members are distinct mailboxes that
+    // share ten Maildirs, to keep the test quick.
+    const MEMBERS: usize = 1000;
+    let tables: String = (0..MEMBERS)
+        .map(|i| {
+            format!(
+                "[mailbox.m{i}]\nmaildir = \"{{d}}/lists/{}/Maildir\"\n",
+                i % 10
+            )
+        })
+        .collect();
+    let srv = with_aliases("big: :include:{d}/big.txt\n", "", &tables);
+    let members: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
+    std::fs::write(srv.dir.path().join("big.txt"), members.join("\n")).unwrap();
+    assert_eq!(send(&srv, &["big@test.example"], "to many").code, 250);
+    for i in 0..10 {
+        let md = srv.dir.path().join(format!("lists/{i}/Maildir"));
+        assert_eq!(read_maildir(&md).len(), 1, "{}", md.display());
+    }
+}

@@ -17,10 +17,14 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
-/// Expansion steps one recipient may take (aliases, includes, forwards).
-const MAX_STEPS: usize = 1000;
 /// Copies one recipient may expand to.
 const MAX_DESTS: usize = 1000;
+/// Expansion steps one recipient may take: each member of an alias,
+/// include file or `.forward` is one. A list of as many members as
+/// it may have copies takes as many steps; the rest is room for the
+/// aliases and includes on the way and for members that name nothing or
+/// repeat, and still bounds the work of one lookup.
+const MAX_STEPS: usize = 2 * MAX_DESTS;
 /// Largest `.forward` read.
 const MAX_FORWARD: u64 = 64 * 1024;
 
@@ -162,8 +166,8 @@ impl Resolver<'_> {
         )
     }
 
-    /// Counts one step of the expansion; every name, member and include
-    /// is one, so that no set of files can make a lookup run long.
+    /// Counts one member, so that no set of files can make a lookup run
+    /// long.
     fn step(&self, w: &mut Walk) -> Result<(), Lookup> {
         w.steps += 1;
         if w.steps > MAX_STEPS {
@@ -184,7 +188,6 @@ impl Resolver<'_> {
         w: &mut Walk,
         terminal: bool,
     ) -> Result<bool, Lookup> {
-        self.step(w)?;
         if !terminal {
             if let Some(targets) = self.aliases.get(name) {
                 self.enter(name, w)?;
@@ -695,6 +698,34 @@ mod tests {
             "{l:?}"
         );
         std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    #[test]
+    fn a_list_may_have_as_many_members_as_copies_and_no_more() {
+        let any = Fake {
+            accounts: HashMap::new(),
+            any: true,
+        };
+        let config = "system_users = true\n[users]\nmbox = \"/var/mail/{user}\"";
+        let list = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+            format!("big: {}\n", members.join(", "))
+        };
+        assert_eq!(
+            targets(&resolve(config, &list(MAX_DESTS), &any, "big")).len(),
+            MAX_DESTS
+        );
+        assert_eq!(
+            resolve(config, &list(MAX_DESTS + 1), &any, "big"),
+            Lookup::Loop(format!("more than {MAX_DESTS} copies"))
+        );
+        // Members that name nothing still count: the work stays bounded.
+        let ghosts: Vec<String> = (0..=MAX_STEPS).map(|i| format!("g{i}")).collect();
+        let aliases = format!("ghosts: u0, {}\n", ghosts.join(", "));
+        assert_eq!(
+            resolve("", &aliases, &users(), "ghosts"),
+            Lookup::Loop(format!("more than {MAX_STEPS} expansion steps"))
+        );
     }
 
     #[test]
