@@ -901,3 +901,24 @@ fn a_list_of_hundreds_of_members_is_not_a_forwarding_loop() {
         assert_eq!(read_maildir(&md).len(), 1, "{}", md.display());
     }
 }
+
+#[test]
+fn an_alias_to_dev_null_discards_the_copy() {
+    // It used to be refused as "not a regular file", and deferred forever.
+    let srv = with_aliases(
+        "devnull: /dev/null\nhalf: /dev//null, alice\nzero: /dev/zero\nlink: {d}/null\n",
+        "",
+        "",
+    );
+    std::os::unix::fs::symlink("/dev/null", srv.dir.path().join("null")).unwrap();
+    assert_eq!(send(&srv, &["devnull@test.example"], "gone").code, 250);
+    assert!(srv.wait_log("<devnull@test.example> discarded (/dev/null)"));
+    assert_eq!(send(&srv, &["half@test.example"], "half").code, 250);
+    assert_eq!(srv.messages("alice").len(), 1);
+    // Nothing else that is not a regular file is taken for a mailbox:
+    // not another device, nor a link to /dev/null.
+    for rcpt in ["zero@test.example", "link@test.example"] {
+        let r = send(&srv, &[rcpt], "refused");
+        assert_eq!(r.code, 451, "{rcpt}: {r:?}");
+    }
+}

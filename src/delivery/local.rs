@@ -259,7 +259,7 @@ impl Local {
                         opts,
                         group: self.spool_group(a, target),
                     },
-                    Target::Pipe(_) => unreachable!("pipes are not staged"),
+                    Target::Pipe(_) | Target::Discard => unreachable!("not staged"),
                 };
                 let mut slot = None;
                 let staged = helper::prepare(
@@ -315,7 +315,7 @@ impl Local {
                     }
                 }
             }
-            (_, Target::Pipe(_)) => unreachable!("pipes are not staged"),
+            (_, Target::Pipe(_) | Target::Discard) => unreachable!("not staged"),
         }
     }
 
@@ -448,7 +448,7 @@ impl Local {
         // deliveries then take mbox locks in the same order.
         copies.sort_by(|(_, a), (_, b)| {
             let rank = |t: &Target| match t {
-                Target::Pipe(_) => (0, None),
+                Target::Pipe(_) | Target::Discard => (0, None),
                 Target::Maildir(_) => (1, None),
                 Target::Mbox(p) => (2, Some(p.clone())),
             };
@@ -487,6 +487,12 @@ impl Local {
                                 describe(d)
                             );
                         })
+                }
+                Target::Discard => {
+                    // Nothing to take back, nor to repeat if the message
+                    // fails: not counted among the copies made.
+                    log::info!("{}: <{}> discarded (/dev/null)", msg.id, d.address);
+                    Ok(())
                 }
                 _ => self
                     .stage(d, &sender, msg, deadline)
@@ -852,5 +858,6 @@ fn describe(d: &Dest) -> String {
         Target::Maildir(p) => format!("maildir {}{who}", p.display()),
         Target::Mbox(p) => format!("mbox {}{who}", p.display()),
         Target::Pipe(c) => format!("pipe {c:?}{who}"),
+        Target::Discard => "/dev/null".into(),
     }
 }

@@ -33,6 +33,9 @@ pub enum Target {
     Mbox(PathBuf),
     /// A shell command that reads the message on its standard input.
     Pipe(String),
+    /// `/dev/null` as a file: the copy is taken and kept nowhere, as
+    /// sendmail and Postfix do.
+    Discard,
 }
 
 impl Target {
@@ -43,7 +46,7 @@ impl Target {
         match self {
             Target::Maildir(p) => Target::Maildir(clean(p)),
             Target::Mbox(p) => Target::Mbox(clean(p)),
-            pipe => pipe,
+            other => other,
         }
     }
 }

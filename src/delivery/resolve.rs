@@ -16,6 +16,7 @@ use crate::smtp::address::{Domain, Mailbox};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 /// Copies one recipient may expand to.
 const MAX_DESTS: usize = 1000;
@@ -295,6 +296,13 @@ impl Resolver<'_> {
                     missing(w, format!("{local}@{}", inner.domain), ctx);
                 }
                 Ok(())
+            }
+            // It writes nothing, so it needs no privileges.
+            AliasTarget::File(path)
+                if path.components().eq(Path::new("/dev/null").components()) =>
+            {
+                let address = self.chain_address(w, ctx);
+                self.push_dest(w, Target::Discard, ctx.run_as.clone(), address, ctx)
             }
             AliasTarget::File(path) => {
                 self.may_write(ctx, &path.display().to_string())?;
@@ -759,6 +767,11 @@ mod tests {
             panic!()
         };
         assert_eq!(targets(&Lookup::Local(r)), [Target::Mbox("/m/box".into())]);
+        // /dev/null, however written, keeps nothing.
+        assert_eq!(
+            targets(&resolve("", "z: /dev/./null, /dev//null\n", &users(), "z")),
+            [Target::Discard]
+        );
         // A path ending in / is a Maildir.
         assert_eq!(
             targets(&resolve("", "y: /m/dir/\n", &users(), "y")),
