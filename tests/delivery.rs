@@ -922,3 +922,38 @@ fn an_alias_to_dev_null_discards_the_copy() {
         assert_eq!(r.code, 451, "{rcpt}: {r:?}");
     }
 }
+
+#[test]
+fn one_mbox_named_by_two_paths_gets_one_copy_and_never_waits_for_itself() {
+    // {d}/b is {d}/a, as Debian's /var/spool/mail is /var/mail: the second
+    // copy used to wait for the lock the first one held, and the message
+    // was deferred on every try.
+    let srv = with_aliases(
+        "x: {d}/a/box, {d}/b/box\nnever: |exit 1\n",
+        "",
+        "[mailbox.carol]\nmbox = \"{d}/a/carol\"\n[mailbox.carol2]\nmbox = \"{d}/b/carol\"\n[timeouts]\nmbox_lock = 2",
+    );
+    let a = open_dir(&srv, "a");
+    std::os::unix::fs::symlink(&a, srv.dir.path().join("b")).unwrap();
+    // Through an alias (written as the aliases' owner), and as two
+    // recipients of one message (written by the server itself).
+    assert_eq!(send(&srv, &["x@test.example"], "twice").code, 250);
+    assert_eq!(
+        send(&srv, &["carol@test.example", "carol2@test.example"], "both").code,
+        250
+    );
+    assert_eq!(mbox_text(&a.join("box")).len(), 1);
+    assert_eq!(mbox_text(&a.join("carol")).len(), 1);
+    // A notification for carol waits until her copy, by the other name,
+    // is committed.
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "carol@test.example",
+        &["carol2@test.example", "never@test.example"],
+        "Subject: notified\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let msgs = mbox_text(&a.join("carol"));
+    assert_eq!(msgs.len(), 3);
+    assert!(msgs[2].contains("Final-Recipient: rfc822; never@test.example\n"));
+}

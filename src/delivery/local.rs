@@ -6,7 +6,8 @@
 //! committed or taken back. Pipes run first (they cannot be taken back,
 //! and no mailbox is held locked while they run); then Maildir copies, then
 //! mbox copies in the order of their paths (so that two deliveries never
-//! wait for each other's locks). If all succeeded, all are committed. If
+//! wait for each other's locks). A mailbox gets one copy however many
+//! recipients and paths lead to it. If all succeeded, all are committed. If
 //! none did, the message fails with one reply. If some did, the others are
 //! reported in a delivery status notification to the sender (the list
 //! owner, for list members), itself prepared before anything is committed,
@@ -77,6 +78,34 @@ struct Attempt {
     failed: Vec<Failed>,
     /// Pipe deliveries that ran (and cannot be taken back).
     pipes: usize,
+    /// The mailboxes of the staged copies, by device and inode: the same
+    /// ones however their paths are spelled.
+    held: HashSet<FileId>,
+}
+
+impl Attempt {
+    /// Whether one of the staged copies is in the mailbox `t`.
+    fn holds(&self, t: &Target) -> bool {
+        self.staged.iter().any(|(_, d, _)| d.target == *t)
+            || file_id(t).is_some_and(|id| self.held.contains(&id))
+    }
+}
+
+/// A Maildir's or mbox's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId(u64, u64);
+
+/// The identity of the mailbox a target names, if it exists: one reached
+/// through a symbolic link (Debian's /var/spool/mail is /var/mail) is the
+/// same mailbox. An mbox that is a symbolic link itself is not followed:
+/// delivery refuses it.
+fn file_id(t: &Target) -> Option<FileId> {
+    let meta = match t {
+        Target::Maildir(dir) => std::fs::metadata(dir),
+        Target::Mbox(path) => std::fs::symlink_metadata(path),
+        Target::Pipe(_) | Target::Discard => return None,
+    };
+    meta.ok().map(|m| FileId(m.dev(), m.ino()))
 }
 
 impl Local {
@@ -494,9 +523,21 @@ impl Local {
                     log::info!("{}: <{}> discarded (/dev/null)", msg.id, d.address);
                     Ok(())
                 }
-                _ => self
-                    .stage(d, &sender, msg, deadline)
-                    .map(|s| a.staged.push((r.address.clone(), d.clone(), s))),
+                // A second copy in one mailbox would be a duplicate, and
+                // in an mbox would wait for the lock the first one holds.
+                _ if a.holds(&d.target) => {
+                    log::info!(
+                        "{}: <{}> ({}) is a mailbox this message is already in",
+                        msg.id,
+                        d.address,
+                        describe(d)
+                    );
+                    Ok(())
+                }
+                _ => self.stage(d, &sender, msg, deadline).map(|s| {
+                    a.held.extend(file_id(&d.target));
+                    a.staged.push((r.address.clone(), d.clone(), s));
+                }),
             };
             if let Err(error) = result {
                 log::warn!(
@@ -568,7 +609,7 @@ impl Local {
         msg: &Message<'_>,
         failed: &[Failed],
         deadline: Instant,
-        held: &HashSet<&Target>,
+        held: &Attempt,
     ) -> Result<Notices, String> {
         let header = dsn::read_header(msg.body).map_err(|e| format!("reading the spool: {e}"))?;
         let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
@@ -594,7 +635,7 @@ impl Local {
         if plan
             .iter()
             .flat_map(|(_, to)| &to.dests)
-            .any(|d| matches!(d.target, Target::Mbox(_)) && held.contains(&d.target))
+            .any(|d| matches!(d.target, Target::Mbox(_)) && held.holds(&d.target))
         {
             return Ok(Notices::Afterwards);
         }
@@ -768,8 +809,7 @@ impl Delivery for Local {
         if a.pipes + a.staged.len() == 0 {
             return Err(summary(&a.failed));
         }
-        let held: HashSet<&Target> = a.staged.iter().map(|(_, d, _)| &d.target).collect();
-        match self.prepare_notices(msg, &a.failed, deadline, &held) {
+        match self.prepare_notices(msg, &a.failed, deadline, &a) {
             Ok(Notices::Staged(notices)) => {
                 let late = self.commit_all(msg.id, a.staged, deadline);
                 for n in notices {
@@ -830,7 +870,7 @@ impl Local {
                 ..f
             })
             .collect();
-        match self.prepare_notices(msg, &late, deadline, &HashSet::new()) {
+        match self.prepare_notices(msg, &late, deadline, &Attempt::default()) {
             Ok(Notices::Staged(notices)) => {
                 for n in notices {
                     self.commit_all(msg.id, n.staged, deadline);
