@@ -957,3 +957,30 @@ fn one_mbox_named_by_two_paths_gets_one_copy_and_never_waits_for_itself() {
     assert_eq!(msgs.len(), 3);
     assert!(msgs[2].contains("Final-Recipient: rfc822; never@test.example\n"));
 }
+
+#[test]
+fn deep_alias_chains_and_include_nesting_are_refused_not_a_stack_overflow() {
+    // A chain of 200 aliases, or 600 nested include files, overflowed the
+    // worker's stack and took the whole server down.
+    let chain: String = (0..200).map(|i| format!("a{i}: a{}\n", i + 1)).collect();
+    let srv = with_aliases(
+        &format!("{chain}a200: alice\nnested: :include:{{d}}/inc0\n"),
+        "",
+        "",
+    );
+    let d = srv.dir.path();
+    for i in 0..600 {
+        let next = format!(":include:{}/inc{}\n", d.display(), i + 1);
+        std::fs::write(d.join(format!("inc{i}")), next).unwrap();
+    }
+    std::fs::write(d.join("inc600"), "bob\n").unwrap();
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    for rcpt in ["a0@test.example", "nested@test.example"] {
+        let r = c.expect(&format!("RCPT TO:<{rcpt}>"), 550);
+        assert!(r.text().starts_with("5.4.6"), "{rcpt}: {r:?}");
+    }
+    assert!(srv.wait_log("nested more than"), "{}", srv.log());
+    // The server is still there, and a chain at the limit (20) works.
+    c.expect("RCPT TO:<a181@test.example>", 250);
+}

@@ -26,6 +26,11 @@ const MAX_DESTS: usize = 1000;
 /// aliases and includes on the way and for members that name nothing or
 /// repeat, and still bounds the work of one lookup.
 const MAX_STEPS: usize = 2 * MAX_DESTS;
+/// Aliases, include files and `.forward`s one may lead through, each
+/// naming the next. Lists rarely nest more than a few deep (sendmail
+/// allows 10); the expansion recurses once per level, so this bound also
+/// keeps it well within a worker's stack.
+const MAX_DEPTH: usize = 20;
 /// Largest `.forward` read.
 const MAX_FORWARD: u64 = 64 * 1024;
 
@@ -379,12 +384,17 @@ impl Resolver<'_> {
     }
 
     fn enter(&self, key: &str, w: &mut Walk) -> Result<(), Lookup> {
-        if w.chain.iter().any(|c| c == key) {
-            let mut chain = w.chain.clone();
-            chain.push(key.to_string());
-            return Err(Lookup::Loop(chain.join(" -> ")));
-        }
+        let looped = w.chain.iter().any(|c| c == key);
+        let deep = w.chain.len() >= MAX_DEPTH;
         w.chain.push(key.to_string());
+        if looped || deep {
+            let chain = w.chain.join(" -> ");
+            return Err(Lookup::Loop(if looped {
+                chain
+            } else {
+                format!("nested more than {MAX_DEPTH} deep: {chain}")
+            }));
+        }
         Ok(())
     }
 
@@ -733,6 +743,28 @@ mod tests {
         assert_eq!(
             resolve("", &aliases, &users(), "ghosts"),
             Lookup::Loop(format!("more than {MAX_STEPS} expansion steps"))
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let chain = |n: usize| -> String {
+            (1..n)
+                .map(|i| format!("a{i}: a{}\n", i + 1))
+                .collect::<String>()
+                + &format!("a{n}: alice\n")
+        };
+        let config = "system_users = true";
+        assert!(matches!(
+            resolve(config, &chain(MAX_DEPTH), &users(), "a1"),
+            Lookup::Local(_)
+        ));
+        let Lookup::Loop(why) = resolve(config, &chain(MAX_DEPTH + 1), &users(), "a1") else {
+            panic!()
+        };
+        assert!(
+            why.starts_with(&format!("nested more than {MAX_DEPTH} deep: a1 -> a2 -> ")),
+            "{why}"
         );
     }
 
