@@ -87,7 +87,8 @@ pub enum Store {
 /// How system users are delivered to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Users {
-    /// Accounts below this uid are not mail users...
+    /// Accounts below this uid, or with an overflow uid (nobody's), are
+    /// not mail users...
     pub min_uid: u32,
     /// ...unless named here.
     pub allow: Vec<String>,

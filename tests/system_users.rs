@@ -174,6 +174,34 @@ fn maildirs_are_created_by_and_for_the_user() {
 }
 
 #[test]
+fn the_overflow_uids_are_not_mail_users() {
+    if !namespaces_or_skip("the_overflow_uids_are_not_mail_users") {
+        return;
+    }
+    // nobody (65534) passed min_uid: 250 at RCPT, then 451 at DATA for
+    // ever, its home being /nonexistent. NFS's old nobody is
+    // 4294967294, and (uid_t)-1 is no uid at all.
+    let (srv, _) = start("", "", &|d| {
+        let mut passwd = std::fs::read_to_string(d.join("passwd")).unwrap();
+        assert!(passwd.contains("\nnobody:x:65534:"), "{passwd}");
+        for (name, uid) in [("nfsnobody", 4294967294u32), ("minus1", 4294967295)] {
+            passwd.push_str(&format!(
+                "{name}:x:{uid}:{uid}::{}/home/carol:/bin/sh\n",
+                d.display()
+            ));
+        }
+        std::fs::write(d.join("passwd"), passwd).unwrap();
+    });
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    for name in ["nobody", "nfsnobody", "minus1"] {
+        let r = c.expect(&format!("RCPT TO:<{name}@test.example>"), 550);
+        assert!(r.text().starts_with("5.1.1"), "{name}: {r:?}");
+    }
+    c.expect("RCPT TO:<carol@test.example>", 250);
+}
+
+#[test]
 fn a_failed_copy_is_taken_back_or_reported() {
     if !namespaces_or_skip("a_failed_copy_is_taken_back_or_reported") {
         return;

@@ -31,6 +31,10 @@ const MAX_STEPS: usize = 2 * MAX_DESTS;
 /// allows 10); the expansion recurses once per level, so this bound also
 /// keeps it well within a worker's stack.
 const MAX_DEPTH: usize = 20;
+/// The overflow uids, which ids no one has map to (nobody's 65534, old
+/// NFS's 4294967294), and (uid_t)-1, which is no uid at all: their
+/// accounts pass any minimum uid, yet no one reads mail as them.
+const OVERFLOW_UIDS: [u32; 3] = [65534, u32::MAX - 1, u32::MAX];
 /// Largest `.forward` read.
 const MAX_FORWARD: u64 = 64 * 1024;
 
@@ -227,7 +231,8 @@ impl Resolver<'_> {
             return Ok(false);
         };
         let users = &self.config.users;
-        if account.uid < users.min_uid && !users.allow.iter().any(|a| a == name) {
+        let system = account.uid < users.min_uid || OVERFLOW_UIDS.contains(&account.uid);
+        if system && !users.allow.iter().any(|a| a == name) {
             return Ok(false);
         }
         if w.chain.is_empty() && !account.full_name.is_empty() {
@@ -596,6 +601,7 @@ mod tests {
             account("daemon", 1, "/usr/sbin", ""),
             account("backup", 34, "/var/backups", ""),
             account("sly", 1001, "/home/../etc", ""),
+            account("nobody", 65534, "/nonexistent", ""),
         ];
         Fake {
             accounts: accounts.into_iter().map(|a| (a.name.clone(), a)).collect(),
@@ -645,6 +651,14 @@ mod tests {
     fn system_accounts_need_the_minimum_uid_or_the_allow_list() {
         let config = "system_users = true\n[users]\nallow = [\"backup\"]";
         assert_eq!(resolve(config, "", &users(), "daemon"), Lookup::UnknownUser);
+        // nobody is above any minimum, but no mail user either, unless
+        // allowed.
+        assert_eq!(resolve(config, "", &users(), "nobody"), Lookup::UnknownUser);
+        let allowed = "system_users = true\n[users]\nallow = [\"nobody\"]";
+        assert!(matches!(
+            resolve(allowed, "", &users(), "nobody"),
+            Lookup::Local(_)
+        ));
         assert!(matches!(
             resolve(config, "", &users(), "backup"),
             Lookup::Local(_)
