@@ -984,3 +984,49 @@ fn deep_alias_chains_and_include_nesting_are_refused_not_a_stack_overflow() {
     // The server is still there, and a chain at the limit (20) works.
     c.expect("RCPT TO:<a181@test.example>", 250);
 }
+
+#[test]
+fn an_aliases_file_from_another_mta_loads_with_warnings() {
+    // One Latin-1 byte, even in a comment, or a name defined twice stopped
+    // the server from starting, and a byte-order mark hid the first alias.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aliases");
+    let mut text = b"\xEF\xBB\xBFfirst: alice\n# Fran\xE7ois's list\n".to_vec();
+    text.extend_from_slice(
+        b"fran\xE7ois: bob\nlist: bob,\n  h\xE9l\xE8ne\ntwice: alice\nTwice: bob\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let top = format!("aliases = \"{}\"", path.display());
+    let config = dir.path().join("mailroom.toml");
+    std::fs::write(&config, base_config(dir.path(), &top, "", "")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let p = path.display();
+    for warning in [
+        format!("{p}:3: not UTF-8 text"),
+        format!("{p}:5: not UTF-8 text: the entry at line 4 is skipped"),
+        format!("{p}:7: Twice: defined again (names are case-insensitive); line 6 is used"),
+    ] {
+        assert!(err.contains(&warning), "{warning}:\n{err}");
+    }
+    let srv = Server::start_config(dir, &std::fs::read_to_string(&config).unwrap());
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<first@test.example>", 250);
+    c.expect("RCPT TO:<list@test.example>", 550);
+    c.expect("RCPT TO:<twice@test.example>", 250);
+    c.expect("DATA", 354);
+    c.send("Subject: twice\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    assert_eq!(
+        srv.messages("alice").len(),
+        1,
+        "the first definition is kept"
+    );
+    assert!(srv.messages("bob").is_empty());
+}

@@ -10,12 +10,19 @@
 //! expanded again), `/path` (appended to as an mbox), `|command` (a pipe)
 //! or `:include:/path` (a file of more members).
 //!
+//! Files written for other MTAs load as they do there: a leading UTF-8
+//! byte-order mark is ignored, comments may hold any bytes, and in the
+//! aliases file an entry that is not UTF-8 text is skipped and a name
+//! defined again keeps its first definition (as Postfix's postalias), both
+//! with a warning, so that one such line does not stop the server. Other
+//! mistakes are errors.
+//!
 //! This module only parses: what the members mean is the resolver's
-//! business. Errors carry the file and line.
+//! business. Errors and warnings carry the file and line.
 
 use crate::config::bad_local_part;
 use crate::smtp::address::Mailbox;
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -62,7 +69,9 @@ impl std::error::Error for AliasError {}
 /// The aliases table: names (lower case) to members.
 #[derive(Debug, Default)]
 pub struct Aliases {
-    map: HashMap<String, Vec<Target>>,
+    /// The members of each name, and the line that defined it.
+    map: HashMap<String, (usize, Vec<Target>)>,
+    warnings: Vec<AliasError>,
 }
 
 impl Aliases {
@@ -72,16 +81,32 @@ impl Aliases {
         Aliases::parse(&text, &path.display().to_string())
     }
 
-    /// Parses aliases text; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Aliases, AliasError> {
-        let mut map = HashMap::new();
-        for (line, logical) in logical_lines(text) {
-            let err = |message: String| AliasError {
+    /// Parses an aliases file's contents; `file` names it in errors and
+    /// warnings.
+    pub fn parse(text: &[u8], file: &str) -> Result<Aliases, AliasError> {
+        let mut map: HashMap<String, (usize, Vec<Target>)> = HashMap::new();
+        let mut warnings = Vec::new();
+        for logical in logical_lines(text) {
+            let line = logical.line;
+            let err = |line, message: String| AliasError {
                 file: file.to_string(),
                 line,
                 message,
             };
-            let (name, rest) = split_name(&logical).map_err(|m| err(m.to_string()))?;
+            let text = match logical.text {
+                Ok(text) => text,
+                Err(bad) => {
+                    let entry = if bad == line {
+                        "the entry".to_string()
+                    } else {
+                        format!("the entry at line {line}")
+                    };
+                    warnings.push(err(bad, format!("not UTF-8 text: {entry} is skipped")));
+                    continue;
+                }
+            };
+            let err = |message: String| err(line, message);
+            let (name, rest) = split_name(&text).map_err(|m| err(m.to_string()))?;
             if let Some(why) = bad_local_part(&name) {
                 return Err(err(format!("{name:?} cannot be an alias name: {why}")));
             }
@@ -94,18 +119,29 @@ impl Aliases {
             if targets.is_empty() {
                 return Err(err(format!("{name}: no members")));
             }
-            if map.insert(name.to_lowercase(), targets).is_some() {
-                return Err(err(format!(
-                    "{name}: defined twice (names are case-insensitive)"
-                )));
+            match map.entry(name.to_lowercase()) {
+                Entry::Occupied(first) => warnings.push(err(format!(
+                    "{name}: defined again (names are case-insensitive); line {} is used",
+                    first.get().0
+                ))),
+                Entry::Vacant(v) => {
+                    v.insert((line, targets));
+                }
             }
         }
-        Ok(Aliases { map })
+        Ok(Aliases { map, warnings })
     }
 
     /// The members of an alias; names are case-insensitive.
     pub fn get(&self, name: &str) -> Option<&[Target]> {
-        self.map.get(&name.to_lowercase()).map(Vec::as_slice)
+        self.map
+            .get(&name.to_lowercase())
+            .map(|(_, targets)| targets.as_slice())
+    }
+
+    /// What was skipped or ignored, for the log.
+    pub fn warnings(&self) -> &[AliasError] {
+        &self.warnings
     }
 
     pub fn len(&self) -> usize {
@@ -149,35 +185,55 @@ pub fn load_include(path: &Path, owner: Option<u32>) -> Result<Include, AliasErr
 }
 
 /// Parses a member list: an `:include:` file or a `.forward`. Members are
-/// separated by commas or line ends; `#` starts a comment line.
-pub fn parse_include(text: &str, file: &str) -> Result<Vec<Target>, AliasError> {
+/// separated by commas or line ends; `#` starts a comment line. A member
+/// line that is not UTF-8 is an error: the list cannot be expanded whole.
+pub fn parse_include(text: &[u8], file: &str) -> Result<Vec<Target>, AliasError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with('#') {
-            continue;
-        }
-        let members = parse_members(line).map_err(|message| AliasError {
+    for (line, text) in lines(text) {
+        let err = |message: String| AliasError {
             file: file.to_string(),
-            line: i + 1,
+            line,
             message,
-        })?;
-        out.extend(members);
+        };
+        let text = match text {
+            Ok(t) if t.trim_start().starts_with('#') => continue,
+            Ok(t) => t,
+            Err(bytes) if is_comment(bytes) => continue,
+            Err(_) => return Err(err("not UTF-8 text".into())),
+        };
+        out.extend(parse_members(text).map_err(err)?);
     }
     Ok(out)
 }
 
-fn read_bounded(path: &Path, limit: u64) -> Result<String, AliasError> {
+/// The lines of a file with their numbers (from 1), without their line
+/// ends and without a leading UTF-8 byte-order mark (which some editors
+/// write). A line that is not UTF-8 text comes as its bytes.
+fn lines(text: &[u8]) -> impl Iterator<Item = (usize, Result<&str, &[u8]>)> {
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    text.split(|&b| b == b'\n').enumerate().map(|(i, line)| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        (i + 1, std::str::from_utf8(line).map_err(|_| line))
+    })
+}
+
+/// Whether a line that is not UTF-8 text is a comment.
+fn is_comment(line: &[u8]) -> bool {
+    line.trim_ascii_start().starts_with(b"#")
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, AliasError> {
     Ok(read_checked(path, limit, &mut |_| true)?.expect("never refused"))
 }
 
-/// Reads a text file of at most `limit` bytes, if `check` accepts its
-/// metadata (`None` if not). It is opened without blocking (a FIFO cannot
-/// hang us) and must be a regular file.
+/// Reads a file of at most `limit` bytes, if `check` accepts its metadata
+/// (`None` if not). It is opened without blocking (a FIFO cannot hang us)
+/// and must be a regular file.
 fn read_checked(
     path: &Path,
     limit: u64,
     check: &mut dyn FnMut(&std::fs::Metadata) -> bool,
-) -> Result<Option<String>, AliasError> {
+) -> Result<Option<Vec<u8>>, AliasError> {
     let err = |message: String| AliasError {
         file: path.display().to_string(),
         line: 0,
@@ -204,26 +260,44 @@ fn read_checked(
     if bytes.len() as u64 > limit {
         return Err(err(format!("larger than {limit} bytes")));
     }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| err("not UTF-8 text".into()))
+    Ok(Some(bytes))
 }
 
-/// Joins continuation lines and drops comments and blank lines; each
-/// logical line comes with the number of its first physical line.
-fn logical_lines(text: &str) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+/// One entry of the aliases file, joined from its lines.
+struct Logical {
+    /// The number of its first line.
+    line: usize,
+    /// Its text, or the number of a line of it that is not UTF-8.
+    text: Result<String, usize>,
+}
+
+/// Joins continuation lines and drops comments and blank lines.
+fn logical_lines(text: &[u8]) -> Vec<Logical> {
+    let mut out: Vec<Logical> = Vec::new();
+    for (n, line) in lines(text) {
+        let bytes = line.map_or_else(|b| b, str::as_bytes);
+        let continues = bytes.starts_with(b" ") || bytes.starts_with(b"\t");
+        match line {
+            Ok(l) if l.trim().is_empty() || l.trim().starts_with('#') => continue,
+            Err(b) if is_comment(b) => continue,
+            _ => {}
         }
-        match out.last_mut() {
-            Some((_, logical)) if line.starts_with([' ', '\t']) => {
-                logical.push(' ');
-                logical.push_str(trimmed);
+        match (out.last_mut(), line) {
+            (Some(last), Ok(l)) if continues => {
+                if let Ok(text) = &mut last.text {
+                    text.push(' ');
+                    text.push_str(l.trim());
+                }
             }
-            _ => out.push((i + 1, line.trim_end().to_string())),
+            (Some(last), Err(_)) if continues => {
+                if last.text.is_ok() {
+                    last.text = Err(n);
+                }
+            }
+            (_, line) => out.push(Logical {
+                line: n,
+                text: line.map(|l| l.trim_end().to_string()).map_err(|_| n),
+            }),
         }
     }
     out
@@ -362,7 +436,7 @@ mod tests {
                     \"odd name\": <eve@example.org>\n\
                     quoted: \"|exit 75\"\n\
                     bare: |exit 75\n";
-        let a = Aliases::parse(text, "aliases").unwrap();
+        let a = Aliases::parse(text.as_bytes(), "aliases").unwrap();
         assert_eq!(a.len(), 6);
         assert_eq!(a.get("POSTMASTER").unwrap(), [addr("root")]);
         assert_eq!(
@@ -391,7 +465,7 @@ mod tests {
     fn every_line_ending_reads_the_same() {
         for end in ["\n", "\r\n"] {
             let text = format!("a: b,{end}  c{end}d: e{end}");
-            let a = Aliases::parse(&text, "f").unwrap();
+            let a = Aliases::parse(text.as_bytes(), "f").unwrap();
             assert_eq!(a.get("a").unwrap(), [addr("b"), addr("c")]);
             assert_eq!(a.get("d").unwrap(), [addr("e")]);
         }
@@ -402,7 +476,6 @@ mod tests {
         let cases = [
             ("ok: a\nno colon here\n", 2, "expected"),
             ("ok: a\nempty:\n", 2, "no members"),
-            ("a: b\nA: c\n", 2, "defined twice"),
             ("../x: b\n", 1, "cannot be an alias name"),
             ("a/b: c\n", 1, "cannot be an alias name"),
             ("x@y: c\n", 1, "local part"),
@@ -414,7 +487,7 @@ mod tests {
             ("a: ../../etc\n", 1, "is not an address"),
         ];
         for (text, line, what) in cases {
-            let e = Aliases::parse(text, "/etc/aliases").unwrap_err();
+            let e = Aliases::parse(text.as_bytes(), "/etc/aliases").unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(
                 e.to_string().starts_with(&format!("/etc/aliases:{line}: ")),
@@ -429,7 +502,7 @@ mod tests {
         let text =
             "# members\nalice, bob\n\n\\carol\n\"|/usr/bin/vacation carol\"\n/home/carol/mbox\n";
         assert_eq!(
-            parse_include(text, "f").unwrap(),
+            parse_include(text.as_bytes(), "f").unwrap(),
             [
                 addr("alice"),
                 addr("bob"),
@@ -438,8 +511,47 @@ mod tests {
                 Target::File("/home/carol/mbox".into()),
             ]
         );
-        let e = parse_include("ok\nnot valid\n", "f").unwrap_err();
+        let e = parse_include(b"ok\nnot valid\n", "f").unwrap_err();
         assert_eq!((e.line, e.file.as_str()), (2, "f"));
+        // A byte-order mark and comments in Latin-1 are fine; a member in
+        // Latin-1 is not.
+        assert_eq!(
+            parse_include(b"\xEF\xBB\xBFalice\n# Fran\xE7ois\n  # caf\xE9\nbob\n", "f").unwrap(),
+            [addr("alice"), addr("bob")]
+        );
+        let e = parse_include(b"alice\nfran\xE7ois\n", "f").unwrap_err();
+        assert_eq!(e.to_string(), "f:2: not UTF-8 text");
+    }
+
+    #[test]
+    fn what_other_mtas_accept_is_a_warning_at_most() {
+        let text = b"\xEF\xBB\xBFfirst: a\n\
+                     # Fran\xE7ois\n\
+                     \t# indented caf\xE9\n\
+                     fran\xE7ois: b\n\
+                     list: c,\n  h\xE9l\xE8ne,\n  d\n\
+                     bad: x\xFF\n\
+                     after: e\n\
+                     twice: f\n\
+                     Twice: g\n";
+        let a = Aliases::parse(text, "/etc/aliases").unwrap();
+        assert_eq!(a.get("first").unwrap(), [addr("a")]);
+        assert_eq!(a.get("after").unwrap(), [addr("e")]);
+        assert_eq!(a.get("twice").unwrap(), [addr("f")]);
+        assert_eq!(a.len(), 3);
+        let warnings: Vec<String> = a.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "/etc/aliases:4: not UTF-8 text: the entry is skipped",
+                "/etc/aliases:6: not UTF-8 text: the entry at line 5 is skipped",
+                "/etc/aliases:8: not UTF-8 text: the entry is skipped",
+                "/etc/aliases:11: Twice: defined again (names are case-insensitive); line 10 is used",
+            ]
+        );
+        // Syntax errors stay errors, after a skipped entry too.
+        let e = Aliases::parse(b"x\xE9: a\nno colon\n", "f").unwrap_err();
+        assert_eq!(e.to_string(), "f:2: expected \"name: members\"");
     }
 
     #[test]

@@ -146,6 +146,9 @@ impl Local {
         } else {
             RunAs::Server
         };
+        for w in aliases.warnings() {
+            log::warn!("{w}");
+        }
         if !aliases.is_empty() {
             log::info!("{} aliases loaded", aliases.len());
         }

@@ -498,9 +498,9 @@ impl Resolver<'_> {
             );
             return Ok(None);
         }
-        let mut text = String::new();
+        let mut text = Vec::new();
         file.take(MAX_FORWARD)
-            .read_to_string(&mut text)
+            .read_to_end(&mut text)
             .map_err(|e| temp(&e))?;
         let targets = aliases::parse_include(&text, &path.display().to_string())
             .map_err(|e| Lookup::TempFail(e.to_string()))?;
@@ -567,7 +567,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let aliases = Aliases::parse(aliases, "aliases").unwrap();
+        let aliases = Aliases::parse(aliases.as_bytes(), "aliases").unwrap();
         resolve_as(&config, &aliases, dir, 0, local)
     }
 
