@@ -323,6 +323,19 @@ fn forward_files_are_honoured_only_when_safe() {
     );
     assert!(!uid_file.exists(), "the unsafe .forward ran");
     assert!(srv.log().contains(".forward: ignored"), "{}", srv.log());
+    // Writable by others (not by the group): ignored too.
+    set_mode(&forward, 0o646);
+    assert_eq!(
+        send(
+            &srv,
+            "x@remote.example",
+            &["carol@test.example"],
+            "world-writable forward"
+        )
+        .code,
+        250
+    );
+    assert!(!uid_file.exists(), "the world-writable .forward ran");
     // Owned by someone else: ignored too.
     set_mode(&forward, 0o644);
     own(&forward, DAVE, DAVE);
@@ -339,7 +352,12 @@ fn forward_files_are_honoured_only_when_safe() {
     assert!(!uid_file.exists(), "a .forward owned by someone else ran");
     assert_eq!(
         subjects(&read_maildir(&d.join("home/carol/Maildir"))),
-        ["forwarded", "unsafe forward", "foreign forward"]
+        [
+            "forwarded",
+            "unsafe forward",
+            "world-writable forward",
+            "foreign forward"
+        ]
     );
 }
 
