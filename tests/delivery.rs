@@ -435,6 +435,8 @@ fn missing_list_members_are_reported_to_the_list_owner() {
 
 #[test]
 fn local_parts_never_name_paths() {
+    // No account has these names here; tests/system_users.rs gives some
+    // accounts such names, where only the checks stop them.
     let dir = tempfile::tempdir().unwrap();
     let tables = "[users]\nmaildir = \"{home}/Maildir\"\n";
     let text = base_config(dir.path(), "system_users = true\nvrfy = true", "", tables);

@@ -2,8 +2,9 @@
 //! mboxes created by and owned by the user, a mail spool directory like
 //! Debian's /var/mail (group-writable, setgid), `~/.forward` with its
 //! safety checks, pipes and include files run as their owners, the
-//! minimum uid and its allow list, VRFY with the GECOS name, and failed
-//! copies taken back or reported.
+//! minimum uid and its allow list, the overflow uids, accounts named like
+//! paths, VRFY with the GECOS name, and failed copies taken back or
+//! reported.
 //!
 //! Each server runs in a mount namespace of its own in which a test passwd
 //! file is bind-mounted over /etc/passwd, so the accounts exist for it
@@ -199,6 +200,49 @@ fn the_overflow_uids_are_not_mail_users() {
         assert!(r.text().starts_with("5.1.1"), "{name}: {r:?}");
     }
     c.expect("RCPT TO:<carol@test.example>", 250);
+}
+
+#[test]
+fn local_parts_never_name_paths_even_for_accounts_named_so() {
+    if !namespaces_or_skip("local_parts_never_name_paths_even_for_accounts_named_so") {
+        return;
+    }
+    // Accounts named like paths, and a mailbox template under a directory
+    // anyone may write to: only the path checks keep ".." from naming
+    // {d}/out/inbox, outside {d}/out/mail.
+    let names = ["..", ".x", "a/b"];
+    let (srv, d) = start("", "mbox = \"{d}/out/mail/{user}/inbox\"\n", &|d| {
+        let mut passwd = std::fs::read_to_string(d.join("passwd")).unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let uid = 3001 + i;
+            passwd.push_str(&format!("{name}:x:{uid}:{uid}::/:/bin/sh\n"));
+        }
+        std::fs::write(d.join("passwd"), passwd).unwrap();
+    });
+    let replies: Vec<Reply> = names
+        .iter()
+        .map(|name| {
+            let mut c = srv.connect().hello();
+            c.expect("MAIL FROM:<x@remote.example>", 250);
+            let r = c.cmd(&format!("RCPT TO:<\"{name}\"@test.example>"));
+            if r.code == 250 {
+                // Let it try, so that a path it names is really written.
+                c.expect("DATA", 354);
+                c.send("Subject: escape\r\n\r\nx\r\n.\r\n");
+                c.reply();
+            }
+            r
+        })
+        .collect();
+    let made: Vec<_> = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
+    for (name, r) in names.iter().zip(&replies) {
+        assert_eq!(r.code, 550, "{name}: {r:?}");
+        assert!(r.text().starts_with("5.1.1"), "{name}: {r:?}");
+    }
 }
 
 #[test]
