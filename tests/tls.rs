@@ -839,3 +839,127 @@ fn sigterm_says_421_over_tls_to_an_idle_session() {
     }
     assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+/// A server whose command timeout is `secs`, with TLS.
+fn tls_server_timing_out_after(secs: u32) -> (Server, Pki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "a");
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[timeouts]\ncommand = {secs}",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let text = base_config(dir.path(), "", "smtps = [\"127.0.0.1:0\"]", &tables);
+    (Server::start_config(dir, &text), pki)
+}
+
+/// Sends `bytes` one octet every 250 ms, for at most `limit`; how long
+/// until the server stopped taking them.
+fn drip(tcp: &mut TcpStream, bytes: &[u8], limit: Duration) -> Duration {
+    let started = Instant::now();
+    for b in bytes {
+        if started.elapsed() > limit || tcp.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_client_that_drips_its_hello_is_cut_off_at_the_command_timeout() {
+    let (srv, pki) = tls_server_timing_out_after(2);
+    for addr in [srv.addr, srv.addrs[1]] {
+        let mut c = Client::connect(addr);
+        if addr == srv.addr {
+            assert_eq!(c.reply().code, 220);
+            c.expect("STARTTLS", 220);
+        }
+        // A real ClientHello, one octet at a time: each read is quick, the
+        // whole handshake is not.
+        let config = client_config(&pki.ca_der, TLS_BOTH);
+        let mut hello =
+            ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        hello.write_tls(&mut bytes).unwrap();
+        assert!(bytes.len() > 40);
+        let started = Instant::now();
+        drip(&mut c.stream, &bytes, Duration::from_secs(8));
+        assert_handshake_failed(&srv, &mut c);
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        srv.wait_log("TLS handshake failed: timed out"),
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn a_client_that_drips_a_record_after_the_handshake_times_out() {
+    let (srv, pki) = tls_server_timing_out_after(2);
+    let mut t = TlsClient::implicit(srv.addrs[1], client_config(&pki.ca_der, TLS_BOTH));
+    assert_eq!(t.reply().code, 220);
+    let s = t.r.get_mut();
+    s.conn.writer().write_all(b"NOOP\r\n").unwrap();
+    let mut record = Vec::new();
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut record).unwrap();
+    }
+    let started = Instant::now();
+    drip(&mut s.sock, &record, Duration::from_secs(8));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = t.reply();
+    assert_eq!(
+        (r.code, r.lines[0].starts_with("4.4.2 ")),
+        (421, true),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_session_ends_with_close_notify() {
+    let (srv, pki) = tls_server();
+    let mut t = TlsClient::implicit(srv.addrs[1], client_config(&pki.ca_der, TLS_BOTH));
+    assert_eq!(t.reply().code, 220);
+    t.expect("QUIT", 221);
+    // rustls reports a close without close_notify as UnexpectedEof.
+    let mut rest = Vec::new();
+    let end = t.r.read_to_end(&mut rest);
+    assert!(end.is_ok(), "{end:?}");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_reload_cannot_take_tls_from_listeners_that_need_it() {
+    let (srv, pki) = tls_server();
+    let text = std::fs::read_to_string(&srv.config_path).unwrap();
+    let without = text.replace("smtps = [\"127.0.0.1:0\"]\n", "").replace(
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+        "",
+    );
+    assert!(!without.contains("[tls]") && !without.contains("smtps"));
+    std::fs::write(&srv.config_path, without).unwrap();
+    srv.signal("HUP");
+    assert!(srv.wait_log("reload failed"), "{}", srv.log());
+    assert!(
+        srv.log().contains("needs it until a restart"),
+        "{}",
+        srv.log()
+    );
+    let mut t = TlsClient::implicit(srv.addrs[1], client_config(&pki.ca_der, TLS_BOTH));
+    assert_eq!(t.reply().code, 220);
+    let _ = TlsClient::starttls(srv.addr, client_config(&pki.ca_der, TLS_BOTH));
+}

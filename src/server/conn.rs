@@ -90,6 +90,13 @@ enum Stream<S> {
 }
 
 impl<S: Transport> Stream<S> {
+    /// Ends a TLS session properly; nothing to do for plain TCP.
+    fn close(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.close();
+        }
+    }
+
     fn transport(&mut self) -> &mut dyn Transport {
         match self {
             Stream::Plain(s) => s,
@@ -278,7 +285,12 @@ impl<S: Transport> Conn<S> {
                 Ok(info)
             }
             Err(e) => {
-                log::info!("[{peer}]: TLS handshake failed: {e}");
+                let why = match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_string(),
+                    io::ErrorKind::UnexpectedEof => "the client closed the connection".to_string(),
+                    _ => e.to_string(),
+                };
+                log::info!("[{peer}]: TLS handshake failed: {why}");
                 Err(Stop::Handshake)
             }
         }
@@ -385,6 +397,7 @@ pub fn run<S: Transport>(stream: S, mut session: Session, ctx: &Context) {
         let _ = conn.queue(&r, session.enhanced_codes());
     }
     let _ = conn.flush();
+    conn.stream.close();
 }
 
 /// The handshake of an implicit TLS listener, before anything else.

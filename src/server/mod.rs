@@ -77,6 +77,8 @@ pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     /// Where the configuration came from; `None` for the embedded one.
     config_path: Option<PathBuf>,
+    /// The listeners bound at start, which a reload cannot change.
+    bound: Vec<crate::config::Listener>,
     shutdown: Arc<AtomicBool>,
     /// A second stop signal: end every connection now.
     force: AtomicBool,
@@ -108,7 +110,17 @@ impl Shared {
             }
         };
         let old = self.runtime();
-        if new.server.listen != old.config.server.listen
+        if new.tls.is_none() {
+            if let Some(l) = self.bound.iter().find(|l| l.implicit_tls || l.require_tls) {
+                log::error!(
+                    "reload failed, keeping the old configuration: {} has no [tls], but the listener on {} needs it until a restart",
+                    path.display(),
+                    l.addr
+                );
+                return;
+            }
+        }
+        if new.server.listen != self.bound
             || new.server.workers != old.config.server.workers
             || new.server.handoff_queue != old.config.server.handoff_queue
         {
@@ -306,9 +318,11 @@ impl Server {
         }
         let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
         let workers_n = config.server.workers;
+        let bound = config.server.listen.clone();
         let shared = Arc::new(Shared {
             runtime: RwLock::new(Arc::new(runtime)),
             config_path,
+            bound,
             shutdown: Arc::new(AtomicBool::new(false)),
             force: AtomicBool::new(false),
             finished: AtomicBool::new(false),

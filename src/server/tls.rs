@@ -76,26 +76,35 @@ pub struct TlsStream<S> {
 /// Runs the server side of a handshake over `sock`, by `deadline`. On
 /// failure the client gets an alert where rustls has one to send.
 pub fn accept<S: Transport>(
-    mut sock: S,
+    sock: S,
     config: Arc<ServerConfig>,
     deadline: Instant,
 ) -> io::Result<TlsStream<S>> {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
-    sock.set_write_timeout(deadline.saturating_duration_since(Instant::now()))?;
     let mut s = TlsStream {
         conn,
         sock,
         read_timeout: Duration::MAX,
     };
+    // Writes too are held to the deadline, however the client paces its
+    // reading.
+    let send_by = |s: &mut TlsStream<S>| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        s.sock.set_write_timeout(left)?;
+        s.send()
+    };
     while s.conn.is_handshaking() {
-        s.send()?;
+        send_by(&mut s)?;
         if !s.conn.is_handshaking() {
             break;
         }
         s.receive(deadline)?;
     }
     // TLS 1.3 session tickets, or the last flight of a TLS 1.2 handshake.
-    s.send()?;
+    send_by(&mut s)?;
     Ok(s)
 }
 
@@ -130,12 +139,25 @@ impl<S: Transport> TlsStream<S> {
         }
     }
 
-    /// Writes out every TLS record rustls has queued.
+    /// Writes out every TLS record rustls has queued. A signal may cut a
+    /// send short (sockets with a timeout are never restarted): go on.
     fn send(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            self.conn.write_tls(&mut self.sock)?;
+            match self.conn.write_tls(&mut self.sock) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => {
+                    other?;
+                }
+            }
         }
         self.sock.flush()
+    }
+
+    /// Tells the client the session ends (close_notify, RFC 8446 6.1),
+    /// as far as it still reads.
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.send();
     }
 
     /// Reads one batch of TLS records, waiting no later than `deadline`,
@@ -183,9 +205,15 @@ impl<S: Transport> Read for TlsStream<S> {
 
 impl<S: Transport> Write for TlsStream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // rustls takes what fits in its bounded buffer; send that first.
-        let n = self.conn.writer().write(buf)?;
+        // What earlier writes left queued goes first, so that rustls's
+        // bounded buffer has room, and an error is reported before more
+        // is taken.
         self.send()?;
+        let n = self.conn.writer().write(buf)?;
+        // These n octets are taken whatever happens now: a failure to send
+        // them is reported by the next write or flush, never by retaking
+        // them.
+        let _ = self.send();
         Ok(n)
     }
 

@@ -245,7 +245,7 @@ impl Session {
                 reply: Some(reply::closing(&self.config.hostname)),
                 action: Action::Close,
             },
-            Command::Help(_) => Response::reply(help()),
+            Command::Help(_) => Response::reply(self.help()),
             Command::Vrfy(arg) => Response::reply(self.vrfy(&arg)),
             Command::Expn(arg) => Response::reply(self.expn(&arg)),
             Command::StartTls => self.starttls(),
@@ -320,6 +320,19 @@ impl Session {
             reply: Some(reply::ready_for_tls()),
             action: Action::StartTls,
         }
+    }
+
+    fn help(&self) -> Reply {
+        let starttls = if self.policy.offer && self.tls.is_none() {
+            " STARTTLS"
+        } else {
+            ""
+        };
+        Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
+            .line(format!(
+                "HELO EHLO{starttls} MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
+            ))
+            .line("See RFC 5321; mail for local users only")
     }
 
     fn extensions(&self) -> Vec<String> {
@@ -730,12 +743,6 @@ fn failure_reply(kind: Failure, reason: &str) -> Reply {
         Failure::Temporary => reply::local_error(),
         Failure::Permanent => reply::delivery_failed(format!("Error: delivery failed: {reason}")),
     }
-}
-
-fn help() -> Reply {
-    Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
-        .line("HELO EHLO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN")
-        .line("See RFC 5321; mail for local users only")
 }
 
 fn mailbox_text(m: &Mailbox) -> String {
