@@ -722,6 +722,7 @@ mod tests {
     }
 
     fn body(dir: &Path, text: &[u8]) -> Spool {
+        crate::delivery::spool::prepare(&dir.join("spool")).unwrap();
         let mut s = Spool::create(&dir.join("spool")).unwrap();
         s.write(text).unwrap();
         s

@@ -1,57 +1,72 @@
 //! The spool: one anonymous file per arriving message, so that memory stays
-//! bounded by the line buffer whatever the message size. The file is
-//! unlinked as soon as it is created: it lives only as long as its handle,
-//! and a crash leaves nothing behind.
+//! bounded whatever the message size. A body starts in memory (a memfd, up
+//! to [`IN_MEMORY`] octets: most mail) and moves to a file in the spool
+//! directory when it grows past that. Neither has a name: it lives only as
+//! long as its handle, and a crash leaves nothing behind.
+//!
+//! Keeping small bodies off the file system matters: a new file costs an
+//! inode (and, without O_TMPFILE, a directory entry), which on some file
+//! systems is most of the price of delivering a message.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Bodies up to this size are spooled in memory.
+pub const IN_MEMORY: u64 = 256 * 1024;
 
 /// Creates the spool directory (mode 0700) if it is missing, and checks
 /// that a spool file can be made there.
 pub fn prepare(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    Spool::create(dir).map(drop)
+    on_disk(dir).map(drop)
 }
 
 pub struct Spool {
     file: File,
+    len: u64,
+    /// Where to move the body once it outgrows memory; `None` once it is
+    /// on disk.
+    dir: Option<PathBuf>,
 }
 
 impl Spool {
     pub fn create(dir: &Path) -> io::Result<Spool> {
-        let mut made_dir = false;
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("spool.{}.{n}", std::process::id()));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => {
-                    std::fs::remove_file(&path)?;
-                    return Ok(Spool { file });
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dir => {
-                    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-                    made_dir = true;
-                }
-                // A leftover of an earlier process with our pid: take the next name.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let memory = nix::sys::memfd::memfd_create(
+            c"mailroom-spool",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        );
+        Ok(match memory {
+            Ok(fd) => Spool {
+                file: File::from(fd),
+                len: 0,
+                dir: Some(dir.to_path_buf()),
+            },
+            // A kernel without memfd: straight to disk.
+            Err(_) => Spool {
+                file: on_disk(dir)?,
+                len: 0,
+                dir: None,
+            },
+        })
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+        if self.len + bytes.len() as u64 > IN_MEMORY {
+            if let Some(dir) = self.dir.take() {
+                let mut disk = on_disk(&dir)?;
+                self.file.rewind()?;
+                io::copy(&mut self.file, &mut disk)?;
+                self.file = disk;
+            }
+        }
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 
     pub fn file(&self) -> &File {
@@ -59,23 +74,94 @@ impl Spool {
     }
 }
 
+/// A new file in `dir` without a name: O_TMPFILE, or where the file system
+/// cannot do that, a named file unlinked at once. A missing directory is
+/// made.
+fn on_disk(dir: &Path) -> io::Result<File> {
+    let anonymous = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+        .open(dir);
+    match anonymous {
+        Ok(file) => return Ok(file),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => return Err(e),
+        // EOPNOTSUPP, or EISDIR from kernels that take O_TMPFILE for
+        // O_DIRECTORY, or a missing directory: the named way.
+        Err(_) => {}
+    }
+    let mut made_dir = false;
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("spool.{}.{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dir => {
+                DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+                made_dir = true;
+            }
+            // A leftover of an earlier process with our pid: take the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Seek};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
 
-    #[test]
-    fn spool_is_anonymous_and_readable() {
-        let dir = std::env::temp_dir().join(format!("mailroom-spool-test-{}", std::process::id()));
-        let mut s = Spool::create(&dir.join("sub")).unwrap();
-        s.write(b"hello ").unwrap();
-        s.write(b"world").unwrap();
-        assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), 0);
+    fn contents(s: &Spool) -> Vec<u8> {
         let mut f = s.file();
         f.rewind().unwrap();
-        let mut text = String::new();
-        f.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "hello world");
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    /// What the spool file is, as /proc names it.
+    fn backing(s: &Spool) -> String {
+        let link = format!("/proc/self/fd/{}", s.file().as_raw_fd());
+        std::fs::read_link(link).unwrap().display().to_string()
+    }
+
+    #[test]
+    fn small_bodies_stay_in_memory_and_large_ones_move_to_disk() {
+        let dir = std::env::temp_dir().join(format!("mailroom-spool-test-{}", std::process::id()));
+        let sub = dir.join("sub");
+        prepare(&sub).unwrap();
+        let mut s = Spool::create(&sub).unwrap();
+        s.write(b"hello ").unwrap();
+        s.write(b"world").unwrap();
+        assert_eq!(contents(&s), b"hello world");
+        assert!(backing(&s).starts_with("/memfd:"), "{}", backing(&s));
+        let chunk = vec![b'x'; 100_000];
+        for _ in 0..3 {
+            s.write(&chunk).unwrap();
+        }
+        assert!(
+            backing(&s).starts_with(&sub.display().to_string()),
+            "{}",
+            backing(&s)
+        );
+        s.write(b"end").unwrap();
+        let all = contents(&s);
+        assert_eq!(all.len(), 11 + 300_000 + 3);
+        assert!(all.starts_with(b"hello world") && all.ends_with(b"xxend"));
+        // Nothing in the directory has a name.
+        assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
