@@ -1,0 +1,467 @@
+//! Throughput benchmark: starts the release build of mailroom with a
+//! temporary configuration, drives it over loopback with a multi-threaded
+//! SMTP load client, checks that exactly the messages sent arrived intact
+//! in the Maildir, and prints, for each workload, delivered messages/s,
+//! MB/s, server CPU per message (from /proc), the server's peak and idle
+//! RSS, and the latency from the final dot to its 250.
+//!
+//! `cargo bench --bench throughput` runs the issue's workloads a, b and c
+//! with 8 workers. Arguments after `--`:
+//!   `--workers N`             worker threads of the server (default 8)
+//!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
+//!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
+//! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
+//! write). The mail is written under target/tmp, a disk, so fsync costs
+//! what it costs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+#[derive(Clone)]
+struct Workload {
+    name: String,
+    sessions: usize,
+    messages: usize,
+    size: usize,
+    reuse: bool,
+    pipelining: bool,
+}
+
+impl Workload {
+    fn parse(spec: &str) -> Option<Workload> {
+        let mut parts = spec.split(':');
+        let mut w = Workload {
+            name: parts.next()?.to_string(),
+            sessions: parts.next()?.parse().ok()?,
+            messages: parts.next()?.parse().ok()?,
+            size: parts.next()?.parse().ok()?,
+            reuse: false,
+            pipelining: false,
+        };
+        for opt in parts {
+            match opt {
+                "reuse" => w.reuse = true,
+                "pipe" => w.pipelining = true,
+                _ => return None,
+            }
+        }
+        (w.sessions > 0 && w.messages > 0).then_some(w)
+    }
+}
+
+/// The issue's workloads, as Postfix's smtp-source runs them: a new
+/// connection per message, no pipelining.
+const DEFAULT: &[&str] = &["a:1:2000:1024", "b:20:20000:4096", "c:4:40:10485760"];
+
+/// One message: its headers and 80-column body lines, about `size` octets,
+/// CRLF line ends (no line starts with a dot).
+fn message(n: usize, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: <load@client.example>\r\nTo: <benchuser@localhost>\r\nSubject: bench {n}\r\nMessage-ID: <{n}@client.example>\r\n\r\n"
+    )
+    .into_bytes();
+    let mut line = 0usize;
+    while m.len() < size {
+        let text = format!("{n:08} {line:08} ");
+        m.extend_from_slice(text.as_bytes());
+        m.extend(std::iter::repeat_n(
+            b'a' + (line % 26) as u8,
+            78 - text.len(),
+        ));
+        m.extend_from_slice(b"\r\n");
+        line += 1;
+    }
+    m
+}
+
+fn lf(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len());
+    let mut i = 0;
+    while i < m.len() {
+        if m[i] == b'\r' && m.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(m[i]);
+        i += 1;
+    }
+    out
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, workers: usize) -> Server {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let d = dir.display();
+        let config = format!(
+            r#"hostname = "bench.example"
+local_domains = ["localhost"]
+spool_dir = "{d}/spool"
+[server]
+listen = ["127.0.0.1:0"]
+workers = {workers}
+handoff_queue = 1024
+max_connections_per_ip = 1000
+max_message_size = 52428800
+[mailbox.benchuser]
+maildir = "{d}/mail/benchuser/Maildir"
+[mailbox.postmaster]
+maildir = "{d}/mail/postmaster/Maildir"
+"#
+        );
+        let path = dir.join("mailroom.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mailroom");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(i) = line.find("listening on ") {
+                addr = line[i + 13..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse().ok());
+            }
+            if line.contains(" ready: ") {
+                break;
+            }
+        }
+        // Keep reading the log (at info level, as deployed) so the server
+        // never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr: addr.expect("mailroom started"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn proc_field(&self, file: &str, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resident set now and at its peak, in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        (
+            self.proc_field("status", "VmRSS:"),
+            self.proc_field("status", "VmHWM:"),
+        )
+    }
+
+    /// User plus system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
+        let ticks = f[11] + f[12];
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.dir.join("mail/benchuser/Maildir/new")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one reply; its code.
+fn reply(r: &mut BufReader<TcpStream>) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("connection closed");
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line[..3].parse().expect("a reply code");
+        }
+    }
+}
+
+fn expect(r: &mut BufReader<TcpStream>, code: u16, what: &str) {
+    let got = reply(r);
+    assert_eq!(got, code, "{what}");
+}
+
+struct Session {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Session {
+    fn open(addr: SocketAddr) -> Session {
+        let w = TcpStream::connect(addr).expect("connect");
+        w.set_nodelay(true).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut r = BufReader::with_capacity(4096, w.try_clone().unwrap());
+        expect(&mut r, 220, "greeting");
+        let mut s = Session { w, r };
+        s.w.write_all(b"EHLO load.client.example\r\n").unwrap();
+        expect(&mut s.r, 250, "EHLO");
+        s
+    }
+
+    /// Sends one message; the time from the final dot to its 250.
+    fn send(&mut self, msg: &[u8], pipelining: bool) -> Duration {
+        let envelope =
+            b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
+        if pipelining {
+            self.w.write_all(envelope).unwrap();
+            expect(&mut self.r, 250, "MAIL");
+            expect(&mut self.r, 250, "RCPT");
+            expect(&mut self.r, 354, "DATA");
+        } else {
+            for (cmd, code) in envelope
+                .split_inclusive(|&b| b == b'\n')
+                .zip([250, 250, 354])
+            {
+                self.w.write_all(cmd).unwrap();
+                expect(&mut self.r, code, "envelope");
+            }
+        }
+        self.w.write_all(msg).unwrap();
+        let t = Instant::now();
+        self.w.write_all(b".\r\n").unwrap();
+        expect(&mut self.r, 250, "end of data");
+        t.elapsed()
+    }
+
+    fn quit(mut self) {
+        self.w.write_all(b"QUIT\r\n").unwrap();
+        expect(&mut self.r, 221, "QUIT");
+    }
+}
+
+struct Outcome {
+    wall: Duration,
+    cpu: Duration,
+    latencies: Vec<Duration>,
+    idle_rss: u64,
+    peak_rss: u64,
+}
+
+fn run(w: &Workload, workers: usize, base: &Path) -> Outcome {
+    let srv = Server::start(&base.join(&w.name), workers);
+    std::thread::sleep(Duration::from_millis(200));
+    let (idle_rss, _) = srv.rss_kib();
+    // Messages are made before the clock starts: the client's own work
+    // should not slow the server it measures.
+    let messages: Arc<Vec<Vec<u8>>> = Arc::new(if w.size >= 1 << 20 {
+        // Large ones share a body; each differs in its first line.
+        (0..w.messages.min(w.sessions * 2))
+            .map(|n| message(n, w.size))
+            .collect()
+    } else {
+        (0..w.messages).map(|n| message(n, w.size)).collect()
+    });
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu0 = srv.cpu();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..w.sessions)
+        .map(|_| {
+            let (w, messages, next, addr) = (w.clone(), messages.clone(), next.clone(), srv.addr);
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut session: Option<Session> = None;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= w.messages {
+                        break;
+                    }
+                    let s = session.get_or_insert_with(|| Session::open(addr));
+                    lat.push(s.send(&messages[n % messages.len()], w.pipelining));
+                    if !w.reuse {
+                        session.take().unwrap().quit();
+                    }
+                }
+                if let Some(s) = session {
+                    s.quit();
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let wall = started.elapsed();
+    let cpu = srv.cpu() - cpu0;
+    let (_, peak_rss) = srv.rss_kib();
+    verify(&srv, w, &messages);
+    latencies.sort();
+    Outcome {
+        wall,
+        cpu,
+        latencies,
+        idle_rss,
+        peak_rss,
+    }
+}
+
+/// Every message arrived once, intact: the file ends with exactly what was
+/// sent (LF line ends), after the three fields delivery adds.
+fn verify(srv: &Server, w: &Workload, messages: &[Vec<u8>]) {
+    let mut seen = vec![0u32; messages.len()];
+    let mut count = 0;
+    for entry in std::fs::read_dir(srv.maildir()).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let at = find(&data, b"\nSubject: bench ").expect("a bench message");
+        let n: usize = std::str::from_utf8(&data[at + 16..at + 16 + 12])
+            .unwrap()
+            .split('\n')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sent = lf(&messages[n % messages.len()]);
+        let start = find(&data, b"\nFrom: <load@client.example>").expect("the sent header") + 1;
+        assert!(data[start..] == sent[..], "message {n} arrived changed");
+        seen[n % messages.len()] += 1;
+        count += 1;
+    }
+    assert_eq!(
+        count, w.messages,
+        "{}: delivered {count} of {}",
+        w.name, w.messages
+    );
+    if messages.len() == w.messages {
+        assert!(
+            seen.iter().all(|&c| c == 1),
+            "{}: a message missing or twice",
+            w.name
+        );
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn print_header() {
+    println!(
+        "{:<10} {:>7} {:>8} {:>9} {:>10} {:>8} {:>10} {:>9} {:>8} {:>8} {:>8}",
+        "workload",
+        "workers",
+        "sessions",
+        "messages",
+        "msgs/s",
+        "MB/s",
+        "cpu ms/msg",
+        "peak RSS",
+        "idle RSS",
+        "p50 ms",
+        "p99 ms"
+    );
+}
+
+fn print_row(w: &Workload, workers: usize, o: &Outcome) {
+    let secs = o.wall.as_secs_f64();
+    let mut name = w.name.clone();
+    if w.reuse {
+        name.push_str("+reuse");
+    }
+    if w.pipelining {
+        name.push_str("+pipe");
+    }
+    println!(
+        "{:<10} {:>7} {:>8} {:>9} {:>10.0} {:>8.1} {:>10.3} {:>6.1} MiB {:>4.1} MiB {:>8.2} {:>8.2}",
+        name,
+        workers,
+        w.sessions,
+        w.messages,
+        w.messages as f64 / secs,
+        (w.messages * w.size) as f64 / secs / 1e6,
+        o.cpu.as_secs_f64() * 1000.0 / w.messages as f64,
+        o.peak_rss as f64 / 1024.0,
+        o.idle_rss as f64 / 1024.0,
+        pct(&o.latencies, 0.50),
+        pct(&o.latencies, 0.99),
+    );
+}
+
+fn main() {
+    let mut workers = 8;
+    let mut specs: Vec<String> = Vec::new();
+    let mut scaling = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--workers" => {
+                workers = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--workers N")
+            }
+            "--scaling" => scaling = true,
+            // What cargo bench passes to every bench.
+            "--bench" => {}
+            s if s.contains(':') => specs.push(s.to_string()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("throughput");
+    print_header();
+    let mut runs: Vec<(Workload, usize)> = Vec::new();
+    if scaling {
+        let b = Workload::parse(DEFAULT[1]).unwrap();
+        runs.extend([1, 2, 4, 8, 16].map(|n| (b.clone(), n)));
+    } else if specs.is_empty() {
+        runs.extend(
+            DEFAULT
+                .iter()
+                .map(|s| (Workload::parse(s).unwrap(), workers)),
+        );
+    } else {
+        for s in &specs {
+            let w = Workload::parse(s).unwrap_or_else(|| panic!("bad workload {s}"));
+            runs.push((w, workers));
+        }
+    }
+    for (w, n) in &runs {
+        let o = run(w, *n, &base);
+        print_row(w, *n, &o);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
