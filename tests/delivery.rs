@@ -5,6 +5,7 @@
 mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use support::*;
 
 /// A server whose aliases file holds `aliases` ({d} stands for the
@@ -262,6 +263,81 @@ fn pipes_never_run_as_root() {
             .uid
             .to_string()
     );
+}
+
+#[test]
+fn a_pipe_leftover_outside_its_group_keeps_no_threads_or_pipes() {
+    // The leftover leaves the command's process group (setsid), so the
+    // group kill misses it, and it holds the command's standard input and
+    // error open without reading either. The command itself succeeds at
+    // once, when the leftover has left (written its pid); nothing of the
+    // server's may wait for the leftover.
+    let srv = with_aliases(
+        "warm: \"|cat >/dev/null\"\nholder: \"|exec 3<&0; setsid sh -c 'echo $$ > {d}/out/holder.pid; exec sleep 30' <&3 & until [ -s {d}/out/holder.pid ]; do sleep 0.01; done; exit 0\"\n",
+        "",
+        "",
+    );
+    let out = open_dir(&srv, "out");
+    struct Leftover(PathBuf);
+    impl Drop for Leftover {
+        fn drop(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let pid = std::fs::read_to_string(&self.0).unwrap_or_default();
+                if let Ok(pid) = pid.trim().parse() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let _leftover = Leftover(out.join("holder.pid"));
+    let pid = srv.pid();
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .unwrap()
+            .count()
+    };
+    // A first pipe delivery, so that all the server opens once is open.
+    assert_eq!(send(&srv, &["warm@test.example"], "warm").code, 250);
+    // Its session's socket closes a moment after QUIT.
+    let (mut threads, mut fds) = (count("task"), count("fd"));
+    let settled = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(20));
+        (threads, fds) = (threads.min(count("task")), fds.min(count("fd")));
+    }
+    // More than a pipe holds, so that writing the rest would block.
+    let body = format!(
+        "Subject: held\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(78)).repeat(2000)
+    );
+    let start = Instant::now();
+    let mut c = srv.connect().hello();
+    let r = c.send_mail("sender@remote.example", &["holder@test.example"], &body);
+    let took = start.elapsed();
+    let _ = c.cmd("QUIT");
+    drop(c);
+    assert_eq!(r.code, 250, "{r:?}");
+    let settled = Instant::now() + Duration::from_secs(1);
+    let (mut now_threads, mut now_fds) = (count("task"), count("fd"));
+    while (now_threads > threads || now_fds > fds) && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(20));
+        (now_threads, now_fds) = (count("task"), count("fd"));
+    }
+    assert!(
+        took < Duration::from_secs(1),
+        "the delivery waited {took:?} for the leftover"
+    );
+    assert!(
+        now_threads <= threads,
+        "threads: {threads} -> {now_threads}"
+    );
+    assert!(now_fds <= fds, "open files: {fds} -> {now_fds}");
 }
 
 #[test]

@@ -6,10 +6,15 @@
 //! else a permanent one.
 
 use super::{Account, DeliveryError, Failure};
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// What the command is told about the delivery, as Postfix's pipe does.
@@ -18,13 +23,20 @@ pub struct PipeEnv<'a> {
     pub recipient: &'a str,
 }
 
-/// How long the command's leftovers (children still holding its standard
-/// error or input open) are waited for once it has been dealt with.
-const GRACE: Duration = Duration::from_secs(2);
+/// The longest wait between looks at whether the command has ended: an
+/// exit wakes nobody when something it started still holds its pipes.
+const TICK: Duration = Duration::from_millis(5);
+/// How much of the message is read from the spool for each write.
+const CHUNK: usize = 64 * 1024;
+/// How much of the command's standard error is kept for the reply.
+const SAID: usize = 4096;
 
 /// Runs `command` as `account` (or as the server itself when `None`).
 /// Whatever happens, everything in its process group is killed when it
-/// ends, so nothing it started outlives the delivery.
+/// ends, so nothing it started outlives the delivery. Its standard input
+/// and error are driven from this thread, and our ends of them are closed
+/// when it ends: a process that left the group may hold the other ends
+/// for as long as it likes without holding anything of ours.
 pub fn run(
     command: &str,
     account: Option<&Account>,
@@ -86,49 +98,33 @@ pub fn run(
         Err(e) => return Err(DeliveryError::io("starting the command", &e)),
     };
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    // Feed the message and collect standard error from other threads, so
-    // that a command that does neither cannot block us past the limit.
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut input = body
-        .try_clone()
-        .map_err(|e| DeliveryError::io("spool", &e))?;
-    let prefix = prefix.to_vec();
-    std::thread::spawn(move || -> io::Result<()> {
-        stdin.write_all(&prefix)?;
-        input.rewind()?;
-        io::copy(&mut input, &mut stdin)?;
-        Ok(())
-    });
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (said_tx, said_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = (&mut stderr).take(4096).read_to_end(&mut text);
-        let _ = said_tx.send(String::from_utf8_lossy(&text).trim().to_string());
-        let _ = io::copy(&mut stderr, &mut io::sink());
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                return Err(DeliveryError::io("waiting for the command", &e));
-            }
+    let mut feed = Feed {
+        pipe: child.stdin.take(),
+        buf: prefix.to_vec(),
+        start: 0,
+        body,
+        offset: 0,
+    };
+    let mut said = Said {
+        pipe: child.stderr.take(),
+        text: Vec::new(),
+    };
+    let ended = drive(&mut child, &mut feed, &mut said, Instant::now() + limit);
+    // Whatever it left running (a `sleep &`) goes with it.
+    let _ = killpg(group, Signal::SIGKILL);
+    let status = match ended {
+        Ok(Some(status)) => Some(status),
+        Ok(None) => {
+            let _ = child.wait();
+            None
+        }
+        Err((context, e)) => {
+            let _ = child.wait();
+            return Err(DeliveryError::io(context, &e));
         }
     };
-    // Whatever it left running (a `sleep &`) goes with it.
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    if status.is_none() {
-        let _ = child.wait();
-    }
-    // Once the group is gone its pipes close and the threads end; a
-    // process that left the group could keep them open, and is not waited
-    // for beyond a grace period (the threads end when it does).
-    let said = said_rx.recv_timeout(GRACE).unwrap_or_default();
+    drop(feed);
+    let said = said.finish();
     let said = if said.is_empty() {
         String::new()
     } else {
@@ -163,6 +159,156 @@ pub fn run(
     }
 }
 
+/// Feeds the command and listens to it until it exits (`Some` of its
+/// status) or the deadline passes (`None`), without ever blocking: what
+/// the command does with its pipes cannot hold the delivery past the
+/// deadline.
+fn drive(
+    child: &mut Child,
+    feed: &mut Feed<'_>,
+    said: &mut Said,
+    deadline: Instant,
+) -> Result<Option<ExitStatus>, (&'static str, io::Error)> {
+    let setup = |e| ("setting up the command's pipes", e);
+    if let Some(p) = &feed.pipe {
+        nonblocking(p).map_err(setup)?;
+    }
+    if let Some(p) = &said.pipe {
+        nonblocking(p).map_err(setup)?;
+    }
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => return Ok(None),
+            Ok(None) => {}
+            Err(e) => return Err(("waiting for the command", e)),
+        }
+        let wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
+        let (writable, readable) =
+            ready(&feed.pipe, &said.pipe, wait).map_err(|e| ("waiting for the command", e))?;
+        if writable {
+            feed.write().map_err(|e| ("reading the spool", e))?;
+        }
+        if readable {
+            said.read();
+        }
+    }
+}
+
+/// Waits up to `wait` for room in the command's input or something on its
+/// standard error (an end or an error counts: the next write or read
+/// finds out which).
+fn ready(
+    input: &Option<ChildStdin>,
+    output: &Option<ChildStderr>,
+    wait: Duration,
+) -> io::Result<(bool, bool)> {
+    let mut fds = Vec::with_capacity(2);
+    if let Some(p) = input {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLOUT));
+    }
+    if let Some(p) = output {
+        fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+    }
+    // Rounded up to whole milliseconds, so as not to spin before the
+    // deadline.
+    let timeout = PollTimeout::try_from(wait + Duration::from_nanos(999_999))
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok((false, false)),
+        Err(e) => return Err(e.into()),
+    }
+    let mut seen = fds.iter().map(|f| f.any().unwrap_or(true));
+    let writable = input.is_some() && seen.next() == Some(true);
+    let readable = output.is_some() && seen.next() == Some(true);
+    Ok((writable, readable))
+}
+
+fn nonblocking(fd: impl AsFd) -> io::Result<()> {
+    nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The command's standard input: our header lines, then the message, read
+/// from the spool as the pipe takes it (at our own offset, since the spool
+/// file is shared).
+struct Feed<'a> {
+    pipe: Option<ChildStdin>,
+    buf: Vec<u8>,
+    start: usize,
+    body: &'a File,
+    offset: u64,
+}
+
+impl Feed<'_> {
+    /// One write of as much as the pipe takes. The end of the message
+    /// closes the pipe, so that the command sees the end of its input; so
+    /// does a command that stops reading (EPIPE), which is its business:
+    /// its exit status decides. Only reading the spool can fail.
+    fn write(&mut self) -> io::Result<()> {
+        let Some(pipe) = &mut self.pipe else {
+            return Ok(());
+        };
+        if self.start == self.buf.len() {
+            self.buf.resize(CHUNK, 0);
+            let n = self.body.read_at(&mut self.buf, self.offset)?;
+            self.buf.truncate(n);
+            self.start = 0;
+            self.offset += n as u64;
+            if n == 0 {
+                self.pipe = None;
+                return Ok(());
+            }
+        }
+        match pipe.write(&self.buf[self.start..]) {
+            Ok(n) => self.start += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(_) => self.pipe = None,
+        }
+        Ok(())
+    }
+}
+
+/// The command's standard error: the first `SAID` bytes are kept for the
+/// reply, the rest read and dropped, so that a chatty command does not
+/// stall on a full pipe.
+struct Said {
+    pipe: Option<ChildStderr>,
+    text: Vec<u8>,
+}
+
+impl Said {
+    /// One read; false when there is nothing (more) to read for now.
+    fn read(&mut self) -> bool {
+        let Some(pipe) = &mut self.pipe else {
+            return false;
+        };
+        let mut chunk = [0; SAID];
+        match pipe.read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                let room = SAID - self.text.len();
+                self.text.extend_from_slice(&chunk[..n.min(room)]);
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => false,
+            // The end, or an error: either way nothing more comes.
+            _ => {
+                self.pipe = None;
+                false
+            }
+        }
+    }
+
+    /// What the command said, once it has ended and its group is gone:
+    /// what they wrote is in the pipe already. A process that left the
+    /// group is not waited for, and our end closes here.
+    fn finish(mut self) -> String {
+        while self.text.len() < SAID && self.read() {}
+        String::from_utf8_lossy(&self.text).trim().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,33 +329,27 @@ mod tests {
     }
 
     fn run_as_self(command: &str, limit: Duration) -> Result<(), DeliveryError> {
-        if nix::unistd::geteuid().is_root() {
-            // As root a pipe needs an account; run it as nobody.
-            let nobody = Account {
-                name: "nobody".into(),
-                uid: 65534,
-                gid: 65534,
-                home: "/nonexistent".into(),
-                full_name: String::new(),
-            };
-            run(
-                command,
-                Some(&nobody),
-                b"X-Prefix: 1\n",
-                spool(b"body\n").file(),
-                &env(),
-                limit,
-            )
-        } else {
-            run(
-                command,
-                None,
-                b"X-Prefix: 1\n",
-                spool(b"body\n").file(),
-                &env(),
-                limit,
-            )
-        }
+        run_as_self_with(command, b"body\n", limit)
+    }
+
+    fn run_as_self_with(command: &str, body: &[u8], limit: Duration) -> Result<(), DeliveryError> {
+        // As root a pipe needs an account; run it as nobody.
+        let nobody = Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+            full_name: String::new(),
+        };
+        let account = nix::unistd::geteuid().is_root().then_some(&nobody);
+        run(
+            command,
+            account,
+            b"X-Prefix: 1\n",
+            spool(body).file(),
+            &env(),
+            limit,
+        )
     }
 
     #[test]
@@ -259,19 +399,31 @@ mod tests {
     #[test]
     fn a_command_that_ignores_its_input_is_fine() {
         let big = vec![b'x'; 4 << 20];
-        let s = spool(&big);
-        let r = if nix::unistd::geteuid().is_root() {
-            return; // covered by exit_codes_classify as nobody
-        } else {
-            run(
-                "exit 0",
-                None,
-                b"",
-                s.file(),
-                &env(),
-                Duration::from_secs(10),
-            )
-        };
-        assert_eq!(r, Ok(()));
+        assert_eq!(
+            run_as_self_with("exit 0", &big, Duration::from_secs(10)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_a_pipe_arrives_whole_and_in_order() {
+        let body: String = (0..30_000).map(|i| format!("{i:09}\n")).collect();
+        let check = "read -r first && [ \"$first\" = 'X-Prefix: 1' ] && awk 'NR != $1 + 1 { exit 1 } END { exit NR != 30000 }'";
+        assert_eq!(
+            run_as_self_with(check, body.as_bytes(), Duration::from_secs(20)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_command_that_says_a_lot_is_not_stalled_and_quoted_in_part() {
+        let e = run_as_self(
+            "head -c 1000000 /dev/zero | tr '\\0' e >&2; exit 1",
+            Duration::from_secs(20),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Failure::Permanent);
+        assert!(e.reason.contains("exited 1: eeee"), "{}", e.reason);
+        assert!(e.reason.len() < 2 * SAID, "{}", e.reason.len());
     }
 }
