@@ -32,6 +32,9 @@ const READ_BUFFER: usize = 64 * 1024;
 const SPOOL_WRITE: usize = 64 * 1024;
 /// Replies queued beyond this are written at once.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// A read may wait this much past its deadline, so that the socket's
+/// timeout is not set again before every read.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
 /// A byte stream with settable timeouts: TCP, or TLS over it.
 pub trait Transport: Read + Write {
@@ -137,6 +140,8 @@ struct Conn<S> {
     start: usize,
     end: usize,
     wbuf: Vec<u8>,
+    /// The read timeout last set on the stream.
+    read_timeout: Option<Duration>,
 }
 
 impl<S: Transport> Conn<S> {
@@ -147,6 +152,7 @@ impl<S: Transport> Conn<S> {
             start: 0,
             end: 0,
             wbuf: Vec::with_capacity(1024),
+            read_timeout: None,
         }
     }
 
@@ -191,7 +197,14 @@ impl<S: Transport> Conn<S> {
         if left.is_zero() {
             return Err(Stop::Timeout);
         }
-        self.stream.set_read_timeout(left.min(block))?;
+        let want = left.min(block);
+        let keep = self
+            .read_timeout
+            .is_some_and(|t| want <= t && want + TIMEOUT_SLACK > t);
+        if !keep {
+            self.stream.set_read_timeout(want)?;
+            self.read_timeout = Some(want);
+        }
         self.fill()
     }
 
@@ -274,6 +287,7 @@ impl<S: Transport> Conn<S> {
         }
         self.start = 0;
         self.end = 0;
+        self.read_timeout = None;
         let Stream::Plain(sock) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
             unreachable!("the session starts TLS only once");
         };
