@@ -12,7 +12,10 @@
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
 //! write). The mail is written under target/tmp, a disk, so fsync costs
-//! what it costs.
+//! what it costs. Each run gets a fresh directory and nothing is deleted
+//! until all have run: on ext4, new inodes are slow to allocate for a
+//! minute after many files were deleted, which would make every run pay
+//! for the one before.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -103,7 +106,6 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, workers: usize) -> Server {
-        let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap();
         let d = dir.display();
         let config = format!(
@@ -276,8 +278,8 @@ struct Outcome {
     peak_rss: u64,
 }
 
-fn run(w: &Workload, workers: usize, base: &Path) -> Outcome {
-    let srv = Server::start(&base.join(&w.name), workers);
+fn run(w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
+    let srv = Server::start(&base.join(format!("{n}-{}-{workers}", w.name)), workers);
     std::thread::sleep(Duration::from_millis(200));
     let (idle_rss, _) = srv.rss_kib();
     // Messages are made before the clock starts: the client's own work
@@ -459,8 +461,8 @@ fn main() {
             runs.push((w, workers));
         }
     }
-    for (w, n) in &runs {
-        let o = run(w, *n, &base);
+    for (i, (w, n)) in runs.iter().enumerate() {
+        let o = run(w, *n, &base, i);
         print_row(w, *n, &o);
     }
     let _ = std::fs::remove_dir_all(&base);

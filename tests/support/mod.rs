@@ -147,13 +147,21 @@ impl Server {
             });
         }
         let mut addrs = Vec::new();
+        let mut unreadable = None;
         while let Ok(Some(a)) = rx.recv_timeout(Duration::from_secs(20)) {
-            addrs.push(a.parse().expect("listen address"));
+            match a.parse() {
+                Ok(a) => addrs.push(a),
+                Err(_) => unreadable = Some(a),
+            }
         }
-        let Some(&addr) = addrs.first() else {
+        // Whatever goes wrong, the server started here is stopped here.
+        let (Some(&addr), None) = (addrs.first(), &unreadable) else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("mailroom did not start:\n{}", log.lock().unwrap());
+            panic!(
+                "mailroom did not start (or logged an unreadable address {unreadable:?}):\n{}",
+                log.lock().unwrap()
+            );
         };
         Server {
             addr,
