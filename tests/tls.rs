@@ -562,35 +562,13 @@ fn sighup_reloads_the_certificate_for_new_sessions_only() {
 fn refused_at_start(dir: &Path, text: &str) -> String {
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mailroom started with {text}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(78), "{err}");
-    err
+    let run = run_bin(
+        &["--config".as_ref(), path.as_os_str()],
+        dir,
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(78), "{}", run.stderr);
+    run.stderr
 }
 
 #[test]
