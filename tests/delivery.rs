@@ -11,13 +11,26 @@ use support::*;
 /// A server whose aliases file holds `aliases` ({d} stands for the
 /// temporary directory) and whose mailbox tables include `tables`.
 fn with_aliases(aliases: &str, top: &str, tables: &str) -> Server {
+    with_aliases_and_file_limit(aliases, top, tables, None)
+}
+
+/// `files`: at most that many open file descriptors for the server.
+fn with_aliases_and_file_limit(
+    aliases: &str,
+    top: &str,
+    tables: &str,
+    files: Option<u32>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     let path = dir.path().join("aliases");
     std::fs::write(&path, aliases.replace("{d}", &d)).unwrap();
     let top = format!("aliases = \"{}\"\n{top}", path.display());
     let text = base_config(dir.path(), &top, "", &tables.replace("{d}", &d));
-    Server::start_config(dir, &text)
+    match files {
+        Some(n) => Server::start_config_with_file_limit(dir, &text, n),
+        None => Server::start_config(dir, &text),
+    }
 }
 
 /// A directory anyone can write to, for files written by pipes (which run
@@ -970,11 +983,30 @@ fn a_list_of_hundreds_of_members_is_not_a_forwarding_loop() {
             )
         })
         .collect();
-    let srv = with_aliases("big: :include:{d}/big.txt\n", "", &tables);
+    let srv = with_aliases_and_file_limit("big: :include:{d}/big.txt\n", "", &tables, Some(256));
     let members: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
     std::fs::write(srv.dir.path().join("big.txt"), members.join("\n")).unwrap();
     assert_eq!(send(&srv, &["big@test.example"], "to many").code, 250);
     for i in 0..10 {
+        let md = srv.dir.path().join(format!("lists/{i}/Maildir"));
+        assert_eq!(read_maildir(&md).len(), 1, "{}", md.display());
+    }
+}
+
+#[test]
+fn a_list_larger_than_the_file_limit_is_delivered() {
+    // Every copy of a message is written before any is made visible; a
+    // copy waiting so must not keep a file open, or a list larger than
+    // the descriptor limit could never be delivered.
+    const MEMBERS: usize = 300;
+    let tables: String = (0..MEMBERS)
+        .map(|i| format!("[mailbox.m{i}]\nmaildir = \"{{d}}/lists/{i}/Maildir\"\n"))
+        .collect();
+    let srv = with_aliases_and_file_limit("big: :include:{d}/big.txt\n", "", &tables, Some(200));
+    let members: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
+    std::fs::write(srv.dir.path().join("big.txt"), members.join("\n")).unwrap();
+    assert_eq!(send(&srv, &["big@test.example"], "to many").code, 250);
+    for i in [0, MEMBERS / 2, MEMBERS - 1] {
         let md = srv.dir.path().join(format!("lists/{i}/Maildir"));
         assert_eq!(read_maildir(&md).len(), 1, "{}", md.display());
     }

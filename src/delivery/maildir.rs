@@ -19,7 +19,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,9 +39,38 @@ pub struct Prepared {
 #[derive(Debug)]
 enum Staged {
     /// An O_TMPFILE: only this handle leads to it.
-    Anonymous(File),
+    Anonymous(File, Slot),
     /// A file of that name in `tmp/`.
     Named(PathBuf),
+}
+
+/// Copies staged without a name hold a file handle each until they are
+/// committed; past this many at once, new ones are staged by name (which
+/// holds none), so that a large list cannot run the server out of file
+/// descriptors.
+const MAX_ANONYMOUS: usize = 128;
+static ANONYMOUS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_ANONYMOUS`] places, given back when dropped.
+#[derive(Debug)]
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let taken = ANONYMOUS.fetch_add(1, Ordering::SeqCst);
+        if taken < MAX_ANONYMOUS {
+            Some(Slot)
+        } else {
+            ANONYMOUS.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        ANONYMOUS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Copies can be made without a name: `/proc` is there to link them by.
@@ -74,51 +103,50 @@ fn prepare_as(
         .len();
     let size = prefix.len() as u64 + body_len;
     let tmp_dir = dir.join("tmp");
+    let mut slot = if anonymous { Slot::take() } else { None };
     let mut attempts = 0;
-    let mut anonymous = anonymous;
-    let (name, mut file, staged) = loop {
+    let (name, file) = loop {
         let name = unique_name(hostname, size);
-        let opened = if anonymous {
-            OpenOptions::new()
-                .write(true)
-                .mode(0o600)
-                .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
-                .open(&tmp_dir)
-        } else {
-            OpenOptions::new()
+        let opened = match &slot {
+            Some(_) => match super::spool::nameless_file(&tmp_dir, false) {
+                Ok(Some(f)) => Ok(f),
+                // No O_TMPFILE here: the named way.
+                Ok(None) => {
+                    slot = None;
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            None => OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(tmp_dir.join(&name))
+                .open(tmp_dir.join(&name)),
         };
         match opened {
-            Ok(f) if anonymous => {
-                let handle = f.try_clone().map_err(|e| DeliveryError::io("copy", &e))?;
-                break (name, f, Staged::Anonymous(handle));
-            }
-            Ok(f) => {
-                let tmp = tmp_dir.join(&name);
-                break (name, f, Staged::Named(tmp));
-            }
+            Ok(f) => break (name, f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts == 0 => {
                 create(dir).map_err(|e| {
                     DeliveryError::io(&format!("creating Maildir {}", dir.display()), &e)
                 })?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 5 => {}
-            // A file system without O_TMPFILE (EOPNOTSUPP, or EISDIR from a
-            // kernel that takes it for O_DIRECTORY): the named way.
-            Err(e) if anonymous && e.kind() != io::ErrorKind::PermissionDenied => {
-                anonymous = false;
-            }
             Err(e) => {
                 return Err(DeliveryError::io(
-                    &format!("creating {}", tmp_dir.join(&name).display()),
+                    &format!("creating a copy in {}", tmp_dir.display()),
                     &e,
                 ))
             }
         }
         attempts += 1;
+    };
+    let written = owned_by_us(dir).and_then(|()| {
+        write_and_sync(&file, prefix, body)
+            .map_err(|e| DeliveryError::io(&format!("writing a copy in {}", tmp_dir.display()), &e))
+    });
+    let staged = match slot {
+        Some(slot) => Staged::Anonymous(file, slot),
+        None => Staged::Named(tmp_dir.join(&name)),
     };
     let prepared = Prepared {
         dir: dir.to_path_buf(),
@@ -126,8 +154,13 @@ fn prepare_as(
         new: dir.join("new").join(&name),
         done: false,
     };
-    // A Maildir that someone else owns could be read by them: as
-    // Postfix's safe_open, refuse it.
+    // Dropped on failure, which removes a named copy.
+    written.map(|()| prepared)
+}
+
+/// A Maildir that someone else owns could be read by them: as Postfix's
+/// safe_open, refuse it.
+fn owned_by_us(dir: &Path) -> Result<(), DeliveryError> {
     let owner = std::fs::metadata(dir)
         .map_err(|e| DeliveryError::io(&format!("checking {}", dir.display()), &e))?
         .uid();
@@ -141,17 +174,14 @@ fn prepare_as(
             ),
         });
     }
-    write_and_sync(&mut file, prefix, body)
-        .map_err(|e| DeliveryError::io(&format!("writing a copy in {}", tmp_dir.display()), &e))?;
-    Ok(prepared)
+    Ok(())
 }
-
 impl Prepared {
     /// Links the copy into `new/` and fsyncs `new/`. On error nothing is
     /// left in `new/`.
     pub fn commit(mut self) -> Result<PathBuf, DeliveryError> {
         let linked = match &self.staged {
-            Staged::Anonymous(file) => {
+            Staged::Anonymous(file, _) => {
                 use std::os::fd::AsRawFd;
                 let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
                 nix::unistd::linkat(
@@ -204,11 +234,11 @@ pub fn revoke(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-fn write_and_sync(file: &mut File, prefix: &[u8], body: &File) -> io::Result<()> {
+fn write_and_sync(mut file: &File, prefix: &[u8], body: &File) -> io::Result<()> {
     file.write_all(prefix)?;
     let mut body = body;
     body.rewind()?;
-    io::copy(&mut body, file)?;
+    io::copy(&mut body, &mut file)?;
     file.sync_all()
 }
 
@@ -342,7 +372,7 @@ mod tests {
             )
         };
         let (p1, p2) = (prep().unwrap(), prep().unwrap());
-        assert_eq!(matches!(p1.staged, Staged::Anonymous(_)), anonymous);
+        assert_eq!(matches!(p1.staged, Staged::Anonymous(..)), anonymous);
         assert_eq!(
             (count(&md.join("tmp")), count(&md.join("new"))),
             (if anonymous { 0 } else { 2 }, 0),
@@ -363,6 +393,28 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_so_many_copies_hold_a_handle_at_once() {
+        let root = tempdir("many");
+        let spool = Spool::create(&root.join("spool")).unwrap();
+        let md = root.join("a/Maildir");
+        let held: Vec<Prepared> = (0..MAX_ANONYMOUS + 10)
+            .map(|_| prepare_as(&md, b"x\n", spool.file(), "h", true).unwrap())
+            .collect();
+        let anonymous = held
+            .iter()
+            .filter(|p| matches!(p.staged, Staged::Anonymous(..)))
+            .count();
+        assert!(anonymous <= MAX_ANONYMOUS, "{anonymous}");
+        assert!(count(&md.join("tmp")) >= 10, "the rest are named");
+        for p in held {
+            p.commit().unwrap();
+        }
+        assert_eq!(count(&md.join("new")), MAX_ANONYMOUS + 10);
+        assert_eq!(count(&md.join("tmp")), 0);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

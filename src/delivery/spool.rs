@@ -74,22 +74,40 @@ impl Spool {
     }
 }
 
-/// A new file in `dir` without a name: O_TMPFILE, or where the file system
-/// cannot do that, a named file unlinked at once. A missing directory is
-/// made.
-fn on_disk(dir: &Path) -> io::Result<File> {
-    let anonymous = OpenOptions::new()
-        .read(true)
+/// A new file in `dir` that has no name (O_TMPFILE, mode 0600), or `None`
+/// where the kernel or the file system cannot make one: EOPNOTSUPP, or
+/// EISDIR or EINVAL from kernels that do not know the flag.
+pub fn nameless_file(dir: &Path, read: bool) -> io::Result<Option<File>> {
+    let opened = OpenOptions::new()
+        .read(read)
         .write(true)
         .mode(0o600)
         .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
         .open(dir);
-    match anonymous {
-        Ok(file) => return Ok(file),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) => return Err(e),
-        // EOPNOTSUPP, or EISDIR from kernels that take O_TMPFILE for
-        // O_DIRECTORY, or a missing directory: the named way.
-        Err(_) => {}
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new file in `dir` without a name: O_TMPFILE, or where the file system
+/// cannot do that, a named file unlinked at once. A missing directory is
+/// made.
+fn on_disk(dir: &Path) -> io::Result<File> {
+    match nameless_file(dir, true) {
+        Ok(Some(file)) => return Ok(file),
+        // Unsupported, or a missing directory: made below.
+        Ok(None) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let mut made_dir = false;
     loop {

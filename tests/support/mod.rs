@@ -72,6 +72,20 @@ impl Server {
         Server::spawn(dir, config_path, cmd)
     }
 
+    /// A server with exactly this configuration text, allowed at most
+    /// `files` open file descriptors (`ulimit -n`).
+    pub fn start_config_with_file_limit(dir: tempfile::TempDir, text: &str, files: u32) -> Server {
+        let config_path = dir.path().join("mailroom.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut cmd = Command::new("sh");
+        // `exec` keeps the pid: the child is the server itself.
+        cmd.arg("-c").arg(format!(
+            "ulimit -n {files} && exec '{BIN}' --config '{}'",
+            config_path.display()
+        ));
+        Server::spawn(dir, config_path, cmd)
+    }
+
     /// A server in a mount namespace of its own (root only), where
     /// `binds` lists files bind-mounted over others (a test passwd over
     /// /etc/passwd, say) and `tmpfs` directories that get a small tmpfs of
