@@ -32,8 +32,8 @@ const READ_BUFFER: usize = 64 * 1024;
 const SPOOL_WRITE: usize = 64 * 1024;
 /// Replies queued beyond this are written at once.
 const WRITE_BUFFER: usize = 64 * 1024;
-/// A read may wait this much past its deadline, so that the socket's
-/// timeout is not set again before every read.
+/// A read may wait up to this much past its deadline, so that the socket's
+/// timeout need not be set again before every read.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
 /// A byte stream with settable timeouts: TCP, or TLS over it.
@@ -42,12 +42,53 @@ pub trait Transport: Read + Write {
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()>;
 }
 
-impl Transport for TcpStream {
+/// A client's TCP connection. Its read timeout is set in whole seconds and
+/// kept while the one asked for is at most [`TIMEOUT_SLACK`] shorter, so
+/// that the reads of a session (and of a TLS session over it) do not each
+/// cost a system call to set it.
+pub struct Socket {
+    tcp: TcpStream,
+    read_timeout: Option<Duration>,
+}
+
+impl Socket {
+    pub fn new(tcp: TcpStream) -> Socket {
+        Socket {
+            tcp,
+            read_timeout: None,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+impl Transport for Socket {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, Some(t))
+        let kept = self
+            .read_timeout
+            .is_some_and(|set| t <= set && set - t < TIMEOUT_SLACK);
+        if !kept {
+            let whole = Duration::from_secs(t.as_secs() + u64::from(t.subsec_nanos() > 0));
+            self.tcp.set_read_timeout(Some(whole))?;
+            self.read_timeout = Some(whole);
+        }
+        Ok(())
     }
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, Some(t))
+        self.tcp.set_write_timeout(Some(t))
     }
 }
 
@@ -140,8 +181,6 @@ struct Conn<S> {
     start: usize,
     end: usize,
     wbuf: Vec<u8>,
-    /// The read timeout last set on the stream.
-    read_timeout: Option<Duration>,
 }
 
 impl<S: Transport> Conn<S> {
@@ -152,7 +191,6 @@ impl<S: Transport> Conn<S> {
             start: 0,
             end: 0,
             wbuf: Vec::with_capacity(1024),
-            read_timeout: None,
         }
     }
 
@@ -197,14 +235,7 @@ impl<S: Transport> Conn<S> {
         if left.is_zero() {
             return Err(Stop::Timeout);
         }
-        let want = left.min(block);
-        let keep = self
-            .read_timeout
-            .is_some_and(|t| want <= t && want + TIMEOUT_SLACK > t);
-        if !keep {
-            self.stream.set_read_timeout(want)?;
-            self.read_timeout = Some(want);
-        }
+        self.stream.set_read_timeout(left.min(block))?;
         self.fill()
     }
 
@@ -287,7 +318,6 @@ impl<S: Transport> Conn<S> {
         }
         self.start = 0;
         self.end = 0;
-        self.read_timeout = None;
         let Stream::Plain(sock) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
             unreachable!("the session starts TLS only once");
         };
@@ -432,9 +462,20 @@ fn implicit_tls<S: Transport>(
         );
         return Err(Stop::Handshake);
     };
-    let deadline = Instant::now() + ctx.config.timeouts.command;
-    let info = conn.start_tls(config.clone(), deadline, &session.peer().addr)?;
+    upgrade(conn, session, ctx, config.clone())
+}
+
+/// Starts TLS, within the command timeout, and tells the session.
+fn upgrade<S: Transport>(
+    conn: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &Context,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<(), Stop> {
+    let timeout = ctx.config.timeouts.command;
+    let info = conn.start_tls(config, Instant::now() + timeout, &session.peer().addr)?;
     session.tls_started(info);
+    conn.stream.set_write_timeout(timeout)?;
     Ok(())
 }
 
@@ -468,10 +509,7 @@ fn drive<S: Transport>(
             Action::Close => return Ok(()),
             Action::StartTls => {
                 let config = ctx.tls.clone().expect("STARTTLS is offered only with TLS");
-                let deadline = Instant::now() + t.command;
-                let info = conn.start_tls(config, deadline, &session.peer().addr)?;
-                session.tls_started(info);
-                conn.stream.set_write_timeout(t.command)?;
+                upgrade(conn, session, ctx, config)?;
                 continue;
             }
             Action::ReceiveData => {

@@ -83,7 +83,7 @@ fn serve(job: Job, shared: &Shared) {
         tls: rt.tls.clone(),
         implicit_tls: listener.implicit_tls,
     };
-    conn::run(stream, session, &ctx);
+    conn::run(conn::Socket::new(stream), session, &ctx);
     log::info!("disconnect from [{peer}]");
     drop(ticket);
 }

@@ -219,11 +219,7 @@ impl Session {
         };
         if matches!(
             cmd,
-            Command::Mail { .. }
-                | Command::Rcpt { .. }
-                | Command::Data
-                | Command::Vrfy(_)
-                | Command::Expn(_)
+            Command::Mail { .. } | Command::Rcpt { .. } | Command::Vrfy(_) | Command::Expn(_)
         ) {
             if let Some(r) = self.tls_missing() {
                 return Response::reply(r);
@@ -451,6 +447,9 @@ impl Session {
 
     /// Checks common to DATA and the first BDAT.
     fn ready_for_body(&self) -> Result<(), Reply> {
+        if let Some(r) = self.tls_missing() {
+            return Err(r);
+        }
         if self.hello.is_none() {
             return Err(reply::bad_sequence("Error: send HELO/EHLO first"));
         }
@@ -500,10 +499,7 @@ impl Session {
                 },
             }
         };
-        if let Err(r) = self
-            .tls_missing()
-            .map_or_else(|| self.ready_for_body(), Err)
-        {
+        if let Err(r) = self.ready_for_body() {
             return discard(&mut self.pending, r);
         }
         let tx = self.tx.as_mut().expect("checked by ready_for_body");
