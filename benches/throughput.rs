@@ -9,6 +9,7 @@
 //! with 8 workers. Arguments after `--`:
 //!   `--workers N`             worker threads of the server (default 8)
 //!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
+//!   `--binary PATH`           another build of mailroom (a musl one, say)
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
 //! write). The mail is written under target/tmp, a disk, so fsync costs
@@ -105,7 +106,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, workers: usize) -> Server {
+    fn start(bin: &Path, dir: &Path, workers: usize) -> Server {
         std::fs::create_dir_all(dir).unwrap();
         let d = dir.display();
         let config = format!(
@@ -126,7 +127,7 @@ maildir = "{d}/mail/postmaster/Maildir"
         );
         let path = dir.join("mailroom.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .arg("--config")
             .arg(&path)
             .current_dir(dir)
@@ -278,8 +279,12 @@ struct Outcome {
     peak_rss: u64,
 }
 
-fn run(w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
-    let srv = Server::start(&base.join(format!("{n}-{}-{workers}", w.name)), workers);
+fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
+    let srv = Server::start(
+        bin,
+        &base.join(format!("{n}-{}-{workers}", w.name)),
+        workers,
+    );
     std::thread::sleep(Duration::from_millis(200));
     let (idle_rss, _) = srv.rss_kib();
     // Messages are made before the clock starts: the client's own work
@@ -427,6 +432,7 @@ fn main() {
     let mut workers = 8;
     let mut specs: Vec<String> = Vec::new();
     let mut scaling = false;
+    let mut bin = PathBuf::from(BIN);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -437,6 +443,11 @@ fn main() {
                     .expect("--workers N")
             }
             "--scaling" => scaling = true,
+            // Absolute: the server runs in its own directory.
+            "--binary" => {
+                let path = args.next().expect("--binary PATH");
+                bin = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            }
             // What cargo bench passes to every bench.
             "--bench" => {}
             s if s.contains(':') => specs.push(s.to_string()),
@@ -462,7 +473,7 @@ fn main() {
         }
     }
     for (i, (w, n)) in runs.iter().enumerate() {
-        let o = run(w, *n, &base, i);
+        let o = run(&bin, w, *n, &base, i);
         print_row(w, *n, &o);
     }
     let _ = std::fs::remove_dir_all(&base);
