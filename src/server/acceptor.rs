@@ -172,13 +172,7 @@ impl Acceptor {
         let rt = self.shared.runtime();
         let host = &rt.config.hostname;
         let ip = peer.ip().to_canonical();
-        // A TLS client cannot read a plain 421, and the acceptor must not
-        // wait for a handshake: such refusals just close.
-        let refuse = |stream, r: &Reply| {
-            if !listener.implicit_tls {
-                refuse(stream, r)
-            }
-        };
+        let refuse = |stream, r: &Reply| refuse(stream, &listener, r);
         let Some(tx) = &self.tx else {
             refuse(stream, &reply::shutting_down(host));
             return;
@@ -224,8 +218,13 @@ impl Acceptor {
     }
 }
 
-/// Best-effort 421 on a fresh socket, never blocking the acceptor for long.
-fn refuse(mut stream: TcpStream, r: &Reply) {
+/// Best-effort 421 on a fresh socket, never blocking for long. On an
+/// implicit TLS port the connection is just closed: a TLS client cannot
+/// read a plain reply, and nothing may wait for a handshake to send one.
+pub(super) fn refuse(mut stream: TcpStream, listener: &Listener, r: &Reply) {
+    if listener.implicit_tls {
+        return;
+    }
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     let mut out = Vec::new();

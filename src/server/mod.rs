@@ -304,17 +304,16 @@ impl Server {
                     .map_err(|e| StartError::System(format!("cannot listen on {}: {e}", l.addr)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let local_addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect();
-        for (a, (_, l)) in local_addrs.iter().zip(&listeners) {
+        let mut local_addrs: Vec<SocketAddr> = Vec::new();
+        for (socket, l) in &listeners {
+            let Ok(a) = socket.local_addr() else { continue };
             let kind = match (l.implicit_tls, l.require_tls) {
                 (true, _) => " (implicit TLS)",
                 (false, true) => " (TLS required)",
                 (false, false) => "",
             };
             log::info!("listening on {a}{kind}");
+            local_addrs.push(a);
         }
         let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
         let workers_n = config.server.workers;

@@ -7,7 +7,6 @@ use super::{Job, Shared};
 use crate::smtp::reply;
 use crate::smtp::session::{Peer, Session, TlsPolicy};
 use crossbeam_channel::Receiver;
-use std::io::Write;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -40,19 +39,18 @@ pub fn start(
 
 fn serve(job: Job, shared: &Shared) {
     let Job {
-        mut stream,
+        stream,
         peer,
         listener,
         ticket,
     } = job;
     let rt = shared.runtime();
     if shared.shutdown.load(Ordering::SeqCst) {
-        if listener.implicit_tls {
-            return;
-        }
-        let mut out = Vec::new();
-        reply::shutting_down(&rt.config.hostname).write_to(&mut out, true);
-        let _ = stream.write_all(&out);
+        super::acceptor::refuse(
+            stream,
+            &listener,
+            &reply::shutting_down(&rt.config.hostname),
+        );
         return;
     }
     let name = if rt.config.reverse_dns {
