@@ -26,6 +26,7 @@ use super::{
 };
 use crate::config::{Config, Store};
 use crate::smtp::address::{ForwardPath, Mailbox};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -78,16 +79,29 @@ struct Attempt {
     failed: Vec<Failed>,
     /// Pipe deliveries that ran (and cannot be taken back).
     pipes: usize,
-    /// The mailboxes of the staged copies, by device and inode: the same
-    /// ones however their paths are spelled.
-    held: HashSet<FileId>,
+    /// The mailboxes of the first `.0` staged copies, by device and
+    /// inode: the same ones however their paths are spelled. Worked out
+    /// only when another copy is tried, so that a message with one copy
+    /// costs no stat.
+    held: RefCell<(usize, HashSet<FileId>)>,
 }
 
 impl Attempt {
     /// Whether one of the staged copies is in the mailbox `t`.
     fn holds(&self, t: &Target) -> bool {
-        self.staged.iter().any(|(_, d, _)| d.target == *t)
-            || file_id(t).is_some_and(|id| self.held.contains(&id))
+        if self.staged.is_empty() {
+            return false;
+        }
+        if self.staged.iter().any(|(_, d, _)| d.target == *t) {
+            return true;
+        }
+        let mut held = self.held.borrow_mut();
+        let (counted, ids) = &mut *held;
+        for (_, d, _) in &self.staged[*counted..] {
+            ids.extend(file_id(&d.target));
+        }
+        *counted = self.staged.len();
+        file_id(t).is_some_and(|id| ids.contains(&id))
     }
 }
 
@@ -538,7 +552,6 @@ impl Local {
                     Ok(())
                 }
                 _ => self.stage(d, &sender, msg, deadline).map(|s| {
-                    a.held.extend(file_id(&d.target));
                     a.staged.push((r.address.clone(), d.clone(), s));
                 }),
             };

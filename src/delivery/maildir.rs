@@ -16,7 +16,7 @@
 
 use super::DeliveryError;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -141,7 +141,7 @@ fn prepare_as(
         attempts += 1;
     };
     let written = owned_by_us(dir).and_then(|()| {
-        write_and_sync(&file, prefix, body)
+        write_and_sync(&file, prefix, body, body_len)
             .map_err(|e| DeliveryError::io(&format!("writing a copy in {}", tmp_dir.display()), &e))
     });
     let staged = match slot {
@@ -234,12 +234,39 @@ pub fn revoke(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-fn write_and_sync(mut file: &File, prefix: &[u8], body: &File) -> io::Result<()> {
+fn write_and_sync(mut file: &File, prefix: &[u8], body: &File, len: u64) -> io::Result<()> {
     file.write_all(prefix)?;
-    let mut body = body;
-    body.rewind()?;
-    io::copy(&mut body, &mut file)?;
+    copy_body(body, len, file)?;
     file.sync_all()
+}
+
+/// Appends the first `len` bytes of `body` to `to` inside the kernel
+/// (sendfile with its own offset: the spool's position is left alone, and
+/// nothing is probed first, as `io::copy` would).
+fn copy_body(body: &File, len: u64, mut to: &File) -> io::Result<()> {
+    use nix::errno::Errno;
+    let mut offset: i64 = 0;
+    while (offset as u64) < len {
+        let want = (len - offset as u64).min(1 << 30) as usize;
+        match nix::sys::sendfile::sendfile(to, body, Some(&mut offset), want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the spooled message is shorter than it was",
+                ))
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            // A kernel or file system without sendfile between files.
+            Err(Errno::EINVAL | Errno::ENOSYS) if offset == 0 => {
+                let mut from = body;
+                from.rewind()?;
+                io::copy(&mut Read::take(from, len), &mut to)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Files in `tmp/` older than this are leftovers of a crash (the Maildir
@@ -393,6 +420,28 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_body_spooled_on_disk_is_copied_whole_for_each_copy() {
+        let root = tempdir("on-disk");
+        let mut spool = Spool::create(&root.join("spool")).unwrap();
+        let line: Vec<u8> = (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut body = Vec::new();
+        while (body.len() as u64) <= crate::delivery::spool::IN_MEMORY * 2 {
+            spool.write(&line).unwrap();
+            spool.write(b"\n").unwrap();
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+        }
+        let md = root.join("a/Maildir");
+        for _ in 0..2 {
+            let p = prepare_as(&md, b"X: y\n", spool.file(), "h", true).unwrap();
+            let got = std::fs::read(p.commit().unwrap()).unwrap();
+            assert_eq!(got.len(), body.len() + 5);
+            assert!(got.starts_with(b"X: y\n") && got[5..] == body[..]);
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 
