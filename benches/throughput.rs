@@ -10,13 +10,17 @@
 //!   `--workers N`             worker threads of the server (default 8)
 //!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
 //!   `--binary PATH`           another build of mailroom (a musl one, say)
+//!   `--no-wait`               start at once even if a run here deleted its
+//!                             mail less than five minutes ago (see below)
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
 //! write). The mail is written under target/tmp, a disk, so fsync costs
 //! what it costs. Each run gets a fresh directory and nothing is deleted
-//! until all have run: on ext4, new inodes are slow to allocate for a
-//! minute after many files were deleted, which would make every run pay
-//! for the one before.
+//! until all have run: on ext4 without a journal, new inodes are slow to
+//! allocate for a minute after many files were deleted (five while their
+//! blocks are dirty), which would make every run pay for the one before.
+//! For the same reason a benchmark started within five minutes of the
+//! previous one's clean-up first waits out the rest of those minutes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -432,6 +436,7 @@ fn main() {
     let mut workers = 8;
     let mut specs: Vec<String> = Vec::new();
     let mut scaling = false;
+    let mut wait = true;
     let mut bin = PathBuf::from(BIN);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -443,6 +448,7 @@ fn main() {
                     .expect("--workers N")
             }
             "--scaling" => scaling = true,
+            "--no-wait" => wait = false,
             // Absolute: the server runs in its own directory.
             "--binary" => {
                 let path = args.next().expect("--binary PATH");
@@ -455,6 +461,10 @@ fn main() {
         }
     }
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("throughput");
+    let stamp = base.with_extension("deleted");
+    if wait {
+        settle_after_deletion(&stamp);
+    }
     print_header();
     let mut runs: Vec<(Workload, usize)> = Vec::new();
     if scaling {
@@ -477,4 +487,29 @@ fn main() {
         print_row(w, *n, &o);
     }
     let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::write(&stamp, b"");
+}
+
+/// How long after a mass deletion new files stay slow to create (ext4
+/// without a journal skips inodes freed less than this long ago).
+const SETTLE: Duration = Duration::from_secs(300);
+
+/// Waits until `SETTLE` has passed since the clean-up `stamp` records.
+fn settle_after_deletion(stamp: &Path) {
+    let Some(age) = std::fs::metadata(stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+    else {
+        return;
+    };
+    if let Some(rest) = SETTLE.checked_sub(age) {
+        eprintln!(
+            "the previous run's mail was deleted {} s ago; waiting {} s more so that \
+             this run does not pay for it (--no-wait to skip)",
+            age.as_secs(),
+            rest.as_secs()
+        );
+        std::thread::sleep(rest);
+    }
 }
