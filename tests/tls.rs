@@ -556,6 +556,47 @@ fn sighup_reloads_the_certificate_for_new_sessions_only() {
     );
     let t = TlsClient::implicit(srv.addrs[1], client_config(&b.ca_der, TLS_BOTH));
     assert_eq!(t.served_cert(), b.leaf_der);
+    assert!(!srv.log().contains("tls.cert:"), "{}", srv.log());
+}
+
+#[test]
+fn an_expired_certificate_is_served_and_logged_at_start_and_reload() {
+    use rcgen::{CertificateParams, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("old.pem"), dir.path().join("old.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let text = base_config(dir.path(), "", "", &tables);
+    let srv = Server::start_config(dir, &text);
+    let warning = format!(
+        "tls.cert: {}: the certificate expired on Fri, 1 Jan 2021",
+        cert_path.display()
+    );
+    assert!(srv.wait_log(&warning), "{}", srv.log());
+
+    // Still offered and served: an opportunistic client may not check.
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.reply().code, 220);
+    let ehlo = c.expect("EHLO client.example", 250);
+    assert!(
+        ehlo.lines.iter().any(|l| l.contains("STARTTLS")),
+        "{ehlo:?}"
+    );
+    c.expect("STARTTLS", 220);
+
+    srv.signal("HUP");
+    assert!(srv.wait_log("configuration reloaded"), "{}", srv.log());
+    assert_eq!(srv.log().matches(&warning).count(), 2, "{}", srv.log());
 }
 
 /// Runs `mailroom --config` on a file expected to be refused; its stderr.

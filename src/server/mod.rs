@@ -8,6 +8,7 @@
 //! and nothing grows without bound.
 
 mod acceptor;
+mod cert;
 pub mod conn;
 mod pool;
 mod tls;

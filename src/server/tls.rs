@@ -44,6 +44,8 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
             files.key.display()
         )
     })?;
+    let warning = super::cert::validity(&chain[0])
+        .and_then(|v| super::cert::warning(&v, std::time::SystemTime::now()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -62,6 +64,10 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
                 files.key.display()
             ),
         })?;
+    // Served all the same: a client doing opportunistic TLS may not check.
+    if let Some(w) = warning {
+        log::warn!("tls.cert: {}: {w}", files.cert.display());
+    }
     Ok(Arc::new(config))
 }
 
