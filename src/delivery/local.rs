@@ -97,7 +97,7 @@ impl Attempt {
         }
         let mut held = self.held.borrow_mut();
         let (counted, ids) = &mut *held;
-        for (_, d, _) in &self.staged[*counted..] {
+        for (_, d, _) in self.staged.get(*counted..).unwrap_or_default() {
             ids.extend(file_id(&d.target));
         }
         *counted = self.staged.len();

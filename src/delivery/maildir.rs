@@ -245,23 +245,27 @@ fn write_and_sync(mut file: &File, prefix: &[u8], body: &File, len: u64) -> io::
 /// nothing is probed first, as `io::copy` would).
 fn copy_body(body: &File, len: u64, mut to: &File) -> io::Result<()> {
     use nix::errno::Errno;
-    let mut offset: i64 = 0;
+    let short = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the spooled message is shorter than it was",
+        )
+    };
+    // off_t: 32 bits on 32-bit targets without large-file support, where a
+    // body past 2 GiB fails here (EOVERFLOW) rather than being cut short.
+    let mut offset: nix::libc::off_t = 0;
     while (offset as u64) < len {
         let want = (len - offset as u64).min(1 << 30) as usize;
         match nix::sys::sendfile::sendfile(to, body, Some(&mut offset), want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the spooled message is shorter than it was",
-                ))
-            }
+            Ok(0) => return Err(short()),
             Ok(_) | Err(Errno::EINTR) => {}
-            // A kernel or file system without sendfile between files.
+            // A kernel or file without sendfile between files (EINVAL for
+            // one opened O_APPEND, say).
             Err(Errno::EINVAL | Errno::ENOSYS) if offset == 0 => {
                 let mut from = body;
                 from.rewind()?;
-                io::copy(&mut Read::take(from, len), &mut to)?;
-                return Ok(());
+                let copied = io::copy(&mut Read::take(from, len), &mut to)?;
+                return if copied == len { Ok(()) } else { Err(short()) };
             }
             Err(e) => return Err(e.into()),
         }
@@ -442,6 +446,29 @@ mod tests {
             assert_eq!(got.len(), body.len() + 5);
             assert!(got.starts_with(b"X: y\n") && got[5..] == body[..]);
         }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_file_sendfile_cannot_write_to_gets_the_body_by_reading() {
+        // sendfile refuses an O_APPEND output (EINVAL): the fallback.
+        let root = tempdir("fallback");
+        let mut spool = Spool::create(&root.join("spool")).unwrap();
+        spool.write(b"Subject: x\n\nbody\n").unwrap();
+        let path = root.join("out");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        copy_body(spool.file(), 17, &out).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"Subject: x\n\nbody\n");
+        // A spool shorter than its length is an error either way.
+        let err = copy_body(spool.file(), 18, &out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let plain = File::create(root.join("plain")).unwrap();
+        let err = copy_body(spool.file(), 18, &plain).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
