@@ -593,6 +593,28 @@ fn an_expired_certificate_is_served_and_logged_at_start_and_reload() {
         "{ehlo:?}"
     );
     c.expect("STARTTLS", 220);
+    if tool("openssl") {
+        // The handshake completes with that certificate, which the client
+        // finds expired.
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-starttls", "smtp", "-CAfile"])
+            .arg(&cert_path)
+            .arg("-connect")
+            .arg(srv.addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Verify return code: 10 (certificate has expired)"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     srv.signal("HUP");
     assert!(srv.wait_log("configuration reloaded"), "{}", srv.log());

@@ -22,9 +22,9 @@ pub fn warning(v: &Validity, now: SystemTime) -> Option<String> {
         Ok(d) => d.as_secs() as i64,
         Err(_) => return None,
     };
-    let date =
-        |t: i64| crate::smtp::trace::rfc5322_date(UNIX_EPOCH + Duration::from_secs(t as u64));
-    if now >= v.not_after {
+    let date = crate::smtp::trace::rfc5322_date_at;
+    // Both ends are inside the period (RFC 5280 4.1.2.5).
+    if now > v.not_after {
         Some(format!(
             "the certificate expired on {}; clients that check it will refuse it",
             date(v.not_after)
@@ -196,9 +196,19 @@ mod tests {
         );
         assert_eq!(warning(&v, at(2026, 11, 1)), None);
         let w = warning(&v, at(2026, 12, 10)).unwrap();
+        assert!(
+            w.contains("expires on Thu, 10 Dec 2026") && w.contains("in 0 days"),
+            "{w}"
+        );
+        let w = warning(&v, at(2026, 12, 10) + Duration::from_secs(1)).unwrap();
         assert!(w.contains("expired on Thu, 10 Dec 2026"), "{w}");
         let w = warning(&v, at(2019, 6, 1)).unwrap();
         assert!(w.contains("not valid until Wed, 1 Jan 2020"), "{w}");
+        // UTCTime 50 to 69 is before the epoch.
+        let old = validity(&cert((1950, 1, 1), (1969, 7, 20))).unwrap();
+        assert_eq!(old.not_after, days_from_civil(1969, 7, 20) * 86_400);
+        let w = warning(&old, at(2026, 12, 1)).unwrap();
+        assert!(w.contains("expired on Sun, 20 Jul 1969"), "{w}");
     }
 
     #[test]

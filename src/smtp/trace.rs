@@ -37,8 +37,13 @@ fn civil(now: SystemTime) -> Civil {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
+    civil_at(secs as i64)
+}
+
+/// `secs` since the epoch, before it too.
+fn civil_at(secs: i64) -> Civil {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400) as u64;
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -62,7 +67,15 @@ fn civil(now: SystemTime) -> Civil {
 
 /// `Sun, 22 Nov 2026 14:40:00 +0000` (RFC 5322 3.3).
 pub fn rfc5322_date(now: SystemTime) -> String {
-    let c = civil(now);
+    format_rfc5322(civil(now))
+}
+
+/// The same, for a time in seconds since the epoch (negative before it).
+pub fn rfc5322_date_at(secs: i64) -> String {
+    format_rfc5322(civil_at(secs))
+}
+
+fn format_rfc5322(c: Civil) -> String {
     format!(
         "{}, {} {} {} {:02}:{:02}:{:02} +0000",
         DAYS[c.weekday],
