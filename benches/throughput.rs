@@ -11,15 +11,15 @@
 //!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
 //!   `--binary PATH`           another build of mailroom (a musl one, say)
 //!   `--no-wait`               start at once even if a run here deleted its
-//!                             mail less than five minutes ago (see below)
+//!                             mail less than six minutes ago (see below)
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
 //! write). The mail is written under target/tmp, a disk, so fsync costs
 //! what it costs. Each run gets a fresh directory and nothing is deleted
 //! until all have run: on ext4 without a journal, new inodes are slow to
-//! allocate for a minute after many files were deleted (five while their
+//! allocate for a minute after many files were deleted (six while their
 //! blocks are dirty), which would make every run pay for the one before.
-//! For the same reason a benchmark started within five minutes of the
+//! For the same reason a benchmark started within six minutes of the
 //! previous one's clean-up first waits out the rest of those minutes.
 
 use std::io::{BufRead, BufReader, Write};
@@ -490,9 +490,10 @@ fn main() {
     let _ = std::fs::write(&stamp, b"");
 }
 
-/// How long after a mass deletion new files stay slow to create (ext4
-/// without a journal skips inodes freed less than this long ago).
-const SETTLE: Duration = Duration::from_secs(300);
+/// How long after a mass deletion new files stay slow to create: ext4
+/// without a journal skips inodes freed less than 60 s ago, 360 s while
+/// their inode table block is dirty (`recently_deleted` in ialloc.c).
+const SETTLE: Duration = Duration::from_secs(360);
 
 /// Waits until `SETTLE` has passed since the clean-up `stamp` records.
 fn settle_after_deletion(stamp: &Path) {
