@@ -138,7 +138,17 @@ impl Acceptor {
     fn signals(&mut self) {
         for sig in self.signals.pending() {
             match sig {
-                SIGHUP => self.shared.reload(),
+                // The new configuration is swapped in only at the end of a
+                // reload, so a panic part-way keeps the old one; caught
+                // here, it cannot stop the accepting either.
+                SIGHUP => {
+                    let shared = &self.shared;
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.reload()))
+                        .is_err()
+                    {
+                        log::error!("reload failed (a bug), keeping the old configuration");
+                    }
+                }
                 _ if self.shared.shutdown.load(Ordering::SeqCst) => {
                     log::warn!("signal {sig} again: closing every connection now");
                     self.shared.force.store(true, Ordering::SeqCst);
