@@ -25,10 +25,14 @@ pub fn start(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
+                    let mut buffers = conn::Buffers::default();
                     // The channel closes when the acceptor stops.
                     for job in rx.iter() {
                         let peer = job.peer;
-                        if catch_unwind(AssertUnwindSafe(|| serve(job, &shared))).is_err() {
+                        // After a panic the buffers may be gone: the next
+                        // session makes new ones.
+                        let work = AssertUnwindSafe(|| serve(job, &shared, &mut buffers));
+                        if catch_unwind(work).is_err() {
                             log::error!("session with {peer} panicked; the worker carries on");
                         }
                     }
@@ -37,7 +41,7 @@ pub fn start(
         .collect()
 }
 
-fn serve(job: Job, shared: &Shared) {
+fn serve(job: Job, shared: &Shared, buffers: &mut conn::Buffers) {
     let Job {
         stream,
         peer,
@@ -81,7 +85,7 @@ fn serve(job: Job, shared: &Shared) {
         tls: rt.tls.clone(),
         implicit_tls: listener.implicit_tls,
     };
-    conn::run(conn::Socket::new(stream), session, &ctx);
+    conn::run(conn::Socket::new(stream), session, &ctx, buffers);
     log::info!("disconnect from [{peer}]");
     drop(ticket);
 }
