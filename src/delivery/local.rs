@@ -282,7 +282,10 @@ impl Local {
         deadline: Instant,
     ) -> Result<Staged, DeliveryError> {
         let prefix = prefix(sender, d);
-        let from_line = mbox::from_line(sender, SystemTime::now());
+        let from_line = match d.target {
+            Target::Mbox(_) => mbox::from_line(sender, SystemTime::now()),
+            _ => String::new(),
+        };
         let opts = mbox::Options {
             lock_wait: self.config.timeouts.mbox_lock.min(left(deadline)?),
             ..mbox::Options::default()
@@ -388,10 +391,8 @@ impl Local {
     /// True the first time this process delivers to a Maildir (whose
     /// `tmp/` is then cleaned).
     fn first_sight(&self, dir: &Path) -> bool {
-        self.cleaned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_path_buf())
+        let mut cleaned = self.cleaned.lock().unwrap_or_else(|e| e.into_inner());
+        !cleaned.contains(dir) && cleaned.insert(dir.to_path_buf())
     }
 
     /// Clears a journal slot whose append is settled and returns it.

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write;
 
 /// An RFC 3463 enhanced status code, `class.subject.detail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +75,11 @@ impl Reply {
         for (i, text) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
             let code = self.code;
-            match self.enhanced.filter(|_| enhanced) {
-                Some(e) => out.extend_from_slice(format!("{code}{sep}{e} {text}\r\n").as_bytes()),
-                None => out.extend_from_slice(format!("{code}{sep}{text}\r\n").as_bytes()),
-            }
+            // Straight into `out`: writing to a Vec cannot fail.
+            let _ = match self.enhanced.filter(|_| enhanced) {
+                Some(e) => write!(out, "{code}{sep}{e} {text}\r\n"),
+                None => write!(out, "{code}{sep}{text}\r\n"),
+            };
         }
     }
 
