@@ -596,23 +596,10 @@ fn an_expired_certificate_is_served_and_logged_at_start_and_reload() {
     if tool("openssl") {
         // The handshake completes with that certificate, which the client
         // finds expired.
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-starttls", "smtp", "-CAfile"])
-            .arg(&cert_path)
-            .arg("-connect")
-            .arg(srv.addr.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let (out, err) = openssl_starttls(srv.addr, &cert_path, &[], b"QUIT\r\n");
         assert!(
-            text.contains("Verify return code: 10 (certificate has expired)"),
-            "{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.contains("Verify return code: 10 (certificate has expired)"),
+            "{out}\n{err}"
         );
     }
 
@@ -700,44 +687,42 @@ fn lettre_starttls_and_implicit_tls() {
     }
 }
 
+/// Runs `openssl s_client -starttls smtp` against `addr`, trusting `ca`,
+/// with `input` on its standard input; its stdout and stderr.
+fn openssl_starttls(addr: SocketAddr, ca: &Path, args: &[&str], input: &[u8]) -> (String, String) {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-starttls", "smtp"])
+        .args(args)
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-connect")
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn openssl_s_client_starttls() {
     if !tool("openssl") {
         return;
     }
     let (srv, pki) = tls_server();
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-quiet",
-            "-verify_return_error",
-            "-starttls",
-            "smtp",
-            "-verify_hostname",
-            "localhost",
-        ])
-        .arg("-CAfile")
-        .arg(&pki.ca)
-        .arg("-connect")
-        .arg(srv.addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"EHLO openssl.client.example\r\nMAIL FROM:<s@client.example>\r\nRCPT TO:<alice@test.example>\r\nDATA\r\nSubject: openssl\r\n\r\nhi\r\n.\r\nQUIT\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("250 2.0.0 Ok: queued as"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (text, err) = openssl_starttls(
+        srv.addr,
+        &pki.ca,
+        &["-quiet", "-verify_return_error", "-verify_hostname", "localhost"],
+        b"EHLO openssl.client.example\r\nMAIL FROM:<s@client.example>\r\nRCPT TO:<alice@test.example>\r\nDATA\r\nSubject: openssl\r\n\r\nhi\r\n.\r\nQUIT\r\n",
     );
+    assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}\n{err}");
     assert!(!text.contains("STARTTLS"), "offered again: {text}");
     assert!(received(&by_subject(&srv, "openssl")).contains("with ESMTPS"));
 }
