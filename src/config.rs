@@ -7,6 +7,7 @@
 //! `etc/mailroom.toml`; a test keeps the two in step.
 
 use crate::smtp::data::BareNewline;
+use crate::smtp::session;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -368,6 +369,22 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         raw.validate(file)
+    }
+
+    /// What a session needs of this configuration.
+    pub fn session_settings(&self) -> session::Settings {
+        session::Settings {
+            hostname: self.hostname.clone(),
+            default_domain: self.local_domains.first().unwrap_or(&self.hostname).clone(),
+            strict_helo: self.strict_helo,
+            vrfy: self.vrfy,
+            expn: self.expn,
+            limits: session::Limits {
+                max_message_size: self.server.max_message_size,
+                max_recipients: self.server.max_recipients,
+                max_command_line: self.server.max_command_line,
+            },
+        }
     }
 
     /// True if `domain` is one of ours (ASCII case-insensitive).

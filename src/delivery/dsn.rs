@@ -6,12 +6,10 @@
 //! that are not ASCII use the RFC 6533 `global` types. Composing is pure;
 //! [`read_header`] is the one read it needs.
 
+use crate::smtp::trace::{rfc5322_date, UnixTime};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
-use std::time::SystemTime;
-
-use crate::smtp::trace::rfc5322_date;
 
 /// The most of the original header returned.
 pub const MAX_HEADER: usize = 64 * 1024;
@@ -40,8 +38,8 @@ pub struct Report<'a> {
     pub original_id: &'a str,
     /// Who the notification goes to: the message's sender.
     pub to: &'a str,
-    pub arrival: SystemTime,
-    pub now: SystemTime,
+    pub arrival: UnixTime,
+    pub now: UnixTime,
     pub failed: &'a [Failed],
     /// The original message's header, LF line ends.
     pub header: &'a [u8],
@@ -208,19 +206,9 @@ pub fn read_header(body: &File) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The status a delivery error is reported with.
-pub fn status(kind: super::Failure) -> &'static str {
-    match kind {
-        super::Failure::DiskFull => "4.3.1",
-        super::Failure::Temporary => "4.3.0",
-        super::Failure::Permanent => "5.3.0",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn report<'a>(failed: &'a [Failed], header: &'a [u8]) -> Report<'a> {
         Report {
@@ -228,8 +216,8 @@ mod tests {
             id: "BOUNCE1",
             original_id: "ORIG1",
             to: "sender@example.org",
-            arrival: UNIX_EPOCH + Duration::from_secs(1_795_358_400),
-            now: UNIX_EPOCH + Duration::from_secs(1_795_358_401),
+            arrival: UnixTime::from_secs(1_795_358_400),
+            now: UnixTime::from_secs(1_795_358_401),
             failed,
             header,
         }

@@ -16,7 +16,7 @@
 //! the socket is its signal); the server bounds each step. Failures come
 //! back as the exit status (sysexits) with the reason on standard error.
 
-use super::{maildir, mbox, Account, DeliveryError, Failure};
+use super::{io_error, maildir, mbox, Account, DeliveryError, Failure};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::AsFd;
@@ -71,11 +71,9 @@ pub fn prepare(
     deadline: Instant,
     journal: &mut dyn FnMut(u64) -> Result<(), DeliveryError>,
 ) -> Result<Staged, DeliveryError> {
-    let mut input = body
-        .try_clone()
-        .map_err(|e| DeliveryError::io("spool", &e))?;
-    input.rewind().map_err(|e| DeliveryError::io("spool", &e))?;
-    let (ours, theirs) = UnixStream::pair().map_err(|e| DeliveryError::io("socketpair", &e))?;
+    let mut input = body.try_clone().map_err(|e| io_error("spool", &e))?;
+    input.rewind().map_err(|e| io_error("spool", &e))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| io_error("socketpair", &e))?;
     let mut cmd = Command::new(SELF);
     cmd.arg("--deliver")
         .arg(account.uid.to_string())
@@ -115,7 +113,7 @@ pub fn prepare(
     // The command holds the helper's end of the socket: close it here, or
     // the helper's exit would never read as the end of the conversation.
     drop(cmd);
-    let child = child.map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
+    let child = child.map_err(|e| io_error("starting the delivery helper", &e))?;
     let mut staged = Staged {
         child,
         conn: BufReader::new(ours),
@@ -166,7 +164,7 @@ impl Staged {
         self.conn
             .get_mut()
             .write_all(format!("{word}\n").as_bytes())
-            .map_err(|e| DeliveryError::io("talking to the delivery helper", &e))
+            .map_err(|e| io_error("talking to the delivery helper", &e))
     }
 
     /// The helper's next line, or `None` at its end or at the deadline.
@@ -262,7 +260,7 @@ pub fn recover(
         .env_clear()
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| DeliveryError::io("starting the delivery helper", &e))?;
+        .map_err(|e| io_error("starting the delivery helper", &e))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {

@@ -11,7 +11,7 @@
 //! reused from one delivery to the next, so that a journaled append costs
 //! two small fdatasyncs and no directory changes.
 
-use super::{Account, DeliveryError};
+use super::{io_error, Account, DeliveryError};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -137,7 +137,7 @@ impl Journal {
         if let Some(s) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(s);
         }
-        let fail = |e: io::Error| DeliveryError::io(&format!("journal {}", self.dir.display()), &e);
+        let fail = |e: io::Error| io_error(&format!("journal {}", self.dir.display()), &e);
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -198,7 +198,7 @@ impl Slot {
             .write_all_at(&bytes, 0)
             .and_then(|()| self.file.set_len(bytes.len() as u64))
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| DeliveryError::io(&format!("journal {}", self.path.display()), &e))
+            .map_err(|e| io_error(&format!("journal {}", self.path.display()), &e))
     }
 
     /// Clears the record durably: the append it described is settled.
@@ -209,7 +209,7 @@ impl Slot {
         self.file
             .set_len(0)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| DeliveryError::io(&format!("journal {}", self.path.display()), &e))?;
+            .map_err(|e| io_error(&format!("journal {}", self.path.display()), &e))?;
         self.record = None;
         Ok(())
     }

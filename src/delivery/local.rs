@@ -24,14 +24,16 @@ use super::{
     dsn, helper, maildir, mbox, pipe, spool, Account, Delivery, DeliveryError, Dest, Failure,
     Lookup, Message, Recipient, RunAs, Target,
 };
+use crate::clock::SYSTEM;
 use crate::config::{Config, Store};
 use crate::smtp::address::{ForwardPath, Mailbox};
+use crate::smtp::trace::Clock;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub struct Local {
     config: Arc<Config>,
@@ -283,7 +285,7 @@ impl Local {
     ) -> Result<Staged, DeliveryError> {
         let prefix = prefix(sender, d);
         let from_line = match d.target {
-            Target::Mbox(_) => mbox::from_line(sender, SystemTime::now()),
+            Target::Mbox(_) => mbox::from_line(sender, SYSTEM.now()),
             _ => String::new(),
         };
         let opts = mbox::Options {
@@ -567,7 +569,7 @@ impl Local {
                     recipient: d.address.clone(),
                     original: r.address.clone(),
                     notify: sender,
-                    status: dsn::status(error.kind),
+                    status: error.kind.status(),
                     error,
                 });
             }
@@ -676,8 +678,8 @@ impl Local {
                     diagnostic: f.error.reason.clone(),
                 })
                 .collect();
-            let now = SystemTime::now();
-            let id = crate::smtp::trace::queue_id(now);
+            let now = SYSTEM.now();
+            let id = SYSTEM.queue_id();
             let text = dsn::compose(&dsn::Report {
                 hostname: &self.config.hostname,
                 id: &id,
@@ -743,7 +745,7 @@ impl Local {
                         recipient: d.address.clone(),
                         original,
                         notify: d.sender.clone().unwrap_or_default(),
-                        status: dsn::status(error.kind),
+                        status: error.kind.status(),
                         error,
                     });
                 }

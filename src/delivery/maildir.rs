@@ -14,7 +14,7 @@
 //! that a message for several mailboxes is written everywhere before it is
 //! made visible anywhere: if one copy cannot be written, none is delivered.
 
-use super::DeliveryError;
+use super::{io_error, DeliveryError};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -97,10 +97,7 @@ fn prepare_as(
     hostname: &str,
     anonymous: bool,
 ) -> Result<Prepared, DeliveryError> {
-    let body_len = body
-        .metadata()
-        .map_err(|e| DeliveryError::io("spool", &e))?
-        .len();
+    let body_len = body.metadata().map_err(|e| io_error("spool", &e))?.len();
     let size = prefix.len() as u64 + body_len;
     let tmp_dir = dir.join("tmp");
     let mut slot = if anonymous { Slot::take() } else { None };
@@ -126,13 +123,12 @@ fn prepare_as(
         match opened {
             Ok(f) => break (name, f),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts == 0 => {
-                create(dir).map_err(|e| {
-                    DeliveryError::io(&format!("creating Maildir {}", dir.display()), &e)
-                })?;
+                create(dir)
+                    .map_err(|e| io_error(&format!("creating Maildir {}", dir.display()), &e))?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 5 => {}
             Err(e) => {
-                return Err(DeliveryError::io(
+                return Err(io_error(
                     &format!("creating a copy in {}", tmp_dir.display()),
                     &e,
                 ))
@@ -142,7 +138,7 @@ fn prepare_as(
     };
     let written = owned_by_us(dir).and_then(|()| {
         write_and_sync(&file, prefix, body, body_len)
-            .map_err(|e| DeliveryError::io(&format!("writing a copy in {}", tmp_dir.display()), &e))
+            .map_err(|e| io_error(&format!("writing a copy in {}", tmp_dir.display()), &e))
     });
     let staged = match slot {
         Some(slot) => Staged::Anonymous(file, slot),
@@ -162,7 +158,7 @@ fn prepare_as(
 /// safe_open, refuse it.
 fn owned_by_us(dir: &Path) -> Result<(), DeliveryError> {
     let owner = std::fs::metadata(dir)
-        .map_err(|e| DeliveryError::io(&format!("checking {}", dir.display()), &e))?
+        .map_err(|e| io_error(&format!("checking {}", dir.display()), &e))?
         .uid();
     let us = nix::unistd::geteuid().as_raw();
     if owner != us {
@@ -200,14 +196,11 @@ impl Prepared {
             }
         };
         self.done = true;
-        linked.map_err(|e| DeliveryError::io(&format!("linking {}", self.new.display()), &e))?;
+        linked.map_err(|e| io_error(&format!("linking {}", self.new.display()), &e))?;
         let synced = File::open(self.dir.join("new")).and_then(|d| d.sync_all());
         if let Err(e) = synced {
             let _ = std::fs::remove_file(&self.new);
-            return Err(DeliveryError::io(
-                &format!("syncing {}/new", self.dir.display()),
-                &e,
-            ));
+            return Err(io_error(&format!("syncing {}/new", self.dir.display()), &e));
         }
         Ok(self.new.clone())
     }

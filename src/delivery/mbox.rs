@@ -19,7 +19,8 @@
 //! length to journal, so that a crash in between can be undone at the next
 //! start ([`recover`]).
 
-use super::DeliveryError;
+use super::{io_error, DeliveryError};
+use crate::smtp::trace::UnixTime;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use std::fs::{File, OpenOptions};
@@ -49,7 +50,7 @@ impl Default for Options {
 }
 
 /// The `From ` line that starts a message (with its LF).
-pub fn from_line(sender: &str, date: SystemTime) -> String {
+pub fn from_line(sender: &str, date: UnixTime) -> String {
     let sender = if sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -89,7 +90,7 @@ pub fn prepare(
     let mut file = file.expect("created if missing");
     let orig = file
         .seek(SeekFrom::End(0))
-        .map_err(|e| DeliveryError::io(&format!("{}", path.display()), &e))?;
+        .map_err(|e| io_error(&format!("{}", path.display()), &e))?;
     journal(orig)?;
     let prepared = Prepared {
         file,
@@ -100,10 +101,7 @@ pub fn prepare(
     };
     if let Err(e) = append(&prepared.file, orig, from_line, prefix, body) {
         // Dropping it truncates the mailbox back.
-        return Err(DeliveryError::io(
-            &format!("appending to {}", path.display()),
-            &e,
-        ));
+        return Err(io_error(&format!("appending to {}", path.display()), &e));
     }
     Ok(prepared)
 }
@@ -131,7 +129,7 @@ impl Prepared {
                     self.path.display(),
                     self.orig
                 );
-                DeliveryError::io(&format!("truncating {}", self.path.display()), &e)
+                io_error(&format!("truncating {}", self.path.display()), &e)
             })
     }
 }
@@ -169,7 +167,7 @@ pub fn recover(
     let Some(file) = file else {
         return Ok(Recovery::Clean);
     };
-    let ctx = |e: io::Error| DeliveryError::io(&format!("recovering {}", path.display()), &e);
+    let ctx = |e: io::Error| io_error(&format!("recovering {}", path.display()), &e);
     let len = file.metadata().map_err(ctx)?.len();
     if len <= orig {
         return Ok(Recovery::Clean);
@@ -206,8 +204,7 @@ fn open_locked(
     create: bool,
     opts: &Options,
 ) -> Result<(Option<File>, Option<DotLock>), DeliveryError> {
-    let ctx =
-        |what: &str, e: &io::Error| DeliveryError::io(&format!("{what} {}", path.display()), e);
+    let ctx = |what: &str, e: &io::Error| io_error(&format!("{what} {}", path.display()), e);
     let deadline = Instant::now() + opts.lock_wait;
     let open = |new: bool| {
         OpenOptions::new()
@@ -239,7 +236,7 @@ fn open_locked(
                 }
             }
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(DeliveryError::io(
+                return Err(io_error(
                     &format!(
                         "{} is a symbolic link; refusing to follow it",
                         path.display()
@@ -319,12 +316,7 @@ fn lock(
             match fcntl_lock(file) {
                 Ok(true) => return Ok(held),
                 Ok(false) => {}
-                Err(e) => {
-                    return Err(DeliveryError::io(
-                        &format!("locking {}", path.display()),
-                        &e,
-                    ))
-                }
+                Err(e) => return Err(io_error(&format!("locking {}", path.display()), &e)),
             }
             // Never hold one lock while waiting for the other.
             drop(held);

@@ -17,14 +17,15 @@ pub mod spool;
 
 pub use local::Local;
 
+pub use crate::smtp::failure::{DeliveryError, Failure};
+
 use crate::config::Config;
 use crate::smtp::address::{Domain, ForwardPath};
-use std::fmt;
+use crate::smtp::trace::UnixTime;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 /// Where one copy of a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,59 +104,30 @@ pub struct Missing {
     pub sender: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    Local(Recipient),
-    /// A local domain, but no such user: 550 5.1.1 at RCPT time.
-    UnknownUser,
-    /// Not one of our domains: we do not relay.
-    NotLocal,
-    /// Alias expansion loops; the text shows the chain.
-    Loop(String),
-    /// An alias leads to a remote address, which cannot be relayed yet.
-    Remote(String),
-    /// The recipient cannot be resolved now (an unreadable include file,
-    /// say); the client should try again later.
-    TempFail(String),
-    /// Its expansion names something it may not (a command in an include
-    /// file, say): refused, with the reason logged.
-    Refused(String),
-}
+/// Who a recipient is, as the session asks it.
+pub type Lookup = crate::smtp::session::Lookup<Recipient>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Temporary,
-    /// Temporary, because the disk or a quota is full (452 4.3.1).
-    DiskFull,
-    Permanent,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryError {
-    pub kind: Failure,
-    pub reason: String,
-}
-
-impl DeliveryError {
-    /// Classifies an IO error. A full disk or quota is temporary and said
-    /// so; any other local error is temporary too, because an administrator
-    /// can fix it and the client will retry.
-    pub fn io(context: &str, err: &io::Error) -> DeliveryError {
-        let kind = match err.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Failure::DiskFull,
-            _ => Failure::Temporary,
-        };
-        DeliveryError {
-            kind,
-            reason: format!("{context}: {err}"),
-        }
+impl crate::smtp::session::Resolved for Recipient {
+    fn address(&self) -> &str {
+        &self.address
+    }
+    fn full_name(&self) -> Option<&str> {
+        self.full_name.as_deref()
+    }
+    fn members(&self) -> impl Iterator<Item = &str> {
+        self.dests.iter().map(|d| d.address.as_str())
     }
 }
 
-impl fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
+/// Classifies an IO error. A full disk or quota is temporary and said so;
+/// any other local error is temporary too, because an administrator can
+/// fix it and the client will retry.
+pub fn io_error(context: &str, err: &io::Error) -> DeliveryError {
+    let kind = match err.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Failure::DiskFull,
+        _ => Failure::Temporary,
+    };
+    DeliveryError::new(kind, format!("{context}: {err}"))
 }
 
 /// An accepted message on its way to the mailboxes.
@@ -167,7 +139,7 @@ pub struct Message<'a> {
     /// The spooled message, starting with our `Received:` field.
     pub body: &'a File,
     /// When it arrived.
-    pub received: SystemTime,
+    pub received: UnixTime,
 }
 
 pub trait Delivery: Send + Sync {

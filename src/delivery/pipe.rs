@@ -5,7 +5,7 @@
 //! Exit status 0 is success, 75 (EX_TEMPFAIL) a temporary failure, anything
 //! else a permanent one.
 
-use super::{Account, DeliveryError, Failure};
+use super::{io_error, Account, DeliveryError, Failure};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
@@ -95,7 +95,7 @@ pub fn run(
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Err(DeliveryError::io("starting the command", &e)),
+        Err(e) => return Err(io_error("starting the command", &e)),
     };
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut feed = Feed {
@@ -120,7 +120,7 @@ pub fn run(
         }
         Err((context, e)) => {
             let _ = child.wait();
-            return Err(DeliveryError::io(context, &e));
+            return Err(io_error(context, &e));
         }
     };
     drop(feed);

@@ -3,6 +3,7 @@
 //! that loading an expired certificate, or one about to expire, is logged
 //! instead of being found out by the first client that checks.
 
+use crate::smtp::trace::UnixTime;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// certbot renews 30 days ahead, so a certificate this close to its end
@@ -22,7 +23,7 @@ pub fn warning(v: &Validity, now: SystemTime) -> Option<String> {
         Ok(d) => d.as_secs() as i64,
         Err(_) => return None,
     };
-    let date = crate::smtp::trace::rfc5322_date_at;
+    let date = |secs| crate::smtp::trace::rfc5322_date(UnixTime::from_secs(secs));
     // Both ends are inside the period (RFC 5280 4.1.2.5).
     if now > v.not_after {
         Some(format!(
@@ -170,7 +171,7 @@ mod tests {
         assert_eq!(days_from_civil(2026, 12, 1), 20_788);
         assert_eq!(days_from_civil(1969, 12, 31), -1);
         assert_eq!(
-            crate::smtp::trace::rfc5322_date(at(2024, 2, 29)),
+            crate::smtp::trace::rfc5322_date(crate::clock::unix_time(at(2024, 2, 29))),
             "Thu, 29 Feb 2024 00:00:00 +0000"
         );
     }

@@ -8,8 +8,10 @@
 //! and nothing grows without bound.
 
 mod acceptor;
+mod body;
 mod cert;
 pub mod conn;
+mod driver;
 mod pool;
 mod tls;
 
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 /// take a snapshot when they start and keep it to their end.
 pub struct Runtime {
     pub config: Arc<Config>,
+    /// What sessions read of the configuration.
+    pub settings: Arc<crate::smtp::session::Settings>,
     pub delivery: Arc<delivery::Local>,
     /// Loaded from `[tls]`: read again on each reload, so a renewed
     /// certificate reaches new sessions.
@@ -59,6 +63,7 @@ impl Runtime {
         }
         Ok(Runtime {
             delivery: Arc::new(delivery),
+            settings: Arc::new(config.session_settings()),
             config,
             tls,
         })

@@ -2,10 +2,13 @@
 //! at a time from the acceptor's channel and running its session to the
 //! end. A panic in one session is caught and logged; the worker carries on.
 
-use super::conn::{self, Context};
+use super::conn::Socket;
+use super::driver::{self, Buffers, Context};
 use super::{Job, Shared};
+use crate::clock::SYSTEM;
+use crate::smtp::peer::Peer;
 use crate::smtp::reply;
-use crate::smtp::session::{Peer, Session, TlsPolicy};
+use crate::smtp::session::{Session, TlsPolicy};
 use crossbeam_channel::Receiver;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,7 +28,7 @@ pub fn start(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    let mut buffers = conn::Buffers::default();
+                    let mut buffers = Buffers::default();
                     // The channel closes when the acceptor stops.
                     for job in rx.iter() {
                         let peer = job.peer;
@@ -41,7 +44,7 @@ pub fn start(
         .collect()
 }
 
-fn serve(job: Job, shared: &Shared, buffers: &mut conn::Buffers) {
+fn serve(job: Job, shared: &Shared, buffers: &mut Buffers) {
     let Job {
         stream,
         peer,
@@ -72,9 +75,9 @@ fn serve(job: Job, shared: &Shared, buffers: &mut conn::Buffers) {
         require: listener.require_tls,
     };
     let session = Session::new(
-        rt.config.clone(),
-        rt.delivery.clone(),
-        Peer { addr: peer, name },
+        rt.settings.clone(),
+        &SYSTEM,
+        Peer::Tcp { addr: peer, name },
         policy,
     );
     let ctx = Context {
@@ -85,7 +88,7 @@ fn serve(job: Job, shared: &Shared, buffers: &mut conn::Buffers) {
         tls: rt.tls.clone(),
         implicit_tls: listener.implicit_tls,
     };
-    conn::run(conn::Socket::new(stream), session, &ctx, buffers);
+    driver::run(Socket::new(stream), session, &ctx, buffers);
     log::info!("disconnect from [{peer}]");
     drop(ticket);
 }

@@ -8,8 +8,8 @@
 //! missing angle brackets, source routes) are accepted on purpose, since
 //! rejecting them only breaks old clients without protecting anything.
 
-use std::fmt::{self, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use core::fmt::{self, Write as _};
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 const MAX_LOCAL: usize = 64;
 const MAX_DOMAIN: usize = 255;

@@ -1,10 +1,15 @@
 //! The SMTP protocol as pure code: command parsing, addresses, replies, the
-//! session state machine and the body decoder. Nothing here touches a
-//! socket or a file.
+//! line framer, the body decoder, trace fields and the session state
+//! machine. Nothing here touches a socket, a file, a process or the clock,
+//! and nothing here imports the rest of the crate: the driver in `server`
+//! does the IO and hands the results in (`tests/layering.rs` holds this).
 
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod failure;
+pub mod line;
+pub mod peer;
 pub mod reply;
 pub mod session;
 pub mod trace;

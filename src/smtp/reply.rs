@@ -6,8 +6,7 @@
 //! can ever break the reply framing or inject a second reply line.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::io::Write;
+use std::fmt::{self, Write as _};
 
 /// An RFC 3463 enhanced status code, `class.subject.detail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +71,7 @@ impl Reply {
     /// enhanced status codes (RFC 2034: only once the client used EHLO).
     pub fn write_to(&self, out: &mut Vec<u8>, enhanced: bool) {
         let last = self.lines.len() - 1;
+        let mut out = Bytes(out);
         for (i, text) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
             let code = self.code;
@@ -88,6 +88,16 @@ impl Reply {
         let mut out = Vec::new();
         self.write_to(&mut out, enhanced);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Formatted text appended to a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 

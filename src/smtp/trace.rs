@@ -1,19 +1,40 @@
 //! Trace information: queue ids, RFC 5322 dates and the `Received:` field
 //! (RFC 5321 4.4). Dates are written in UTC (`+0000`), which RFC 5322 allows
 //! and which needs no time zone database on a small box.
+//!
+//! Nothing here reads a clock: the time and the ids come in from outside
+//! through [`Clock`], as rustls takes its time from a `TimeProvider`, so
+//! that the server uses the system's clock and a test replays exactly.
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use super::peer::Peer;
+use core::net::IpAddr;
 
-static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+/// A moment, as seconds and microseconds since the Unix epoch (negative
+/// seconds before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct UnixTime {
+    pub secs: i64,
+    pub micros: u32,
+}
 
-/// A new queue id: time in microseconds and a per-process sequence number,
-/// so ids sort by arrival and never repeat within one process.
-pub fn queue_id(now: SystemTime) -> String {
-    let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) & 0xffff;
-    format!("{:09X}{:05X}{:04X}", t.as_secs(), t.subsec_micros(), seq)
+impl UnixTime {
+    pub const fn from_secs(secs: i64) -> UnixTime {
+        UnixTime { secs, micros: 0 }
+    }
+}
+
+/// Where the protocol core gets the time and new queue ids.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> UnixTime;
+    /// A queue id never given before by this process (see [`queue_id`]).
+    fn queue_id(&self) -> String;
+}
+
+/// A queue id: the time in microseconds and a sequence number, so that ids
+/// sort by arrival; `seq` must differ between ids made in one microsecond.
+pub fn queue_id(now: UnixTime, seq: u32) -> String {
+    let secs = now.secs.max(0) as u64;
+    format!("{secs:09X}{:05X}{:04X}", now.micros, seq & 0xffff)
 }
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -32,16 +53,8 @@ struct Civil {
     second: u64,
 }
 
-fn civil(now: SystemTime) -> Civil {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    civil_at(secs as i64)
-}
-
 /// `secs` since the epoch, before it too.
-fn civil_at(secs: i64) -> Civil {
+fn civil(secs: i64) -> Civil {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400) as u64;
     // Howard Hinnant's days-to-civil algorithm.
@@ -66,16 +79,8 @@ fn civil_at(secs: i64) -> Civil {
 }
 
 /// `Sun, 22 Nov 2026 14:40:00 +0000` (RFC 5322 3.3).
-pub fn rfc5322_date(now: SystemTime) -> String {
-    format_rfc5322(civil(now))
-}
-
-/// The same, for a time in seconds since the epoch (negative before it).
-pub fn rfc5322_date_at(secs: i64) -> String {
-    format_rfc5322(civil_at(secs))
-}
-
-fn format_rfc5322(c: Civil) -> String {
+pub fn rfc5322_date(at: UnixTime) -> String {
+    let c = civil(at.secs);
     format!(
         "{}, {} {} {} {:02}:{:02}:{:02} +0000",
         DAYS[c.weekday],
@@ -90,8 +95,8 @@ fn format_rfc5322(c: Civil) -> String {
 
 /// `Sun Nov 22 14:40:00 2026`, the C `asctime` form the `From ` line of
 /// an mbox carries (UTC).
-pub fn asctime(now: SystemTime) -> String {
-    let c = civil(now);
+pub fn asctime(at: UnixTime) -> String {
+    let c = civil(at.secs);
     format!(
         "{} {} {:>2} {:02}:{:02}:{:02} {}",
         DAYS[c.weekday],
@@ -121,8 +126,8 @@ pub struct TlsInfo {
     pub key_exchange: Option<String>,
 }
 
-impl std::fmt::Display for TlsInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{} with cipher {}", self.version, self.cipher)?;
         if let Some(kx) = &self.key_exchange {
             write!(f, " key-exchange {kx}")?;
@@ -134,8 +139,7 @@ impl std::fmt::Display for TlsInfo {
 /// What a `Received:` field records about one transaction.
 pub struct Received<'a> {
     pub helo: &'a str,
-    pub peer_name: Option<&'a str>,
-    pub peer_ip: IpAddr,
+    pub peer: &'a Peer,
     pub hostname: &'a str,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `UTF8SMTP`, ... (RFC 3848, RFC 6531).
     pub protocol: &'a str,
@@ -145,11 +149,13 @@ pub struct Received<'a> {
     pub id: &'a str,
     /// Set when the message has exactly one recipient.
     pub recipient: Option<&'a str>,
-    pub date: SystemTime,
+    pub date: UnixTime,
 }
 
 impl Received<'_> {
-    /// The field with its LF line end, folded over three lines.
+    /// The field with its LF line end, folded over three lines (four with
+    /// TLS). A local program has no address: its uid is said instead, as
+    /// Postfix does for mail from its sendmail command.
     pub fn render(&self) -> String {
         let for_clause = match self.recipient {
             Some(r) => format!("\n\tfor <{r}>"),
@@ -159,11 +165,20 @@ impl Received<'_> {
             Some(t) => format!("\n\t(using {t})"),
             None => String::new(),
         };
+        let (from, by) = match self.peer {
+            Peer::Tcp { addr, name } => (
+                format!(
+                    " ({} {})",
+                    name.as_deref().unwrap_or("unknown"),
+                    address_literal(addr.ip())
+                ),
+                String::new(),
+            ),
+            Peer::Local { uid, .. } => (String::new(), format!(", from userid {uid}")),
+        };
         format!(
-            "Received: from {} ({} {}){}\n\tby {} (mailroom) with {} id {}{};\n\t{}\n",
+            "Received: from {}{from}{}\n\tby {} (mailroom{by}) with {} id {}{};\n\t{}\n",
             self.helo,
-            self.peer_name.unwrap_or("unknown"),
-            address_literal(self.peer_ip),
             tls,
             self.hostname,
             self.protocol,
@@ -177,10 +192,9 @@ impl Received<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
+    fn at(secs: i64) -> UnixTime {
+        UnixTime::from_secs(secs)
     }
 
     #[test]
@@ -200,19 +214,31 @@ mod tests {
 
     #[test]
     fn queue_ids_are_unique_and_sortable() {
-        let a = queue_id(at(1_795_358_400));
-        let b = queue_id(at(1_795_358_400));
+        let a = queue_id(at(1_795_358_400), 0);
+        let b = queue_id(at(1_795_358_400), 1);
         assert_ne!(a, b);
         assert_eq!(a.len(), 18);
-        assert!(queue_id(at(1_795_358_401)) > a);
+        assert_eq!(a, "06B02FEC0000000000");
+        assert!(queue_id(at(1_795_358_401), 0) > b);
+        let later = UnixTime {
+            secs: 1_795_358_400,
+            micros: 999_999,
+        };
+        assert!(queue_id(later, 0) > b);
+        // Only the low 16 bits of the sequence are written.
+        assert_eq!(queue_id(at(0), 0x1_0001), queue_id(at(0), 1));
     }
 
     #[test]
     fn received_field() {
+        let tcp = |addr: &str, name: Option<&str>| Peer::Tcp {
+            addr: addr.parse().unwrap(),
+            name: name.map(str::to_string),
+        };
+        let v4 = tcp("[::ffff:192.0.2.7]:25", None);
         let r = Received {
             helo: "client.example",
-            peer_name: None,
-            peer_ip: "::ffff:192.0.2.7".parse().unwrap(),
+            peer: &v4,
             hostname: "mx.example.org",
             protocol: "ESMTP",
             tls: None,
@@ -224,10 +250,10 @@ mod tests {
             r.render(),
             "Received: from client.example (unknown [192.0.2.7])\n\tby mx.example.org (mailroom) with ESMTP id ID1\n\tfor <alice@example.org>;\n\tSun, 22 Nov 2026 14:40:00 +0000\n"
         );
+        let localhost = tcp("[::1]:25", Some("localhost"));
         let v6 = Received {
-            peer_ip: "::1".parse().unwrap(),
+            peer: &localhost,
             recipient: None,
-            peer_name: Some("localhost"),
             ..r
         };
         assert!(v6
@@ -247,5 +273,27 @@ mod tests {
         assert!(tls.render().starts_with(
             "Received: from client.example (localhost [IPv6:::1])\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 key-exchange X25519)\n\tby mx.example.org (mailroom) with ESMTPS id ID1;\n"
         ));
+    }
+
+    #[test]
+    fn received_field_for_a_local_program() {
+        let me = Peer::Local {
+            uid: 1000,
+            user: "alice".into(),
+        };
+        let r = Received {
+            helo: "box.example",
+            peer: &me,
+            hostname: "mx.example.org",
+            protocol: "ESMTP",
+            tls: None,
+            id: "ID2",
+            recipient: None,
+            date: at(1_795_358_400),
+        };
+        assert_eq!(
+            r.render(),
+            "Received: from box.example\n\tby mx.example.org (mailroom, from userid 1000) with ESMTP id ID2;\n\tSun, 22 Nov 2026 14:40:00 +0000\n"
+        );
     }
 }

@@ -1,34 +1,68 @@
 //! The SMTP session state machine (RFC 5321 with its extensions), without
-//! any IO: the connection driver hands it one command line at a time and
-//! gets back a reply and an [`Action`] to carry out (read a body, read a
-//! chunk, close). Bodies are read by the driver; the session then judges
-//! them ([`Session::body_received`]) and turns delivery results into the
-//! final reply ([`Session::delivered`]).
+//! any IO: the driver hands it one command line at a time and gets back a
+//! reply and an [`Action`] to carry out. What the session cannot decide
+//! alone it asks for as an action and waits for: who a recipient is
+//! ([`Action::Lookup`], answered with [`Session::answer`]), a message body
+//! ([`Action::ReceiveData`], [`Action::ReceiveChunk`], judged by
+//! [`Session::body_received`]), its delivery ([`Verdict::Deliver`], whose
+//! outcome [`Session::delivered`] turns into the final reply). The time
+//! and queue ids come from a [`Clock`] handed in, so a test replays
+//! exactly.
 //!
-//! The whole state is who the client said it was and the open transaction;
-//! each verb checks its preconditions and then proceeds, and anything out
-//! of order gets 503.
+//! The state is the phase ([`phase::Phase`], from who the client said it
+//! was and the open transaction); each verb is checked against one table
+//! of verb x phase, then proceeds. Anything out of order gets 503.
 
-use super::address::{Domain, ForwardPath, Mailbox, ReversePath};
+pub mod ehlo;
+pub mod phase;
+
+use super::address::{self, Domain, ForwardPath, Mailbox, ReversePath};
 use super::command::{self, BodyType, Command, MailParams, ParseError};
+use super::failure::DeliveryError;
+use super::peer::Peer;
 use super::reply::{self, Enhanced, Reply};
-use super::trace::{self, Received, TlsInfo};
-use crate::config::Config;
-use crate::delivery::{Delivery, DeliveryError, Failure, Lookup, Recipient};
-use std::net::SocketAddr;
+use super::trace::{Clock, Received, TlsInfo};
+use phase::{Phase, Verb};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Received headers above this mean a mail loop (RFC 5321 6.3).
 pub const MAX_HOPS: usize = 100;
 
-/// What the driver must do after sending the reply (if any).
+/// What the session needs of the configuration: plain values, so that the
+/// core depends on nothing outside itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Our name in the greeting, replies and `Received:`.
+    pub hostname: String,
+    /// Where a bare VRFY or EXPN name is looked up: the first local domain.
+    pub default_domain: String,
+    /// Refuse HELO names that are not domains or address literals.
+    pub strict_helo: bool,
+    pub vrfy: bool,
+    pub expn: bool,
+    pub limits: Limits,
+}
+
+/// The bounds of what a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Octets, as RFC 1870 counts them; advertised as SIZE.
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Octets of a command line, its CRLF included.
+    pub max_command_line: usize,
+}
+
+/// What the driver must do after sending the reply (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Read the next command.
     Continue,
     /// Close the connection.
     Close,
+    /// Find out who this recipient is, then hand the answer to
+    /// [`Session::answer`], which gives the reply.
+    Lookup(ForwardPath),
     /// Receive a dot-terminated body into a new spool that starts with
     /// [`Session::trace_field`], then call [`Session::body_received`].
     ReceiveData,
@@ -62,6 +96,39 @@ impl Response {
     }
 }
 
+/// Who a recipient is: the answer to [`Action::Lookup`]. `R` is what the
+/// driver's resolver made of a local recipient; the session keeps it in
+/// the transaction and hands it back in the [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<R> {
+    Local(R),
+    /// A local domain, but no such user: 550 5.1.1 at RCPT time.
+    UnknownUser,
+    /// Not one of our domains: we do not relay.
+    NotLocal,
+    /// Alias expansion loops; the text shows the chain (for the log).
+    Loop(String),
+    /// An alias leads to a remote address, which cannot be relayed yet.
+    Remote(String),
+    /// It cannot be resolved now (an unreadable include file, say); the
+    /// client should try again later.
+    TempFail(String),
+    /// Its expansion names something it may not (a command in an include
+    /// file, say): refused, with the reason logged.
+    Refused(String),
+}
+
+/// What the session reads of a local recipient.
+pub trait Resolved {
+    /// The address as resolved, for logs, VRFY and loop detection.
+    fn address(&self) -> &str;
+    /// The owner's name, for VRFY.
+    fn full_name(&self) -> Option<&str>;
+    /// The addresses its copies are delivered under (members, for EXPN and
+    /// loop detection).
+    fn members(&self) -> impl Iterator<Item = &str>;
+}
+
 /// What the driver observed while reading a body.
 #[derive(Debug, Clone, Default)]
 pub struct BodyReport {
@@ -77,29 +144,21 @@ pub struct BodyReport {
 
 /// What the session decided about a complete body.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum Verdict<R> {
     /// Refused, or a chunk acknowledged: send this reply.
     Reply(Reply),
     /// Accepted: deliver it, then call [`Session::delivered`].
-    Deliver(Envelope),
+    Deliver(Envelope<R>),
 }
 
 /// A message ready for delivery.
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub struct Envelope<R> {
     pub id: String,
     /// Reverse path without angle brackets; empty for `<>`.
     pub reverse_path: String,
-    pub recipients: Vec<Recipient>,
+    pub recipients: Vec<R>,
     pub size: u64,
-}
-
-/// The connection facts a session needs.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// Forward-confirmed reverse DNS name, when looked up.
-    pub name: Option<String>,
 }
 
 /// What the listener asks of TLS.
@@ -120,11 +179,11 @@ enum BodyMode {
 }
 
 #[derive(Debug)]
-struct Transaction {
+struct Transaction<R> {
     id: String,
     from: ReversePath,
     params: MailParams,
-    rcpts: Vec<Recipient>,
+    rcpts: Vec<R>,
     rcpt_attempts: usize,
     /// The single recipient's address as given, for `Received: ... for`.
     first_rcpt: Option<String>,
@@ -138,40 +197,60 @@ struct Hello {
     esmtp: bool,
 }
 
-pub struct Session {
-    config: Arc<Config>,
-    delivery: Arc<dyn Delivery>,
+/// The question a lookup in progress answers.
+#[derive(Debug)]
+enum Asked {
+    Rcpt(ForwardPath),
+    Vrfy(String),
+    Expn(String),
+}
+
+pub struct Session<R> {
+    settings: Arc<Settings>,
+    clock: &'static dyn Clock,
     peer: Peer,
     policy: TlsPolicy,
     /// The TLS session in force, once there is one.
     tls: Option<TlsInfo>,
     hello: Option<Hello>,
-    tx: Option<Transaction>,
+    tx: Option<Transaction<R>>,
+    /// The lookup being waited for.
+    asked: Option<Asked>,
     /// The reply owed after a BDAT chunk that is being discarded.
-    pending: Option<Reply>,
+    owed: Option<Reply>,
 }
 
-impl Session {
+impl<R: Resolved> Session<R> {
     pub fn new(
-        config: Arc<Config>,
-        delivery: Arc<dyn Delivery>,
+        settings: Arc<Settings>,
+        clock: &'static dyn Clock,
         peer: Peer,
         policy: TlsPolicy,
-    ) -> Session {
+    ) -> Session<R> {
         Session {
-            config,
-            delivery,
+            settings,
+            clock,
             peer,
             policy,
             tls: None,
             hello: None,
             tx: None,
-            pending: None,
+            asked: None,
+            owed: None,
         }
     }
 
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    fn phase(&self) -> Phase {
+        match (&self.hello, &self.tx) {
+            (None, _) => Phase::Fresh,
+            (Some(_), None) => Phase::Greeted,
+            (Some(_), Some(tx)) if tx.body == BodyMode::Chunks => Phase::Chunking,
+            (Some(_), Some(_)) => Phase::Envelope,
+        }
     }
 
     /// The connection is now encrypted. RFC 3207 4.2: the client must
@@ -180,17 +259,11 @@ impl Session {
         self.tls = Some(info);
         self.hello = None;
         self.tx = None;
-        self.pending = None;
-    }
-
-    /// `530 5.7.0` for a command that needs TLS on a listener that
-    /// requires it, before STARTTLS.
-    fn tls_missing(&self) -> Option<Reply> {
-        (self.policy.require && self.tls.is_none()).then(reply::tls_required)
+        self.owed = None;
     }
 
     pub fn greeting(&self) -> Reply {
-        reply::greeting(&self.config.hostname)
+        reply::greeting(&self.settings.hostname)
     }
 
     /// Whether replies carry enhanced status codes: always, except to a
@@ -213,23 +286,33 @@ impl Session {
 
     /// Handles one command line (without its line end).
     pub fn command(&mut self, line: &[u8]) -> Response {
+        debug_assert!(self.asked.is_none(), "a command while a lookup is out");
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.parse_error(e),
         };
-        if matches!(
-            cmd,
-            Command::Mail { .. } | Command::Rcpt { .. } | Command::Vrfy(_) | Command::Expn(_)
-        ) {
-            if let Some(r) = self.tls_missing() {
-                return Response::reply(r);
+        if let Err(r) = self.gate(&cmd) {
+            // A refused chunk is read and dropped before it is answered:
+            // its octets must never be taken for commands.
+            if let Command::Bdat { size, last } = cmd {
+                self.owed = Some(r);
+                return Response {
+                    reply: None,
+                    action: Action::ReceiveChunk {
+                        size,
+                        last,
+                        start: false,
+                        discard: true,
+                    },
+                };
             }
+            return Response::reply(r);
         }
         match cmd {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
             Command::Mail { path, params } => Response::reply(self.mail(path, params)),
-            Command::Rcpt { path } => Response::reply(self.rcpt(path)),
+            Command::Rcpt { path } => self.rcpt(path),
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
@@ -238,15 +321,47 @@ impl Session {
             }
             Command::Noop => Response::reply(reply::ok()),
             Command::Quit => Response {
-                reply: Some(reply::closing(&self.config.hostname)),
+                reply: Some(reply::closing(&self.settings.hostname)),
                 action: Action::Close,
             },
-            Command::Help(_) => Response::reply(self.help()),
-            Command::Vrfy(arg) => Response::reply(self.vrfy(&arg)),
-            Command::Expn(arg) => Response::reply(self.expn(&arg)),
-            Command::StartTls => self.starttls(),
+            Command::Help(_) => Response::reply(self.offer().help()),
+            Command::Vrfy(arg) => self.vrfy(&arg),
+            Command::Expn(arg) => self.expn(&arg),
+            Command::StartTls => Response {
+                reply: Some(reply::ready_for_tls()),
+                action: Action::StartTls,
+            },
             Command::NotImplemented => Response::reply(reply::not_implemented()),
         }
+    }
+
+    /// Whether the command may run now, in this order: is it offered here,
+    /// does the listener want TLS first, does the phase allow it, and
+    /// what else its verb needs before it proceeds.
+    fn gate(&self, cmd: &Command) -> Result<(), Reply> {
+        let verb = Verb::of(cmd);
+        if verb == Verb::StartTls {
+            if self.tls.is_some() {
+                return Err(reply::bad_sequence("Error: TLS already active"));
+            }
+            if !self.policy.offer {
+                return Err(reply::not_implemented());
+            }
+        }
+        if verb.needs_tls_first() && self.policy.require && self.tls.is_none() {
+            return Err(reply::tls_required());
+        }
+        phase::check(verb, self.phase())?;
+        if let (Verb::Data | Verb::Bdat, Some(tx)) = (verb, &self.tx) {
+            if tx.rcpts.is_empty() {
+                return Err(if tx.rcpt_attempts == 0 {
+                    reply::bad_sequence("Error: need RCPT command")
+                } else {
+                    reply::no_valid_recipients()
+                });
+            }
+        }
+        Ok(())
     }
 
     fn parse_error(&self, e: ParseError) -> Response {
@@ -272,100 +387,46 @@ impl Session {
         Response::reply(r)
     }
 
+    fn offer(&self) -> ehlo::Offer {
+        ehlo::Offer {
+            max_message_size: self.settings.limits.max_message_size,
+            vrfy: self.settings.vrfy,
+            expn: self.settings.expn,
+            starttls: self.policy.offer && self.tls.is_none(),
+        }
+    }
+
     fn hello(&mut self, name: String, esmtp: bool) -> Response {
         // Lax: any domain (underscores and bare IPs included) or address
         // literal, and `[::1]`-style literals that some clients send.
-        let valid = if self.config.strict_helo {
+        let valid = if self.settings.strict_helo {
             Domain::parse_strict(&name).is_ok()
         } else {
             Domain::parse(&name).is_ok()
                 || name
                     .strip_prefix('[')
                     .and_then(|n| n.strip_suffix(']'))
-                    .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+                    .is_some_and(|ip| ip.parse::<core::net::IpAddr>().is_ok())
         };
         if !valid {
             return Response::reply(reply::bad_helo(&name));
         }
         // RFC 5321 4.1.4: a new greeting resets any transaction.
         self.tx = None;
-        let client = format!("{name} {}", trace::address_literal(self.peer.addr.ip()));
-        let mut r = reply::helo_ok(&self.config.hostname, &client);
+        let client = format!("{name} {}", self.peer.hello_text());
+        let mut r = reply::helo_ok(&self.settings.hostname, &client);
         if esmtp {
-            for ext in self.extensions() {
-                r = r.line(ext);
+            for keyword in self.offer().keywords() {
+                r = r.line(keyword);
             }
         }
         self.hello = Some(Hello { name, esmtp });
         Response::reply(r)
     }
 
-    fn starttls(&mut self) -> Response {
-        if self.tls.is_some() {
-            return Response::reply(reply::bad_sequence("Error: TLS already active"));
-        }
-        if !self.policy.offer {
-            return Response::reply(reply::not_implemented());
-        }
-        if self.tx.is_some() {
-            return Response::reply(reply::bad_sequence(
-                "Error: STARTTLS not allowed inside a mail transaction",
-            ));
-        }
-        Response {
-            reply: Some(reply::ready_for_tls()),
-            action: Action::StartTls,
-        }
-    }
-
-    fn help(&self) -> Reply {
-        let starttls = if self.policy.offer && self.tls.is_none() {
-            " STARTTLS"
-        } else {
-            ""
-        };
-        Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
-            .line(format!(
-                "HELO EHLO{starttls} MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
-            ))
-            .line("See RFC 5321; mail for local users only")
-    }
-
-    fn extensions(&self) -> Vec<String> {
-        let mut ext = vec![
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.config.server.max_message_size),
-        ];
-        if self.config.vrfy {
-            ext.push("VRFY".into());
-        }
-        if self.config.expn {
-            ext.push("EXPN".into());
-        }
-        if self.policy.offer && self.tls.is_none() {
-            ext.push("STARTTLS".into());
-        }
-        for e in [
-            "8BITMIME",
-            "ENHANCEDSTATUSCODES",
-            "CHUNKING",
-            "BINARYMIME",
-            "SMTPUTF8",
-            "HELP",
-        ] {
-            ext.push(e.into());
-        }
-        ext
-    }
-
     fn mail(&mut self, path: ReversePath, params: MailParams) -> Reply {
-        let Some(hello) = &self.hello else {
-            return reply::bad_sequence("Error: send HELO/EHLO first");
-        };
-        if self.tx.is_some() {
-            return reply::bad_sequence("Error: nested MAIL command");
-        }
-        if !hello.esmtp && !params.is_empty() {
+        let esmtp = self.hello.as_ref().is_some_and(|h| h.esmtp);
+        if !esmtp && !params.is_empty() {
             return reply::parameter_not_implemented("ESMTP parameters need EHLO");
         }
         if let ReversePath::Mailbox(m) = &path {
@@ -375,11 +436,11 @@ impl Session {
         }
         if params
             .size
-            .is_some_and(|s| s > self.config.server.max_message_size)
+            .is_some_and(|s| s > self.settings.limits.max_message_size)
         {
             return reply::message_too_big();
         }
-        let id = trace::queue_id(SystemTime::now());
+        let id = self.clock.queue_id();
         log::info!(
             "{id}: from=<{}> size={} body={}",
             reverse_path_text(&path),
@@ -399,30 +460,54 @@ impl Session {
         reply::sender_ok()
     }
 
-    fn rcpt(&mut self, path: ForwardPath) -> Reply {
+    fn rcpt(&mut self, path: ForwardPath) -> Response {
+        let tx = self.tx.as_mut().expect("the phase has a transaction");
+        tx.rcpt_attempts += 1;
+        if let ForwardPath::Mailbox(m) = &path {
+            if !m.is_ascii() && !tx.params.smtputf8 {
+                return Response::reply(reply::utf8_not_permitted());
+            }
+        }
+        if tx.rcpts.len() >= self.settings.limits.max_recipients {
+            return Response::reply(reply::too_many_recipients());
+        }
+        self.ask(Asked::Rcpt(path.clone()), path)
+    }
+
+    fn ask(&mut self, asked: Asked, path: ForwardPath) -> Response {
+        self.asked = Some(asked);
+        Response {
+            reply: None,
+            action: Action::Lookup(path),
+        }
+    }
+
+    /// The answer to the lookup asked for: the reply to the RCPT, VRFY or
+    /// EXPN that asked.
+    pub fn answer(&mut self, lookup: Lookup<R>) -> Response {
+        let reply = match self.asked.take() {
+            Some(Asked::Rcpt(path)) => self.rcpt_answered(path, lookup),
+            Some(Asked::Vrfy(shown)) => vrfy_reply(&shown, lookup),
+            Some(Asked::Expn(shown)) => expn_reply(&shown, lookup),
+            None => reply::bad_sequence("Error: nothing was asked"),
+        };
+        Response::reply(reply)
+    }
+
+    fn rcpt_answered(&mut self, path: ForwardPath, lookup: Lookup<R>) -> Reply {
         let Some(tx) = &mut self.tx else {
             return reply::bad_sequence("Error: need MAIL command");
         };
-        if tx.body != BodyMode::None {
-            return reply::bad_sequence("Error: RCPT after message data");
-        }
-        tx.rcpt_attempts += 1;
         let shown = forward_path_text(&path);
-        if let ForwardPath::Mailbox(m) = &path {
-            if !m.is_ascii() && !tx.params.smtputf8 {
-                return reply::utf8_not_permitted();
-            }
-        }
-        if tx.rcpts.len() >= self.config.server.max_recipients {
-            return reply::too_many_recipients();
-        }
-        match self.delivery.lookup(&path) {
+        match lookup {
             Lookup::Local(r) => {
                 log::debug!("{}: to=<{shown}> accepted", tx.id);
                 if tx.first_rcpt.is_none() {
                     // `for` needs a Mailbox (RFC 5321 4.4): qualify postmaster.
                     tx.first_rcpt = Some(match path {
-                        ForwardPath::Postmaster => format!("postmaster@{}", self.config.hostname),
+                        ForwardPath::Postmaster => {
+                            format!("postmaster@{}", self.settings.hostname)
+                        }
                         ForwardPath::Mailbox(_) => shown,
                     });
                 }
@@ -445,39 +530,12 @@ impl Session {
         }
     }
 
-    /// Checks common to DATA and the first BDAT.
-    fn ready_for_body(&self) -> Result<(), Reply> {
-        if let Some(r) = self.tls_missing() {
-            return Err(r);
-        }
-        if self.hello.is_none() {
-            return Err(reply::bad_sequence("Error: send HELO/EHLO first"));
-        }
-        let Some(tx) = &self.tx else {
-            return Err(reply::bad_sequence("Error: need MAIL command"));
-        };
-        if tx.rcpts.is_empty() {
-            return Err(if tx.rcpt_attempts == 0 {
-                reply::bad_sequence("Error: need RCPT command")
-            } else {
-                reply::no_valid_recipients()
-            });
-        }
-        Ok(())
-    }
-
     fn data(&mut self) -> Response {
-        if let Err(r) = self.ready_for_body() {
-            return Response::reply(r);
-        }
-        let tx = self.tx.as_mut().expect("checked by ready_for_body");
+        let tx = self.tx.as_mut().expect("the phase has a transaction");
         if tx.params.body == Some(BodyType::BinaryMime) {
             return Response::reply(reply::bad_sequence(
                 "Error: BODY=BINARYMIME needs BDAT, not DATA",
             ));
-        }
-        if tx.body == BodyMode::Chunks {
-            return Response::reply(reply::bad_sequence("Error: DATA after BDAT"));
         }
         tx.body = BodyMode::Data;
         Response {
@@ -487,22 +545,7 @@ impl Session {
     }
 
     fn bdat(&mut self, size: u64, last: bool) -> Response {
-        let discard = |pending: &mut Option<Reply>, r: Reply| {
-            *pending = Some(r);
-            Response {
-                reply: None,
-                action: Action::ReceiveChunk {
-                    size,
-                    last,
-                    start: false,
-                    discard: true,
-                },
-            }
-        };
-        if let Err(r) = self.ready_for_body() {
-            return discard(&mut self.pending, r);
-        }
-        let tx = self.tx.as_mut().expect("checked by ready_for_body");
+        let tx = self.tx.as_mut().expect("the phase has a transaction");
         let start = match tx.body {
             BodyMode::None => true,
             BodyMode::Chunks => false,
@@ -542,21 +585,20 @@ impl Session {
         };
         Received {
             helo: &hello.name,
-            peer_name: self.peer.name.as_deref(),
-            peer_ip: self.peer.addr.ip(),
-            hostname: &self.config.hostname,
+            peer: &self.peer,
+            hostname: &self.settings.hostname,
             protocol,
             tls: self.tls.as_ref(),
             id: &tx.id,
             recipient: tx.first_rcpt.as_deref().filter(|_| tx.rcpts.len() == 1),
-            date: SystemTime::now(),
+            date: self.clock.now(),
         }
         .render()
     }
 
     /// Judges a complete DATA body, or the last BDAT chunk's body. The
     /// transaction ends here whatever the verdict.
-    pub fn body_received(&mut self, report: &BodyReport) -> Verdict {
+    pub fn body_received(&mut self, report: &BodyReport) -> Verdict<R> {
         let Some(tx) = self.tx.take() else {
             return Verdict::Reply(reply::bad_sequence("Error: no transaction"));
         };
@@ -566,7 +608,7 @@ impl Session {
         };
         if let Some(e) = &report.spool_error {
             log::error!("{}: spooling failed: {e}", tx.id);
-            return Verdict::Reply(failure_reply(e.kind, &e.reason));
+            return Verdict::Reply(e.kind.reply(&e.reason));
         }
         if report.too_big {
             return refuse("too big", reply::message_too_big());
@@ -582,7 +624,7 @@ impl Session {
         let ours = tx
             .rcpts
             .iter()
-            .flat_map(|r| std::iter::once(&r.address).chain(r.dests.iter().map(|d| &d.address)));
+            .flat_map(|r| std::iter::once(r.address()).chain(r.members()));
         let looped = ours.into_iter().find(|a| {
             report
                 .delivered_to
@@ -595,7 +637,7 @@ impl Session {
         let to: Vec<String> = tx
             .rcpts
             .iter()
-            .map(|r| format!("<{}>", r.address))
+            .map(|r| format!("<{}>", r.address()))
             .collect();
         log::info!(
             "{}: accepted from=<{}> size={} nrcpt={} to={}",
@@ -615,8 +657,8 @@ impl Session {
 
     /// Handles the end of a BDAT chunk. For the last chunk (or a failed
     /// one) this is the message's verdict.
-    pub fn chunk_received(&mut self, last: bool, report: &BodyReport) -> Verdict {
-        if let Some(r) = self.pending.take() {
+    pub fn chunk_received(&mut self, last: bool, report: &BodyReport) -> Verdict<R> {
+        if let Some(r) = self.owed.take() {
             return Verdict::Reply(r);
         }
         if report.too_big || report.spool_error.is_some() || last {
@@ -629,88 +671,103 @@ impl Session {
     /// The final reply for a delivered envelope: 250 when delivery took
     /// the message, otherwise the failure as one reply (451 or 452 so that
     /// the client retries, 554 when retrying cannot help).
-    pub fn delivered(&self, env: &Envelope, result: &Result<(), DeliveryError>) -> Reply {
+    pub fn delivered(&self, env: &Envelope<R>, result: Result<(), &DeliveryError>) -> Reply {
         match result {
             Ok(()) => reply::queued(&env.id),
-            Err(e) => failure_reply(e.kind, &e.reason),
+            Err(e) => e.kind.reply(&e.reason),
         }
     }
 
-    fn vrfy(&self, arg: &str) -> Reply {
-        if !self.config.vrfy {
-            return reply::cannot_vrfy();
+    fn vrfy(&mut self, arg: &str) -> Response {
+        if !self.settings.vrfy {
+            return Response::reply(reply::cannot_vrfy());
         }
         match self.lookup_arg(arg) {
-            Ok(r) => {
-                let text = match &r.full_name {
-                    Some(name) => format!("{name} <{}>", r.address),
-                    None => format!("<{}>", r.address),
-                };
-                Reply::new(250, Some(Enhanced(2, 1, 5)), text)
-            }
-            Err(r) => r,
+            Ok(path) => self.ask(Asked::Vrfy(forward_path_text(&path)), path),
+            Err(r) => Response::reply(r),
         }
     }
 
-    fn expn(&self, arg: &str) -> Reply {
-        if !self.config.expn {
-            return Reply::new(502, Some(Enhanced(5, 5, 1)), "Error: EXPN is disabled");
+    fn expn(&mut self, arg: &str) -> Response {
+        if !self.settings.expn {
+            return Response::reply(Reply::new(
+                502,
+                Some(Enhanced(5, 5, 1)),
+                "Error: EXPN is disabled",
+            ));
         }
-        let r = match self.lookup_arg(arg) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        // One line per member mailbox, as RFC 5321 3.5.2 shows.
-        let mut members: Vec<&str> = Vec::new();
-        for d in &r.dests {
-            if !members.contains(&d.address.as_str()) {
-                members.push(&d.address);
-            }
+        match self.lookup_arg(arg) {
+            Ok(path) => self.ask(Asked::Expn(forward_path_text(&path)), path),
+            Err(r) => Response::reply(r),
         }
-        let mut lines = members.iter().map(|m| format!("<{m}>"));
-        let first = lines.next().unwrap_or_else(|| format!("<{}>", r.address));
-        lines.fold(
-            Reply::new(250, Some(Enhanced(2, 1, 5)), first),
-            |reply, l| reply.line(l),
-        )
     }
 
     /// VRFY/EXPN argument: an address, with or without `<>`, or a bare
     /// local part meaning a user of our first local domain.
-    fn lookup_arg(&self, arg: &str) -> Result<Recipient, Reply> {
+    fn lookup_arg(&self, arg: &str) -> Result<ForwardPath, Reply> {
         let arg = arg.trim();
         let qualified;
         let arg = if !arg.contains('@') && !arg.contains('<') {
-            let domain = self
-                .config
-                .local_domains
-                .first()
-                .unwrap_or(&self.config.hostname);
-            qualified = format!("<{arg}@{domain}>");
+            qualified = format!("<{arg}@{}>", self.settings.default_domain);
             &qualified
         } else {
             arg
         };
-        let path = match super::address::parse_forward_path(arg) {
-            Ok((p, "")) => p,
-            _ => return Err(reply::syntax("Syntax: VRFY/EXPN address")),
-        };
-        let shown = forward_path_text(&path);
-        match self.delivery.lookup(&path) {
-            Lookup::Local(r) => Ok(r),
-            Lookup::NotLocal => Err(Reply::new(
-                551,
-                Some(Enhanced(5, 1, 6)),
-                format!("<{shown}>: not a local address"),
-            )),
-            other => Err(lookup_failure(&other, &shown)),
+        match address::parse_forward_path(arg) {
+            Ok((p, "")) => Ok(p),
+            _ => Err(reply::syntax("Syntax: VRFY/EXPN address")),
         }
+    }
+}
+
+fn vrfy_reply<R: Resolved>(shown: &str, lookup: Lookup<R>) -> Reply {
+    match lookup {
+        Lookup::Local(r) => {
+            let text = match r.full_name() {
+                Some(name) => format!("{name} <{}>", r.address()),
+                None => format!("<{}>", r.address()),
+            };
+            Reply::new(250, Some(Enhanced(2, 1, 5)), text)
+        }
+        other => not_verified(shown, &other),
+    }
+}
+
+fn expn_reply<R: Resolved>(shown: &str, lookup: Lookup<R>) -> Reply {
+    let r = match lookup {
+        Lookup::Local(r) => r,
+        other => return not_verified(shown, &other),
+    };
+    // One line per member mailbox, as RFC 5321 3.5.2 shows.
+    let mut members: Vec<&str> = Vec::new();
+    for m in r.members() {
+        if !members.contains(&m) {
+            members.push(m);
+        }
+    }
+    let mut lines = members.iter().map(|m| format!("<{m}>"));
+    let first = lines.next().unwrap_or_else(|| format!("<{}>", r.address()));
+    lines.fold(
+        Reply::new(250, Some(Enhanced(2, 1, 5)), first),
+        |reply, l| reply.line(l),
+    )
+}
+
+/// The reply to VRFY or EXPN for an address that is not a local one.
+fn not_verified<R>(shown: &str, lookup: &Lookup<R>) -> Reply {
+    match lookup {
+        Lookup::NotLocal => Reply::new(
+            551,
+            Some(Enhanced(5, 1, 6)),
+            format!("<{shown}>: not a local address"),
+        ),
+        other => lookup_failure(other, shown),
     }
 }
 
 /// The reply for a recipient that did not resolve to local copies. The
 /// details (alias chains, file names) go to the log, not to the client.
-fn lookup_failure(lookup: &Lookup, shown: &str) -> Reply {
+fn lookup_failure<R>(lookup: &Lookup<R>, shown: &str) -> Reply {
     match lookup {
         Lookup::Loop(chain) => {
             log::warn!("<{shown}>: alias loop: {chain}");
@@ -730,14 +787,6 @@ fn lookup_failure(lookup: &Lookup, shown: &str) -> Reply {
         }
         Lookup::NotLocal => reply::relay_denied(shown),
         Lookup::UnknownUser | Lookup::Local(_) => reply::user_unknown(shown),
-    }
-}
-
-fn failure_reply(kind: Failure, reason: &str) -> Reply {
-    match kind {
-        Failure::DiskFull => reply::insufficient_storage(),
-        Failure::Temporary => reply::local_error(),
-        Failure::Permanent => reply::delivery_failed(format!("Error: delivery failed: {reason}")),
     }
 }
 
@@ -763,56 +812,101 @@ fn forward_path_text(p: &ForwardPath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{Dest, Message, RunAs, Target};
-    use std::path::PathBuf;
+    use crate::smtp::failure::Failure;
+    use crate::smtp::trace::{queue_id, UnixTime};
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// Knows alice and postmaster at example.org; delivers nowhere.
-    struct Fake;
+    /// What the test's lookups resolve a recipient to.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Rcpt {
+        address: String,
+        full_name: Option<String>,
+    }
 
-    impl Delivery for Fake {
-        fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
-            let user = match rcpt {
-                ForwardPath::Postmaster => "postmaster".to_string(),
-                ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
-                    m.local.to_lowercase()
-                }
-                ForwardPath::Mailbox(_) => return Lookup::NotLocal,
-            };
-            if user == "alice" || user == "postmaster" {
-                let address = format!("{user}@example.org");
-                Lookup::Local(Recipient {
-                    address: address.clone(),
-                    full_name: (user == "alice").then(|| "Alice Liddell".to_string()),
-                    dests: vec![Dest {
-                        target: Target::Maildir(PathBuf::from(&user)),
-                        run_as: RunAs::Server,
-                        address,
-                        sender: None,
-                    }],
-                    missing: Vec::new(),
-                })
-            } else {
-                Lookup::UnknownUser
+    impl Resolved for Rcpt {
+        fn address(&self) -> &str {
+            &self.address
+        }
+        fn full_name(&self) -> Option<&str> {
+            self.full_name.as_deref()
+        }
+        fn members(&self) -> impl Iterator<Item = &str> {
+            std::iter::once(self.address.as_str())
+        }
+    }
+
+    /// Knows alice and postmaster at example.org.
+    fn lookup(rcpt: &ForwardPath) -> Lookup<Rcpt> {
+        let user = match rcpt {
+            ForwardPath::Postmaster => "postmaster".to_string(),
+            ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
+                m.local.to_lowercase()
             }
-        }
-        fn deliver(&self, _: &Message<'_>) -> Result<(), DeliveryError> {
-            Ok(())
+            ForwardPath::Mailbox(_) => return Lookup::NotLocal,
+        };
+        if user == "alice" || user == "postmaster" {
+            Lookup::Local(Rcpt {
+                address: format!("{user}@example.org"),
+                full_name: (user == "alice").then(|| "Alice Liddell".to_string()),
+            })
+        } else {
+            Lookup::UnknownUser
         }
     }
 
-    fn session(extra: &str) -> Session {
-        session_with(extra, TlsPolicy::default())
+    /// Always 22 Nov 2026 14:40:00 UTC; ids count up from 0.
+    struct Fixed(AtomicU32);
+
+    impl Clock for Fixed {
+        fn now(&self) -> UnixTime {
+            UnixTime::from_secs(1_795_358_400)
+        }
+        fn queue_id(&self) -> String {
+            queue_id(self.now(), self.0.fetch_add(1, Ordering::Relaxed))
+        }
     }
 
-    fn session_with(extra: &str, policy: TlsPolicy) -> Session {
-        let text =
-            format!("hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\n{extra}");
-        let config = Arc::new(Config::parse(&text, "test").unwrap());
-        let peer = Peer {
+    fn settings() -> Settings {
+        Settings {
+            hostname: "mx.example.org".into(),
+            default_domain: "example.org".into(),
+            strict_helo: false,
+            vrfy: false,
+            expn: false,
+            limits: Limits {
+                max_message_size: 26_214_400,
+                max_recipients: 100,
+                max_command_line: 4096,
+            },
+        }
+    }
+
+    fn session(edit: impl FnOnce(&mut Settings)) -> Session<Rcpt> {
+        session_with(edit, TlsPolicy::default())
+    }
+
+    fn session_with(edit: impl FnOnce(&mut Settings), policy: TlsPolicy) -> Session<Rcpt> {
+        let mut s = settings();
+        edit(&mut s);
+        // Each session its own clock, so that its ids start at 0.
+        let clock: &'static Fixed = Box::leak(Box::new(Fixed(AtomicU32::new(0))));
+        let peer = Peer::Tcp {
             addr: "192.0.2.9:4321".parse().unwrap(),
             name: None,
         };
-        Session::new(config, Arc::new(Fake), peer, policy)
+        Session::new(Arc::new(s), clock, peer, policy)
+    }
+
+    /// One command, its lookup answered if it asks for one.
+    fn run(s: &mut Session<Rcpt>, line: &str) -> Response {
+        let r = s.command(line.as_bytes());
+        match &r.action {
+            Action::Lookup(path) => {
+                assert!(r.reply.is_none(), "a lookup comes before the reply");
+                s.answer(lookup(path))
+            }
+            _ => r,
+        }
     }
 
     fn tls13() -> TlsInfo {
@@ -823,7 +917,7 @@ mod tests {
         }
     }
 
-    fn ehlo_lines(s: &mut Session) -> Vec<String> {
+    fn ehlo_lines(s: &mut Session<Rcpt>) -> Vec<String> {
         let r = s.command(b"EHLO c.example").reply.unwrap();
         r.lines().map(str::to_string).collect()
     }
@@ -834,7 +928,7 @@ mod tests {
             offer: true,
             require: false,
         };
-        let mut s = session_with("", offer);
+        let mut s = session_with(|_| (), offer);
         assert!(ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
         dialogue(
             &mut s,
@@ -867,13 +961,13 @@ mod tests {
 
     #[test]
     fn starttls_is_refused_where_it_is_not_offered() {
-        let mut s = session("");
+        let mut s = session(|_| ());
         assert!(!ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
         let r = s.command(b"STARTTLS");
         assert_eq!(r.reply.unwrap().code(), 502);
         assert_eq!(r.action, Action::Continue);
         // An implicit TLS connection: already encrypted.
-        let mut s = session("");
+        let mut s = session(|_| ());
         s.tls_started(tls13());
         assert!(!ehlo_lines(&mut s).contains(&"STARTTLS".to_string()));
         dialogue(&mut s, &[("STARTTLS", 503)]);
@@ -885,7 +979,13 @@ mod tests {
             offer: true,
             require: true,
         };
-        let mut s = session_with("vrfy = true\nexpn = true", policy);
+        let mut s = session_with(
+            |s| {
+                s.vrfy = true;
+                s.expn = true;
+            },
+            policy,
+        );
         dialogue(
             &mut s,
             &[
@@ -929,9 +1029,9 @@ mod tests {
     }
 
     /// Replays a dialogue: each line with the reply code it must get.
-    fn dialogue(s: &mut Session, steps: &[(&str, u16)]) {
+    fn dialogue(s: &mut Session<Rcpt>, steps: &[(&str, u16)]) {
         for (line, code) in steps {
-            let r = s.command(line.as_bytes());
+            let r = run(s, line);
             let got = r.reply.as_ref().map(|r| r.code());
             assert_eq!(
                 got,
@@ -988,14 +1088,14 @@ mod tests {
             ],
         ];
         for steps in cases {
-            dialogue(&mut session(""), steps);
+            dialogue(&mut session(|_| ()), steps);
         }
     }
 
     #[test]
     fn command_replies() {
         dialogue(
-            &mut session(""),
+            &mut session(|_| ()),
             &[
                 ("FOO", 500),
                 ("HELO", 501),
@@ -1027,7 +1127,7 @@ mod tests {
     #[test]
     fn helo_params_need_ehlo() {
         dialogue(
-            &mut session(""),
+            &mut session(|_| ()),
             &[
                 ("HELO c.example", 250),
                 ("MAIL FROM:<a@b.example> SIZE=10", 555),
@@ -1049,9 +1149,9 @@ mod tests {
             ("[::1]", 250, 501),
             ("localhost", 250, 250),
         ] {
-            dialogue(&mut session(""), &[(&format!("EHLO {arg}"), lax)]);
+            dialogue(&mut session(|_| ()), &[(&format!("EHLO {arg}"), lax)]);
             dialogue(
-                &mut session("strict_helo = true"),
+                &mut session(|s| s.strict_helo = true),
                 &[(&format!("EHLO {arg}"), strict)],
             );
         }
@@ -1059,7 +1159,7 @@ mod tests {
 
     #[test]
     fn recipient_limit() {
-        let mut s = session("");
+        let mut s = session(|_| ());
         dialogue(
             &mut s,
             &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
@@ -1075,7 +1175,10 @@ mod tests {
 
     #[test]
     fn vrfy_and_expn_when_enabled() {
-        let mut s = session("vrfy = true\nexpn = true");
+        let mut s = session(|s| {
+            s.vrfy = true;
+            s.expn = true;
+        });
         dialogue(
             &mut s,
             &[
@@ -1092,7 +1195,7 @@ mod tests {
 
     #[test]
     fn ehlo_advertises_extensions_and_enhanced_codes_follow_ehlo() {
-        let mut s = session("");
+        let mut s = session(|_| ());
         let r = s.command(b"EHLO c.example").reply.unwrap();
         let lines: Vec<&str> = r.lines().collect();
         assert_eq!(lines[0], "mx.example.org Hello c.example [192.0.2.9]");
@@ -1113,7 +1216,7 @@ mod tests {
         assert!(!s.enhanced_codes());
     }
 
-    fn open(s: &mut Session, rcpts: usize) {
+    fn open(s: &mut Session<Rcpt>, rcpts: usize) {
         dialogue(
             s,
             &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
@@ -1157,17 +1260,14 @@ mod tests {
             ),
             (
                 BodyReport {
-                    spool_error: Some(DeliveryError {
-                        kind: Failure::DiskFull,
-                        reason: "full".into(),
-                    }),
+                    spool_error: Some(DeliveryError::new(Failure::DiskFull, "full")),
                     ..BodyReport::default()
                 },
                 Some(452),
             ),
         ];
         for (report, code) in cases {
-            let mut s = session("");
+            let mut s = session(|_| ());
             open(&mut s, 1);
             assert_eq!(s.command(b"DATA").action, Action::ReceiveData);
             match (s.body_received(&report), code) {
@@ -1181,19 +1281,14 @@ mod tests {
 
     #[test]
     fn delivery_results_make_one_reply() {
-        let fail = |kind| {
-            Err(DeliveryError {
-                kind,
-                reason: "why".into(),
-            })
-        };
+        let fail = |kind| Err(DeliveryError::new(kind, "why"));
         let cases = [
             (Ok(()), 250),
             (fail(Failure::Temporary), 451),
             (fail(Failure::DiskFull), 452),
             (fail(Failure::Permanent), 554),
         ];
-        let s = session("");
+        let s = session(|_| ());
         let env = Envelope {
             id: "ID".into(),
             reverse_path: String::new(),
@@ -1201,13 +1296,14 @@ mod tests {
             size: 0,
         };
         for (result, code) in cases {
-            assert_eq!(s.delivered(&env, &result).code(), code, "{result:?}");
+            let result = result.as_ref().map(|_| ());
+            assert_eq!(s.delivered(&env, result).code(), code, "{result:?}");
         }
     }
 
     #[test]
     fn bdat_flow() {
-        let mut s = session("");
+        let mut s = session(|_| ());
         // Without a transaction the chunk is read and dropped, then 503.
         dialogue(&mut s, &[("EHLO c.example", 250)]);
         let r = s.command(b"BDAT 10");
@@ -1255,15 +1351,15 @@ mod tests {
 
     #[test]
     fn trace_field_names_protocol_and_single_recipient() {
-        let mut s = session("");
+        let mut s = session(|_| ());
         open(&mut s, 1);
         let t = s.trace_field();
         assert!(t.starts_with("Received: from c.example (unknown [192.0.2.9])\n\tby mx.example.org (mailroom) with ESMTP id "));
         assert!(t.contains("\n\tfor <alice@example.org>;\n\t"));
-        let mut s = session("");
+        let mut s = session(|_| ());
         open(&mut s, 2);
         assert!(!s.trace_field().contains("for <"));
-        let mut s = session("");
+        let mut s = session(|_| ());
         dialogue(
             &mut s,
             &[
@@ -1273,5 +1369,94 @@ mod tests {
             ],
         );
         assert!(s.trace_field().contains(" with SMTP id "));
+    }
+
+    #[test]
+    fn a_session_replays_exactly() {
+        let mut s = session(|_| ());
+        open(&mut s, 1);
+        assert_eq!(
+            s.trace_field(),
+            "Received: from c.example (unknown [192.0.2.9])\n\tby mx.example.org (mailroom) with ESMTP id 06B02FEC0000000000\n\tfor <alice@example.org>;\n\tSun, 22 Nov 2026 14:40:00 +0000\n"
+        );
+        dialogue(&mut s, &[("RSET", 250), ("MAIL FROM:<a@b.example>", 250)]);
+        dialogue(&mut s, &[("RCPT TO:<postmaster>", 250)]);
+        assert!(s
+            .trace_field()
+            .contains(" id 06B02FEC0000000001\n\tfor <postmaster@mx.example.org>;"));
+    }
+
+    #[test]
+    fn rcpt_waits_for_its_lookup_and_each_answer_has_its_reply() {
+        let mut s = session(|_| ());
+        dialogue(
+            &mut s,
+            &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        let answers = [
+            (Lookup::UnknownUser, "550 5.1.1"),
+            (Lookup::NotLocal, "550 5.7.1"),
+            (Lookup::Loop("x -> x".into()), "550 5.4.6"),
+            (Lookup::Remote("x@elsewhere.example".into()), "550 5.7.1"),
+            (Lookup::Refused("why".into()), "550 5.7.1"),
+            (Lookup::TempFail("why".into()), "451 4.3.0"),
+        ];
+        for (answer, code) in answers {
+            let r = s.command(b"RCPT TO:<Who@example.org>");
+            assert!(r.reply.is_none());
+            assert_eq!(
+                r.action,
+                Action::Lookup(address::parse_forward_path("<Who@example.org>").unwrap().0)
+            );
+            let r = s.answer(answer).reply.unwrap();
+            assert!(r.to_string().starts_with(code), "{r}");
+            assert!(!r.to_string().contains("x -> x") && !r.to_string().contains("why"));
+        }
+        dialogue(&mut s, &[("DATA", 554)]);
+        let r = s.command(b"RCPT TO:<Who@example.org>");
+        assert!(matches!(r.action, Action::Lookup(_)));
+        let who = Rcpt {
+            address: "who@example.org".into(),
+            full_name: None,
+        };
+        assert_eq!(
+            s.answer(Lookup::Local(who.clone())).reply.unwrap().code(),
+            250
+        );
+        dialogue(&mut s, &[("DATA", 354)]);
+        match s.body_received(&BodyReport::default()) {
+            Verdict::Deliver(env) => {
+                assert_eq!(env.recipients, [who]);
+                assert_eq!(env.reverse_path, "a@b.example");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_local_program_is_named_by_its_uid() {
+        let mut s: Session<Rcpt> = Session::new(
+            Arc::new(settings()),
+            Box::leak(Box::new(Fixed(AtomicU32::new(0)))),
+            Peer::Local {
+                uid: 1000,
+                user: "alice".into(),
+            },
+            TlsPolicy::default(),
+        );
+        assert_eq!(
+            ehlo_lines(&mut s)[0],
+            "mx.example.org Hello c.example (uid 1000)"
+        );
+        dialogue(
+            &mut s,
+            &[
+                ("MAIL FROM:<alice@example.org>", 250),
+                ("RCPT TO:<postmaster>", 250),
+            ],
+        );
+        assert!(s.trace_field().starts_with(
+            "Received: from c.example\n\tby mx.example.org (mailroom, from userid 1000) with ESMTP id "
+        ));
     }
 }

@@ -1,0 +1,548 @@
+//! One SMTP session over one connection: command lines go from the
+//! connection to the session, and what the session asks for is carried out
+//! here: a recipient looked up by delivery's resolver, a body received into
+//! the spool, STARTTLS, and the delivery of an accepted message. This is
+//! where the protocol core meets the sockets and the mailboxes; neither
+//! side knows the other.
+
+use super::body::{self, Body, Framing};
+use super::conn::{Conn, Deadlines, Line, Stop, Transport};
+use crate::clock::SYSTEM;
+use crate::config::Config;
+use crate::delivery::{Delivery, Message, Recipient};
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::session::{Action, BodyReport, Response, Session, Verdict};
+use crate::smtp::trace::Clock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What a session needs from the server around it.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub delivery: Arc<dyn Delivery>,
+    /// Set when the server is shutting down.
+    pub shutdown: Arc<AtomicBool>,
+    /// Published by the driver: true while a transaction is open, so that
+    /// a shutdown can let it finish.
+    pub busy: Arc<AtomicBool>,
+    /// The TLS configuration for STARTTLS or implicit TLS, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS from the first byte: handshake before the greeting.
+    pub implicit_tls: bool,
+}
+
+/// A worker's buffers, kept from one session to the next. Allocated for
+/// each connection and each message they cost a 64 KiB memset every time
+/// and, with musl's allocator, an mmap and a munmap each (the munmap a
+/// TLB shootdown on every core).
+#[derive(Default)]
+pub struct Buffers {
+    read: Box<[u8]>,
+    body: Vec<u8>,
+}
+
+struct Driver<'a, S> {
+    conn: Conn<S>,
+    session: Session<Recipient>,
+    ctx: &'a Context,
+    /// The body being received, across the chunks of a BDAT transfer.
+    body: Option<Body>,
+    /// Decoded body bytes on their way to the spool: the worker's buffer.
+    out: Vec<u8>,
+}
+
+/// Runs one SMTP session to its end, with the worker's `buffers`.
+pub fn run<S: Transport>(
+    stream: S,
+    session: Session<Recipient>,
+    ctx: &Context,
+    buffers: &mut Buffers,
+) {
+    let deadlines = Deadlines::new(&ctx.config.timeouts);
+    let max_line = ctx.config.server.max_command_line;
+    let conn = Conn::new(
+        stream,
+        max_line,
+        std::mem::take(&mut buffers.read),
+        deadlines,
+    );
+    let mut d = Driver {
+        conn,
+        session,
+        ctx,
+        body: None,
+        out: std::mem::take(&mut buffers.body),
+    };
+    let host = &ctx.config.hostname;
+    let ended = d.implicit_tls().and_then(|()| d.drive());
+    let farewell = match &ended {
+        Ok(()) | Err(Stop::Handshake) => None,
+        Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
+        Err(Stop::Timeout) => Some(reply::timeout(host)),
+        Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(host)),
+        Err(Stop::Io(e)) => {
+            log::info!("session ended by IO error: {e}");
+            None
+        }
+    };
+    if let Some(r) = farewell {
+        let _ = d.conn.queue(&r, d.session.enhanced_codes());
+    }
+    buffers.read = d.conn.close();
+    buffers.body = d.out;
+}
+
+impl<S: Transport> Driver<'_, S> {
+    /// The handshake of an implicit TLS listener, before anything else.
+    fn implicit_tls(&mut self) -> Result<(), Stop> {
+        if !self.ctx.implicit_tls {
+            return Ok(());
+        }
+        if self.ctx.tls.is_none() {
+            // The listener outlived its configuration (a reload dropped
+            // [tls]): never speak in the clear on a TLS port.
+            log::warn!(
+                "[{}]: no TLS configuration for this implicit TLS listener; closing",
+                self.session.peer()
+            );
+            return Err(Stop::Handshake);
+        }
+        self.upgrade()
+    }
+
+    /// Starts TLS and tells the session.
+    fn upgrade(&mut self) -> Result<(), Stop> {
+        let config = self
+            .ctx
+            .tls
+            .clone()
+            .expect("TLS is started only where it is configured");
+        let info = self.conn.start_tls(config, self.session.peer())?;
+        self.session.tls_started(info);
+        Ok(())
+    }
+
+    fn drive(&mut self) -> Result<(), Stop> {
+        self.conn.queue(&self.session.greeting(), false)?;
+        loop {
+            let open = self.session.in_transaction();
+            self.ctx.busy.store(open, Ordering::SeqCst);
+            if self.ctx.shutdown.load(Ordering::SeqCst) && !open {
+                return Err(Stop::Shutdown);
+            }
+            let response = match self.conn.read_line()? {
+                Line::TooLong => {
+                    let enhanced = self.session.enhanced_codes();
+                    self.conn.queue(&reply::line_too_long(), enhanced)?;
+                    continue;
+                }
+                Line::Complete(range) => self.session.command(self.conn.line(range)),
+            };
+            if !self.act(response)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the response's reply and carries out its action; false when
+    /// the session is over.
+    fn act(&mut self, mut response: Response) -> Result<bool, Stop> {
+        loop {
+            if let Some(r) = &response.reply {
+                self.conn.queue(r, self.session.enhanced_codes())?;
+            }
+            let reply = match response.action {
+                Action::Continue => return Ok(true),
+                Action::Close => return Ok(false),
+                Action::Lookup(path) => {
+                    response = self.session.answer(self.ctx.delivery.lookup(&path));
+                    continue;
+                }
+                Action::StartTls => {
+                    self.upgrade()?;
+                    return Ok(true);
+                }
+                Action::ReceiveData => self.receive_data()?,
+                Action::ReceiveChunk {
+                    size,
+                    last,
+                    start,
+                    discard,
+                } => self.receive_chunk(size, last, start, discard)?,
+            };
+            self.conn.queue(&reply, self.session.enhanced_codes())?;
+            return Ok(true);
+        }
+    }
+
+    fn new_body(&mut self, framing: Framing) -> Body {
+        let config = &self.ctx.config;
+        Body::new(
+            &config.spool_dir,
+            &self.session.trace_field(),
+            framing,
+            config.server.max_message_size,
+            self.conn.deadlines().transfer(),
+            &mut self.out,
+        )
+    }
+
+    fn receive_data(&mut self) -> Result<Reply, Stop> {
+        self.ctx.busy.store(true, Ordering::SeqCst);
+        let mut body = self.new_body(Framing::Dotted(self.ctx.config.bare_newline));
+        body.receive_data(&mut self.conn, &mut self.out)?;
+        let verdict = self
+            .session
+            .body_received(&body.report(true, &mut self.out));
+        Ok(self.conclude(verdict, Some(&body)))
+    }
+
+    fn receive_chunk(
+        &mut self,
+        size: u64,
+        last: bool,
+        start: bool,
+        discard: bool,
+    ) -> Result<Reply, Stop> {
+        if discard {
+            body::discard_chunk(&mut self.conn, size)?;
+            let verdict = self.session.chunk_received(last, &BodyReport::default());
+            return Ok(self.conclude(verdict, None));
+        }
+        if start {
+            let binary = self.session.binary_body();
+            self.body = Some(self.new_body(Framing::Chunked { binary }));
+        }
+        let body = self
+            .body
+            .as_mut()
+            .expect("a chunk without start has a body");
+        body.receive_chunk(&mut self.conn, size, &mut self.out)?;
+        let report = body.report(last, &mut self.out);
+        let verdict = self.session.chunk_received(last, &report);
+        let r = self.conclude(verdict, self.body.as_ref());
+        if last || !r.is_positive() {
+            self.body = None;
+        }
+        Ok(r)
+    }
+
+    /// Turns the session's verdict into the reply, delivering if accepted.
+    fn conclude(&self, verdict: Verdict<Recipient>, body: Option<&Body>) -> Reply {
+        let env = match verdict {
+            Verdict::Reply(r) => return r,
+            Verdict::Deliver(env) => env,
+        };
+        // The session accepts only bodies whose spool was written.
+        let Some(spool) = body.and_then(Body::spool) else {
+            log::error!("{}: accepted without a spool", env.id);
+            return reply::local_error();
+        };
+        let result = self.ctx.delivery.deliver(&Message {
+            id: &env.id,
+            reverse_path: &env.reverse_path,
+            recipients: &env.recipients,
+            body: spool.file(),
+            received: SYSTEM.now(),
+        });
+        let r = self.session.delivered(&env, result.as_ref().map(|_| ()));
+        log::info!("{}: {}", env.id, r.render(true).trim_end());
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{DeliveryError, Dest, Lookup, RunAs, Target};
+    use crate::server::conn::{READ_BUFFER, WRITE_BUFFER};
+    use crate::smtp::address::ForwardPath;
+    use crate::smtp::peer::Peer;
+    use crate::smtp::session::TlsPolicy;
+    use std::io::{self, Cursor, Read, Seek, Write};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A stream that yields the client's bytes and records each write.
+    struct Mem {
+        input: Cursor<Vec<u8>>,
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for &mut Mem {
+        fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_write_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Accepts anyone at example.org and keeps delivered bodies in memory.
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<Vec<u8>>>);
+
+    impl Delivery for Keep {
+        fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
+            match rcpt {
+                ForwardPath::Mailbox(m) if m.domain.matches_name("example.org") => {
+                    Lookup::Local(Recipient {
+                        address: m.to_string(),
+                        full_name: None,
+                        dests: vec![Dest {
+                            target: Target::Maildir(m.local.clone().into()),
+                            run_as: RunAs::Server,
+                            address: m.to_string(),
+                            sender: None,
+                        }],
+                        missing: Vec::new(),
+                    })
+                }
+                _ => Lookup::NotLocal,
+            }
+        }
+        fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError> {
+            let mut body = Vec::new();
+            let mut f = msg.body;
+            f.rewind().unwrap();
+            f.read_to_end(&mut body).unwrap();
+            self.0.lock().unwrap().push(body);
+            Ok(())
+        }
+    }
+
+    struct Outcome {
+        replies: Vec<String>,
+        writes: usize,
+        largest_write: usize,
+        bodies: Vec<Vec<u8>>,
+    }
+
+    fn converse(input: &[u8]) -> Outcome {
+        converse_with("", input)
+    }
+
+    /// Runs a whole session over `input`; `extra` adds top-level settings.
+    fn converse_with(extra: &str, input: &[u8]) -> Outcome {
+        converse_reusing(&mut Buffers::default(), extra, input)
+    }
+
+    /// The same, with a worker's buffers from earlier sessions.
+    fn converse_reusing(buffers: &mut Buffers, extra: &str, input: &[u8]) -> Outcome {
+        let dir = std::env::temp_dir().join(format!("mailroom-conn-test-{}", std::process::id()));
+        let text = format!(
+            "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nspool_dir = \"{}\"\n{extra}\n[server]\nmax_command_line = 512\nmax_message_size = 2048",
+            dir.display()
+        );
+        let config = Arc::new(Config::parse(&text, "test").unwrap());
+        let keep = Arc::new(Keep::default());
+        let ctx = Context {
+            config: config.clone(),
+            delivery: keep.clone(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            busy: Arc::new(AtomicBool::new(false)),
+            tls: None,
+            implicit_tls: false,
+        };
+        let peer = Peer::Tcp {
+            addr: "192.0.2.9:4321".parse().unwrap(),
+            name: None,
+        };
+        let settings = Arc::new(config.session_settings());
+        let session = Session::new(settings, &SYSTEM, peer, TlsPolicy::default());
+        let mut mem = Mem {
+            input: Cursor::new(input.to_vec()),
+            writes: Vec::new(),
+        };
+        run(&mut mem, session, &ctx, buffers);
+        let all = String::from_utf8(mem.writes.concat()).unwrap();
+        let replies = all
+            .split_inclusive("\r\n")
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| l.trim_end().to_string())
+            .collect();
+        let bodies = keep.0.lock().unwrap().clone();
+        Outcome {
+            replies,
+            writes: mem.writes.len(),
+            largest_write: mem.writes.iter().map(Vec::len).max().unwrap_or(0),
+            bodies,
+        }
+    }
+
+    #[test]
+    fn a_session_on_reused_buffers_sees_nothing_of_the_one_before() {
+        let mut buffers = Buffers::default();
+        // A long message, then a command cut off by the end of input.
+        let mut first =
+            b"EHLO a\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<postmaster@example.org>\r\nDATA\r\n"
+                .to_vec();
+        for i in 0..40 {
+            first.extend_from_slice(format!("Subject-{i}: first session\r\n").as_bytes());
+        }
+        first.extend_from_slice(b"\r\nold\r\n.\r\nMAIL FROM:<leftover@exa");
+        let o = converse_reusing(&mut buffers, "", &first);
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354, 250]);
+        assert!(buffers.read.len() >= READ_BUFFER && buffers.body.capacity() > 0);
+        let second = b"EHLO b\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<postmaster@example.org>\r\nDATA\r\nSubject: second\r\n\r\nnew\r\n.\r\nQUIT\r\n";
+        let reused = converse_reusing(&mut buffers, "", second);
+        let fresh = converse(second);
+        assert_eq!(reused.replies.len(), fresh.replies.len());
+        assert_eq!(codes(&reused), codes(&fresh));
+        assert_eq!(stored(&reused.bodies[0]), b"Subject: second\n\nnew\n");
+        assert_eq!(stored(&reused.bodies[0]), stored(&fresh.bodies[0]));
+    }
+
+    fn codes(o: &Outcome) -> Vec<u16> {
+        o.replies.iter().map(|r| r[..3].parse().unwrap()).collect()
+    }
+
+    /// The body as stored, without our Received field.
+    fn stored(body: &[u8]) -> &[u8] {
+        let text = body;
+        let end = text.windows(2).position(|w| w == b";\n").unwrap() + 2;
+        let date_end = end + text[end..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        &text[date_end..]
+    }
+
+    #[test]
+    fn pipelined_batch_gets_every_reply_in_order_in_one_write() {
+        let o = converse(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nRCPT TO:<y@nowhere.example>\r\nRCPT TO:<z@example.org>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 250, 250, 550, 250, 354, 250, 221]);
+        // The greeting goes out before the first read; then one write for
+        // the whole batch.
+        assert_eq!(o.writes, 2, "replies to a pipelined batch go out together");
+        assert_eq!(stored(&o.bodies[0]), b"Subject: s\n\nhi\n");
+    }
+
+    #[test]
+    fn replies_to_a_huge_pipelined_batch_are_written_in_bounded_pieces() {
+        let mut input = b"EHLO c.example\r\n".repeat(2000);
+        input.extend_from_slice(b"QUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(o.replies.len(), 2002);
+        assert!(o.writes > 3, "{} writes", o.writes);
+        assert!(
+            o.largest_write < WRITE_BUFFER + 1024,
+            "{} octets in one write",
+            o.largest_write
+        );
+    }
+
+    #[test]
+    fn long_command_line_is_refused_and_the_session_goes_on() {
+        let mut input = b"EHLO c.example\r\nNOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 600));
+        input.extend_from_slice(b"\r\nNOOP\r\nQUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(codes(&o), [220, 250, 500, 250, 221]);
+        assert!(o.replies[2].starts_with("500 5.5.6"));
+        // Exactly at the limit (512 with CRLF) is fine.
+        let mut input = b"NOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 505));
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        assert_eq!(codes(&converse(&input)), [220, 250, 221]);
+    }
+
+    #[test]
+    fn bare_lf_commands_are_accepted() {
+        assert_eq!(
+            codes(&converse(b"EHLO c.example\nNOOP\nQUIT\n")),
+            [220, 250, 250, 221]
+        );
+    }
+
+    const SMUGGLING: &[u8] = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nhi\n.\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n";
+
+    #[test]
+    fn smuggled_commands_are_refused_under_reject() {
+        let o = converse_with("bare_newline = \"reject\"", SMUGGLING);
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354, 550, 221]);
+        assert!(o.replies[5].starts_with("550 5.5.2"));
+        assert!(o.bodies.is_empty());
+    }
+
+    #[test]
+    fn smuggled_commands_stay_message_text_under_normalize() {
+        let o = converse(SMUGGLING);
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354, 250, 221]);
+        assert_eq!(o.bodies.len(), 1, "one message, no second transaction");
+        assert_eq!(
+            stored(&o.bodies[0]),
+            b"hi\n.\nMAIL FROM:<evil@b.example>\nRCPT TO:<victim@example.org>\nDATA\nforged\n"
+        );
+    }
+
+    #[test]
+    fn bdat_chunks_make_one_message() {
+        let o = converse(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example> BODY=BINARYMIME\r\nRCPT TO:<x@example.org>\r\nBDAT 10\r\nSubject: \rBDAT 11\r\n\n\r\nbody\0\xff\r\nBDAT 0 LAST\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 250, 250, 250, 250, 250, 221]);
+        assert_eq!(o.replies[4], "250 2.0.0 10 octets received");
+        assert_eq!(o.replies[5], "250 2.0.0 21 octets received");
+        // BINARYMIME: stored exactly, CRLF and all.
+        assert_eq!(stored(&o.bodies[0]), b"Subject: \r\n\r\nbody\0\xff\r\n");
+    }
+
+    #[test]
+    fn bdat_without_transaction_is_read_and_dropped() {
+        // The chunk holds command text: it must not be executed.
+        let o = converse(
+            b"EHLO c.example\r\nBDAT 28 LAST\r\nMAIL FROM:<evil@b.example>\r\nNOOP\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&o), [220, 250, 503, 250, 221]);
+    }
+
+    #[test]
+    fn bdat_with_bad_size_closes_the_connection() {
+        let o = converse(b"EHLO c.example\r\nBDAT 12x\r\nNOOP\r\n");
+        assert_eq!(codes(&o), [220, 250, 501]);
+    }
+
+    #[test]
+    fn oversized_messages_get_552_and_the_session_goes_on() {
+        let mut input =
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n"
+                .to_vec();
+        for _ in 0..100 {
+            input.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+        }
+        input.extend_from_slice(
+            b".\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nBDAT 3000 LAST\r\n",
+        );
+        input.extend(std::iter::repeat_n(b'x', 3000));
+        input.extend_from_slice(b"RSET\r\nQUIT\r\n");
+        let o = converse(&input);
+        assert_eq!(
+            codes(&o),
+            [220, 250, 250, 250, 354, 552, 250, 250, 552, 250, 221]
+        );
+        assert!(o.bodies.is_empty());
+    }
+
+    #[test]
+    fn eof_in_data_delivers_nothing() {
+        let o = converse(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\nDATA\r\npartial\r\n");
+        assert_eq!(codes(&o), [220, 250, 250, 250, 354]);
+        assert!(o.bodies.is_empty());
+    }
+}
