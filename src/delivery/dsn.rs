@@ -6,10 +6,10 @@
 //! that are not ASCII use the RFC 6533 `global` types. Composing is pure;
 //! [`read_header`] is the one read it needs.
 
+use crate::delivery::Body;
 use crate::smtp::trace::{rfc5322_date, UnixTime};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read};
 
 /// The most of the original header returned.
 pub const MAX_HEADER: usize = 64 * 1024;
@@ -183,10 +183,8 @@ fn one_line(text: &str) -> String {
 
 /// The header of a spooled message (everything before the first empty
 /// line), with LF line ends, cut at a line end after [`MAX_HEADER`].
-pub fn read_header(body: &File) -> io::Result<Vec<u8>> {
-    let mut f = body;
-    f.rewind()?;
-    let mut reader = BufReader::new(f.take(MAX_HEADER as u64));
+pub fn read_header(body: Body<'_>) -> io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(body.reader().take(MAX_HEADER as u64));
     let mut out = Vec::new();
     let mut line = Vec::new();
     loop {

@@ -16,9 +16,9 @@
 //! the socket is its signal); the server bounds each step. Failures come
 //! back as the exit status (sysexits) with the reason on standard error.
 
-use super::{io_error, maildir, mbox, Account, DeliveryError, Failure};
+use super::{io_error, maildir, mbox, Account, Body, DeliveryError, Failure};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -67,17 +67,20 @@ pub fn prepare(
     account: &Account,
     job: &Job<'_>,
     prefix: &[u8],
-    body: &File,
+    body: Body<'_>,
     deadline: Instant,
     journal: &mut dyn FnMut(u64) -> Result<(), DeliveryError>,
 ) -> Result<Staged, DeliveryError> {
-    let mut input = body.try_clone().map_err(|e| io_error("spool", &e))?;
-    input.rewind().map_err(|e| io_error("spool", &e))?;
+    // The helper reads its message at offsets of its standard input, never
+    // through the position it shares with this handle.
+    let input = body.file().try_clone().map_err(|e| io_error("spool", &e))?;
     let (ours, theirs) = UnixStream::pair().map_err(|e| io_error("socketpair", &e))?;
     let mut cmd = Command::new(SELF);
     cmd.arg("--deliver")
         .arg(account.uid.to_string())
-        .arg(account.gid.to_string());
+        .arg(account.gid.to_string())
+        .arg(body.start().to_string())
+        .arg(body.len().to_string());
     match job {
         Job::Maildir {
             dir,
@@ -250,7 +253,8 @@ pub fn recover(
         .arg("--deliver")
         .arg(account.uid.to_string())
         .arg(account.gid.to_string())
-        .arg("-")
+        // No message: nothing on standard input to read.
+        .args(["0", "0", "-"])
         .arg("recover")
         .arg(&record.path)
         .arg(&record.from_line)
@@ -276,8 +280,9 @@ pub fn needed(account: &Account) -> bool {
     nix::unistd::geteuid().is_root() && account.uid != 0
 }
 
-/// The helper's side: `mailroom --deliver UID GID GROUP|- KIND ARGS...`
-/// with the message on standard input and the server on standard output.
+/// The helper's side: `mailroom --deliver UID GID START LEN GROUP|- KIND
+/// ARGS...` with the message at START..START+LEN of standard input (a
+/// file, read at offsets) and the server on standard output.
 pub fn main(args: &[String]) -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::from(EX_OK),
@@ -301,10 +306,13 @@ fn classify(e: DeliveryError) -> Exit {
 
 fn run(args: &[String]) -> Result<(), Exit> {
     let usage = || (EX_USAGE, "mailroom --deliver: bad arguments".to_string());
-    let [uid, gid, group, kind, rest @ ..] = args else {
+    let [uid, gid, start, len, group, kind, rest @ ..] = args else {
         return Err(usage());
     };
     let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+        return Err(usage());
+    };
+    let (Ok(start), Ok(len)) = (start.parse::<u64>(), len.parse::<u64>()) else {
         return Err(usage());
     };
     become_user(uid, gid, group.parse::<u32>().ok())
@@ -328,11 +336,12 @@ fn run(args: &[String]) -> Result<(), Exit> {
         println!("{r:?}");
         return Ok(());
     }
-    let body = std::io::stdin()
+    let input = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .map(File::from)
         .map_err(|e| (EX_TEMPFAIL, format!("reading the message: {e}")))?;
+    let body = Body::new(&input, start, len);
     let server = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
@@ -350,7 +359,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
             if clean == "clean" {
                 maildir::clean_tmp(&dir, maildir::STALE_TMP);
             }
-            let p = maildir::prepare(&dir, prefix.as_bytes(), &body, hostname).map_err(classify)?;
+            let p = maildir::prepare(&dir, prefix.as_bytes(), body, hostname).map_err(classify)?;
             say(&mut conn, "prepared")?;
             // Anything but a commit, the end of the socket included, takes
             // the copy back (it is removed as it drops).
@@ -384,7 +393,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
                 Path::new(path),
                 from_line,
                 prefix.as_bytes(),
-                &body,
+                body,
                 &opts,
                 &mut journal,
             )

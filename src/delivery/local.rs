@@ -702,7 +702,7 @@ impl Local {
                     id: &id,
                     reverse_path: "",
                     recipients: std::slice::from_ref(&to),
-                    body: body.file(),
+                    body: body.body(),
                     received: now,
                 },
                 deadline,

@@ -14,9 +14,9 @@
 //! that a message for several mailboxes is written everywhere before it is
 //! made visible anywhere: if one copy cannot be written, none is delivered.
 
-use super::{io_error, DeliveryError};
+use super::{io_error, Body, DeliveryError};
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -84,7 +84,7 @@ fn anonymous_possible() -> bool {
 pub fn prepare(
     dir: &Path,
     prefix: &[u8],
-    body: &File,
+    body: Body<'_>,
     hostname: &str,
 ) -> Result<Prepared, DeliveryError> {
     prepare_as(dir, prefix, body, hostname, anonymous_possible())
@@ -93,12 +93,11 @@ pub fn prepare(
 fn prepare_as(
     dir: &Path,
     prefix: &[u8],
-    body: &File,
+    body: Body<'_>,
     hostname: &str,
     anonymous: bool,
 ) -> Result<Prepared, DeliveryError> {
-    let body_len = body.metadata().map_err(|e| io_error("spool", &e))?.len();
-    let size = prefix.len() as u64 + body_len;
+    let size = prefix.len() as u64 + body.len();
     let tmp_dir = dir.join("tmp");
     let mut slot = if anonymous { Slot::take() } else { None };
     let mut attempts = 0;
@@ -137,7 +136,7 @@ fn prepare_as(
         attempts += 1;
     };
     let written = owned_by_us(dir).and_then(|()| {
-        write_and_sync(&file, prefix, body, body_len)
+        write_and_sync(&file, prefix, body)
             .map_err(|e| io_error(&format!("writing a copy in {}", tmp_dir.display()), &e))
     });
     let staged = match slot {
@@ -227,16 +226,16 @@ pub fn revoke(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-fn write_and_sync(mut file: &File, prefix: &[u8], body: &File, len: u64) -> io::Result<()> {
+fn write_and_sync(mut file: &File, prefix: &[u8], body: Body<'_>) -> io::Result<()> {
     file.write_all(prefix)?;
-    copy_body(body, len, file)?;
+    copy_body(body, file)?;
     file.sync_all()
 }
 
-/// Appends the first `len` bytes of `body` to `to` inside the kernel
-/// (sendfile with its own offset: the spool's position is left alone, and
-/// nothing is probed first, as `io::copy` would).
-fn copy_body(body: &File, len: u64, mut to: &File) -> io::Result<()> {
+/// Appends the message to `to` inside the kernel (sendfile with its own
+/// offset: the file's position is left alone, and nothing is probed
+/// first, as `io::copy` would).
+fn copy_body(body: Body<'_>, mut to: &File) -> io::Result<()> {
     use nix::errno::Errno;
     let short = || {
         io::Error::new(
@@ -246,19 +245,24 @@ fn copy_body(body: &File, len: u64, mut to: &File) -> io::Result<()> {
     };
     // off_t: 32 bits on 32-bit targets without large-file support, where a
     // body past 2 GiB fails here (EOVERFLOW) rather than being cut short.
-    let mut offset: nix::libc::off_t = 0;
-    while (offset as u64) < len {
-        let want = (len - offset as u64).min(1 << 30) as usize;
-        match nix::sys::sendfile::sendfile(to, body, Some(&mut offset), want) {
+    let start = body.start();
+    let end = start + body.len();
+    let mut offset = nix::libc::off_t::try_from(start)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    while (offset as u64) < end {
+        let want = (end - offset as u64).min(1 << 30) as usize;
+        match nix::sys::sendfile::sendfile(to, body.file(), Some(&mut offset), want) {
             Ok(0) => return Err(short()),
             Ok(_) | Err(Errno::EINTR) => {}
             // A kernel or file without sendfile between files (EINVAL for
             // one opened O_APPEND, say).
-            Err(Errno::EINVAL | Errno::ENOSYS) if offset == 0 => {
-                let mut from = body;
-                from.rewind()?;
-                let copied = io::copy(&mut Read::take(from, len), &mut to)?;
-                return if copied == len { Ok(()) } else { Err(short()) };
+            Err(Errno::EINVAL | Errno::ENOSYS) if offset as u64 == start => {
+                let copied = io::copy(&mut body.reader(), &mut to)?;
+                return if copied == body.len() {
+                    Ok(())
+                } else {
+                    Err(short())
+                };
             }
             Err(e) => return Err(e.into()),
         }
@@ -390,7 +394,7 @@ mod tests {
             prepare_as(
                 &md,
                 b"Return-Path: <>\n",
-                spool.file(),
+                spool.body(),
                 "host/x:y",
                 anonymous,
             )
@@ -434,7 +438,7 @@ mod tests {
         }
         let md = root.join("a/Maildir");
         for _ in 0..2 {
-            let p = prepare_as(&md, b"X: y\n", spool.file(), "h", true).unwrap();
+            let p = prepare_as(&md, b"X: y\n", spool.body(), "h", true).unwrap();
             let got = std::fs::read(p.commit().unwrap()).unwrap();
             assert_eq!(got.len(), body.len() + 5);
             assert!(got.starts_with(b"X: y\n") && got[5..] == body[..]);
@@ -454,13 +458,13 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        copy_body(spool.file(), 17, &out).unwrap();
+        copy_body(Body::new(spool.file(), 0, 17), &out).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"Subject: x\n\nbody\n");
         // A spool shorter than its length is an error either way.
-        let err = copy_body(spool.file(), 18, &out).unwrap_err();
+        let err = copy_body(Body::new(spool.file(), 0, 18), &out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         let plain = File::create(root.join("plain")).unwrap();
-        let err = copy_body(spool.file(), 18, &plain).unwrap_err();
+        let err = copy_body(Body::new(spool.file(), 0, 18), &plain).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -471,7 +475,7 @@ mod tests {
         let spool = Spool::create(&root.join("spool")).unwrap();
         let md = root.join("a/Maildir");
         let held: Vec<Prepared> = (0..MAX_ANONYMOUS + 10)
-            .map(|_| prepare_as(&md, b"x\n", spool.file(), "h", true).unwrap())
+            .map(|_| prepare_as(&md, b"x\n", spool.body(), "h", true).unwrap())
             .collect();
         let anonymous = held
             .iter()
@@ -493,7 +497,7 @@ mod tests {
             let root = tempdir(if anonymous { "drop-anon" } else { "drop" });
             let spool = Spool::create(&root.join("spool")).unwrap();
             let md = root.join("a/Maildir");
-            let p = prepare_as(&md, b"x\n", spool.file(), "h", anonymous).unwrap();
+            let p = prepare_as(&md, b"x\n", spool.body(), "h", anonymous).unwrap();
             let path = p.path().to_path_buf();
             drop(p);
             assert_eq!((count(&md.join("tmp")), count(&md.join("new"))), (0, 0));
@@ -507,7 +511,7 @@ mod tests {
         let root = tempdir("file");
         let spool = Spool::create(&root.join("spool")).unwrap();
         std::fs::write(root.join("plain"), b"").unwrap();
-        let e = prepare(&root.join("plain/Maildir"), b"x\n", spool.file(), "h").unwrap_err();
+        let e = prepare(&root.join("plain/Maildir"), b"x\n", spool.body(), "h").unwrap_err();
         assert_eq!(e.kind, crate::delivery::Failure::Temporary);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -19,7 +19,7 @@
 //! length to journal, so that a crash in between can be undone at the next
 //! start ([`recover`]).
 
-use super::{io_error, DeliveryError};
+use super::{io_error, Body, DeliveryError};
 use crate::smtp::trace::UnixTime;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
@@ -82,7 +82,7 @@ pub fn prepare(
     path: &Path,
     from_line: &str,
     prefix: &[u8],
-    body: &File,
+    body: Body<'_>,
     opts: &Options,
     journal: &mut dyn FnMut(u64) -> Result<(), DeliveryError>,
 ) -> Result<Prepared, DeliveryError> {
@@ -486,7 +486,13 @@ fn is_stale(path: &Path, age: Duration) -> bool {
 
 /// Writes one message at the end of `file` (whose length is `orig`), then
 /// fsyncs. On error the file is cut back to `orig`.
-fn append(file: &File, orig: u64, from_line: &str, prefix: &[u8], body: &File) -> io::Result<()> {
+fn append(
+    file: &File,
+    orig: u64,
+    from_line: &str,
+    prefix: &[u8],
+    body: Body<'_>,
+) -> io::Result<()> {
     let result = (|| {
         let mut out = BufWriter::with_capacity(64 * 1024, file);
         // The message before must end with a blank line.
@@ -505,8 +511,7 @@ fn append(file: &File, orig: u64, from_line: &str, prefix: &[u8], body: &File) -
         out.write_all(from_line.as_bytes())?;
         let mut q = Quoter::default();
         q.feed(prefix, &mut out)?;
-        let mut body = body;
-        body.rewind()?;
+        let mut body = body.reader();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match body.read(&mut buf) {
@@ -740,7 +745,7 @@ mod tests {
             &mbox,
             "From a@b Thu Jan  1 00:00:00 1970\n",
             b"Return-Path: <a@b>\n",
-            b.file(),
+            b.body(),
             &opts(),
             &mut no_journal,
         )
@@ -752,7 +757,7 @@ mod tests {
             "From a@b Thu Jan  1 00:00:00 1970\nReturn-Path: <a@b>\nSubject: x\n\n>From here\n\n";
         assert_eq!(std::fs::read_to_string(&mbox).unwrap(), one);
         let mut seen = None;
-        let p = prepare(&mbox, "From c@d x\n", b"", b.file(), &opts(), &mut |len| {
+        let p = prepare(&mbox, "From c@d x\n", b"", b.body(), &opts(), &mut |len| {
             seen = Some(len);
             Ok(())
         })
@@ -767,7 +772,7 @@ mod tests {
                 &mbox,
                 "From c@d x\n",
                 b"",
-                b.file(),
+                b.body(),
                 &opts(),
                 &mut no_journal,
             )
@@ -793,7 +798,7 @@ mod tests {
             ("From a\ny\n\n", "From a\ny\n\n"),
         ] {
             std::fs::write(&mbox, before).unwrap();
-            prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+            prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
                 .unwrap()
                 .commit();
             assert_eq!(
@@ -809,7 +814,7 @@ mod tests {
         let dir = tempdir("journal");
         let mbox = dir.join("box");
         let b = body(&dir, b"x\n");
-        let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut |_| {
+        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut |_| {
             Err(DeliveryError {
                 kind: crate::delivery::Failure::Temporary,
                 reason: "no journal".into(),
@@ -831,7 +836,7 @@ mod tests {
         // failure.
         std::fs::write(dir.join("box.lock"), "1\n").unwrap();
         let start = Instant::now();
-        let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap_err();
+        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
         assert_eq!(e.kind, crate::delivery::Failure::Temporary);
         assert!(e.reason.contains("locked"), "{e}");
         assert!(start.elapsed() >= Duration::from_millis(300));
@@ -841,7 +846,7 @@ mod tests {
         let mut gone = gone;
         gone.wait().unwrap();
         std::fs::write(dir.join("box.lock"), format!("{pid}\n")).unwrap();
-        prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
             .unwrap()
             .commit();
         // Nor does an old lock without a pid.
@@ -852,23 +857,23 @@ mod tests {
             .unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(301))
             .unwrap();
-        prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
             .unwrap()
             .commit();
         // Our own pid, in a lock we do not hold: left by an earlier process
         // that had our pid, so stale.
         std::fs::write(dir.join("box.lock"), format!("{}\n", std::process::id())).unwrap();
-        prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
             .unwrap()
             .commit();
         // Held by another delivery of ours: waited for. The lock file holds
         // our pid and is never empty.
-        let held = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap();
+        let held = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("box.lock")).unwrap(),
             format!("{}\n", std::process::id())
         );
-        let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap_err();
+        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
         assert!(e.reason.contains("locked"), "{e}");
         held.commit();
         assert_eq!(
@@ -879,10 +884,10 @@ mod tests {
         // An fcntl lock held on another open file description is waited for.
         let holder = File::options().read(true).write(true).open(&mbox).unwrap();
         assert!(fcntl_lock(&holder).unwrap());
-        let e = prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal).unwrap_err();
+        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
         assert!(e.reason.contains("locked"), "{e}");
         drop(holder);
-        prepare(&mbox, "From b\n", b"", b.file(), &opts(), &mut no_journal)
+        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
             .unwrap()
             .commit();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -898,7 +903,7 @@ mod tests {
             &dir.join("sym"),
             "From b\n",
             b"",
-            b.file(),
+            b.body(),
             &opts(),
             &mut no_journal,
         )
@@ -909,7 +914,7 @@ mod tests {
             &dir.join("hard"),
             "From b\n",
             b"",
-            b.file(),
+            b.body(),
             &opts(),
             &mut no_journal,
         )

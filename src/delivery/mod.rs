@@ -11,18 +11,18 @@ pub mod journal;
 pub mod local;
 pub mod maildir;
 pub mod mbox;
+pub mod message;
 pub mod pipe;
 pub mod resolve;
 pub mod spool;
 
 pub use local::Local;
+pub use message::{Body, Message};
 
 pub use crate::smtp::failure::{DeliveryError, Failure};
 
 use crate::config::Config;
 use crate::smtp::address::{Domain, ForwardPath};
-use crate::smtp::trace::UnixTime;
-use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -128,18 +128,6 @@ pub fn io_error(context: &str, err: &io::Error) -> DeliveryError {
         _ => Failure::Temporary,
     };
     DeliveryError::new(kind, format!("{context}: {err}"))
-}
-
-/// An accepted message on its way to the mailboxes.
-pub struct Message<'a> {
-    pub id: &'a str,
-    /// The reverse path without angle brackets; empty for `<>`.
-    pub reverse_path: &'a str,
-    pub recipients: &'a [Recipient],
-    /// The spooled message, starting with our `Received:` field.
-    pub body: &'a File,
-    /// When it arrived.
-    pub received: UnixTime,
 }
 
 pub trait Delivery: Send + Sync {

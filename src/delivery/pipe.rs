@@ -5,14 +5,12 @@
 //! Exit status 0 is success, 75 (EX_TEMPFAIL) a temporary failure, anything
 //! else a permanent one.
 
-use super::{io_error, Account, DeliveryError, Failure};
+use super::{io_error, Account, Body, DeliveryError, Failure};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
-use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +39,7 @@ pub fn run(
     command: &str,
     account: Option<&Account>,
     prefix: &[u8],
-    body: &File,
+    body: Body<'_>,
     env: &PipeEnv<'_>,
     limit: Duration,
 ) -> Result<(), DeliveryError> {
@@ -237,7 +235,7 @@ struct Feed<'a> {
     pipe: Option<ChildStdin>,
     buf: Vec<u8>,
     start: usize,
-    body: &'a File,
+    body: Body<'a>,
     offset: u64,
 }
 
@@ -346,7 +344,7 @@ mod tests {
             command,
             account,
             b"X-Prefix: 1\n",
-            spool(body).file(),
+            spool(body).body(),
             &env(),
             limit,
         )

@@ -72,6 +72,11 @@ impl Spool {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// Everything written so far, as a message for delivery.
+    pub fn body(&self) -> super::Body<'_> {
+        super::Body::new(&self.file, 0, self.len)
+    }
 }
 
 /// A new file in `dir` that has no name (O_TMPFILE, mode 0600), or `None`

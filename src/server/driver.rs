@@ -242,7 +242,7 @@ impl<S: Transport> Driver<'_, S> {
             id: &env.id,
             reverse_path: &env.reverse_path,
             recipients: &env.recipients,
-            body: spool.file(),
+            body: spool.body(),
             received: SYSTEM.now(),
         });
         let r = self.session.delivered(&env, result.as_ref().map(|_| ()));
@@ -259,7 +259,7 @@ mod tests {
     use crate::smtp::address::ForwardPath;
     use crate::smtp::peer::Peer;
     use crate::smtp::session::TlsPolicy;
-    use std::io::{self, Cursor, Read, Seek, Write};
+    use std::io::{self, Cursor, Read, Write};
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -319,9 +319,7 @@ mod tests {
         }
         fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError> {
             let mut body = Vec::new();
-            let mut f = msg.body;
-            f.rewind().unwrap();
-            f.read_to_end(&mut body).unwrap();
+            msg.body.reader().read_to_end(&mut body).unwrap();
             self.0.lock().unwrap().push(body);
             Ok(())
         }
