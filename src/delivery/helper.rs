@@ -246,7 +246,7 @@ fn read_line(conn: &mut impl BufRead) -> Option<String> {
 /// Undoes an interrupted mbox append as the account that made it.
 pub fn recover(
     account: &Account,
-    record: &super::journal::Record,
+    record: &mbox::journal::Record,
     opts: &mbox::Options,
 ) -> Result<String, DeliveryError> {
     let out = Command::new(SELF)

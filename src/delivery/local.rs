@@ -18,7 +18,7 @@
 //! bounded by `timeouts.delivery`.
 
 use super::aliases::Aliases;
-use super::journal::{self, Journal, Record, Slot};
+use super::mbox::journal::{self, Journal, Record, Slot};
 use super::resolve::{Directory, Passwd, Resolver};
 use super::{
     dsn, helper, maildir, mbox, pipe, spool, Account, Delivery, DeliveryError, Dest, Failure,

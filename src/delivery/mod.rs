@@ -7,7 +7,6 @@
 pub mod aliases;
 pub mod dsn;
 pub mod helper;
-pub mod journal;
 pub mod local;
 pub mod maildir;
 pub mod mbox;

@@ -11,7 +11,7 @@
 //! reused from one delivery to the next, so that a journaled append costs
 //! two small fdatasyncs and no directory changes.
 
-use super::{io_error, Account, DeliveryError};
+use super::super::{io_error, Account, DeliveryError};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
