@@ -10,5 +10,6 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod notices;
 pub mod server;
 pub mod smtp;

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     };
     match mode {
         Mode::Check(path) => match Config::load(&path).and_then(|c| {
-            Runtime::new(c).map_err(|message| ConfigError {
+            Runtime::new(c, None).map_err(|message| ConfigError {
                 file: path.display().to_string(),
                 key: None,
                 message,

@@ -1,30 +1,35 @@
-//! Local delivery behind one interface: [`Delivery::lookup`] decides at
-//! RCPT time who a recipient is, [`Delivery::deliver`] takes an accepted
-//! message and either delivers it to every recipient (reporting any that
-//! failed to the sender) or refuses it whole. Every failure is classified
-//! once, where it happens, as temporary or permanent.
+//! Who a recipient is and the files written for it: the resolver
+//! (`resolve`, `aliases`), the copies of a message and their order
+//! (`plan`), the mailbox formats (`maildir`, `mbox`), pipes (`pipe`),
+//! copies written as another account (`helper`), and [`Local`], which
+//! ties them together into steps that a session or a queue can drive,
+//! with an outcome for every copy. Every failure is classified once, where
+//! it happens, as temporary or permanent.
 
 pub mod aliases;
-pub mod dsn;
 pub mod helper;
 pub mod local;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
 pub mod pipe;
+pub mod plan;
+mod recovery;
 pub mod resolve;
 pub mod spool;
+mod stage;
 
 pub use local::Local;
 pub use message::{Body, Message};
 
 pub use crate::smtp::failure::{DeliveryError, Failure};
 
-use crate::config::Config;
+use crate::config::{Config, Store};
 use crate::smtp::address::{Domain, ForwardPath};
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Where one copy of a message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,6 +52,15 @@ impl Target {
             Target::Maildir(p) => Target::Maildir(clean(p)),
             Target::Mbox(p) => Target::Mbox(clean(p)),
             other => other,
+        }
+    }
+}
+
+impl From<&Store> for Target {
+    fn from(store: &Store) -> Target {
+        match store {
+            Store::Maildir(p) => Target::Maildir(p.clone()),
+            Store::Mbox(p) => Target::Mbox(p.clone()),
         }
     }
 }
@@ -80,6 +94,22 @@ pub struct Dest {
     /// The envelope sender for this copy when a list's owner replaces the
     /// original one.
     pub sender: Option<String>,
+}
+
+impl Dest {
+    /// For logs: the mailbox or command, and whose privileges it has.
+    pub fn describe(&self) -> String {
+        let who = match &self.run_as {
+            RunAs::Server => String::new(),
+            RunAs::Account(Account { name, .. }) => format!(" as {name}"),
+        };
+        match &self.target {
+            Target::Maildir(p) => format!("maildir {}{who}", p.display()),
+            Target::Mbox(p) => format!("mbox {}{who}", p.display()),
+            Target::Pipe(c) => format!("pipe {c:?}{who}"),
+            Target::Discard => "/dev/null".into(),
+        }
+    }
 }
 
 /// A recipient accepted at RCPT time, with what it expands to.
@@ -129,13 +159,17 @@ pub fn io_error(context: &str, err: &io::Error) -> DeliveryError {
     DeliveryError::new(kind, format!("{context}: {err}"))
 }
 
+/// Where a session takes its questions and its messages: who a
+/// recipient is, and an accepted message while its client waits for the
+/// reply. `notices::Immediate` answers them with [`Local`]; the session's
+/// tests with a fake.
 pub trait Delivery: Send + Sync {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup;
-    /// Takes responsibility for a message: `Ok` when every recipient has it
-    /// or its sender has been sent a notification for those that do not;
-    /// `Err` when the client must be told the message failed (then nothing
-    /// that can be taken back was kept).
-    fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError>;
+    /// Takes responsibility for a message by `deadline`: `Ok` when every
+    /// recipient has it or whoever should hear of those that do not has
+    /// been sent a notification; `Err` when the client must be told the
+    /// message failed (then nothing that can be taken back was kept).
+    fn deliver(&self, msg: &Message<'_>, deadline: Instant) -> Result<(), DeliveryError>;
 }
 
 /// True if `domain` is one of ours: a local domain, or a literal of one

@@ -11,7 +11,7 @@
 
 use super::aliases::{self, Aliases, Include, Target as AliasTarget};
 use super::{Account, Dest, Lookup, Missing, Recipient, RunAs, Target};
-use crate::config::{self, Config, Store};
+use crate::config::{self, Config};
 use crate::smtp::address::{Domain, Mailbox};
 use std::fs::File;
 use std::io::Read;
@@ -221,7 +221,7 @@ impl Resolver<'_> {
             if w.chain.is_empty() {
                 w.full_name.clone_from(&mb.full_name);
             }
-            self.push(w, store_target(&mb.store), RunAs::Server, name, ctx)?;
+            self.push(w, Target::from(&mb.store), RunAs::Server, name, ctx)?;
             return Ok(true);
         }
         if !self.config.system_users {
@@ -266,7 +266,7 @@ impl Resolver<'_> {
                 "{name}: the mailbox template gives no safe path"
             )));
         };
-        self.push(w, store_target(&store), RunAs::Account(account), name, ctx)?;
+        self.push(w, Target::from(&store), RunAs::Account(account), name, ctx)?;
         Ok(true)
     }
 
@@ -516,13 +516,6 @@ fn missing(w: &mut Walk, address: String, ctx: &Context) {
             address,
             sender: ctx.sender.clone(),
         });
-    }
-}
-
-fn store_target(store: &Store) -> Target {
-    match store {
-        Store::Maildir(p) => Target::Maildir(p.clone()),
-        Store::Mbox(p) => Target::Mbox(p.clone()),
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Deadlines {
     command: Duration,
     data_block: Duration,
     data_total: Duration,
+    delivery: Duration,
 }
 
 impl Deadlines {
@@ -45,6 +46,7 @@ impl Deadlines {
             command: t.command,
             data_block: t.data_block,
             data_total: t.data_total,
+            delivery: t.delivery,
         }
     }
 
@@ -72,6 +74,12 @@ impl Deadlines {
     /// How long one read of message data may wait.
     pub fn data_block(&self) -> Duration {
         self.data_block
+    }
+
+    /// By when an accepted message must be delivered, while its client
+    /// waits for the reply to its final dot.
+    pub fn delivery(&self) -> Instant {
+        Instant::now() + self.delivery
     }
 }
 

@@ -238,13 +238,17 @@ impl<S: Transport> Driver<'_, S> {
             log::error!("{}: accepted without a spool", env.id);
             return reply::local_error();
         };
-        let result = self.ctx.delivery.deliver(&Message {
+        let msg = Message {
             id: &env.id,
             reverse_path: &env.reverse_path,
             recipients: &env.recipients,
             body: spool.body(),
             received: SYSTEM.now(),
-        });
+        };
+        let result = self
+            .ctx
+            .delivery
+            .deliver(&msg, self.conn.deadlines().delivery());
         let r = self.session.delivered(&env, result.as_ref().map(|_| ()));
         log::info!("{}: {}", env.id, r.render(true).trim_end());
         r
@@ -261,7 +265,7 @@ mod tests {
     use crate::smtp::session::TlsPolicy;
     use std::io::{self, Cursor, Read, Write};
     use std::sync::Mutex;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     /// A stream that yields the client's bytes and records each write.
     struct Mem {
@@ -317,7 +321,7 @@ mod tests {
                 _ => Lookup::NotLocal,
             }
         }
-        fn deliver(&self, msg: &Message<'_>) -> Result<(), DeliveryError> {
+        fn deliver(&self, msg: &Message<'_>, _: Instant) -> Result<(), DeliveryError> {
             let mut body = Vec::new();
             msg.body.reader().read_to_end(&mut body).unwrap();
             self.0.lock().unwrap().push(body);

@@ -16,7 +16,8 @@ mod pool;
 mod tls;
 
 use crate::config::Config;
-use crate::delivery::{self, Delivery};
+use crate::delivery::{self, Delivery, Local};
+use crate::notices::Immediate;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
@@ -32,7 +33,10 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// What sessions read of the configuration.
     pub settings: Arc<crate::smtp::session::Settings>,
-    pub delivery: Arc<delivery::Local>,
+    /// The mailboxes of this box.
+    pub local: Arc<Local>,
+    /// Where sessions deliver: the mailboxes, with notices for failures.
+    pub delivery: Arc<dyn Delivery>,
     /// Loaded from `[tls]`: read again on each reload, so a renewed
     /// certificate reaches new sessions.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -42,12 +46,17 @@ impl Runtime {
     /// Builds the delivery for a configuration: this reads the aliases
     /// file, whose errors (with file and line) are configuration errors,
     /// checks that postmaster reaches a mailbox (RFC 5321 4.5.1), and
-    /// loads the TLS certificate and key.
-    pub fn new(config: Config) -> Result<Runtime, String> {
+    /// loads the TLS certificate and key. A runtime that replaces an
+    /// older one (on reload) takes over the interrupted mbox appends that
+    /// are still to be undone.
+    pub fn new(config: Config, old: Option<&Runtime>) -> Result<Runtime, String> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let config = Arc::new(config);
-        let delivery = delivery::Local::new(config.clone())?;
-        match delivery.lookup(&crate::smtp::address::ForwardPath::Postmaster) {
+        let mut local = Local::new(config.clone())?;
+        if let Some(old) = old {
+            local.inherit(&old.local);
+        }
+        match local.lookup(&crate::smtp::address::ForwardPath::Postmaster) {
             delivery::Lookup::Local(_) => {}
             // An include file that cannot be read now may be readable later.
             delivery::Lookup::TempFail(why) => {
@@ -61,8 +70,10 @@ impl Runtime {
                 ))
             }
         }
+        let local = Arc::new(local);
         Ok(Runtime {
-            delivery: Arc::new(delivery),
+            delivery: Arc::new(Immediate::new(local.clone())),
+            local,
             settings: Arc::new(config.session_settings()),
             config,
             tls,
@@ -132,13 +143,7 @@ impl Shared {
         {
             log::warn!("reload: changes to server.listen, server.smtps, server.workers and server.handoff_queue take effect only after a restart");
         }
-        let runtime = match Runtime::new(new).map(|mut r| {
-            // Interrupted mbox appends still to be undone stay known.
-            Arc::get_mut(&mut r.delivery)
-                .expect("not shared yet")
-                .inherit(&old.delivery);
-            r
-        }) {
+        let runtime = match Runtime::new(new, Some(&old)) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("reload failed, keeping the old configuration: {e}");
@@ -291,7 +296,7 @@ pub struct Server {
 impl Server {
     /// Binds every listener, then starts the acceptor and the workers.
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
-        let runtime = Runtime::new(config).map_err(StartError::Config)?;
+        let runtime = Runtime::new(config, None).map_err(StartError::Config)?;
         let config = &runtime.config;
         crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
             StartError::System(format!(
@@ -299,7 +304,7 @@ impl Server {
                 config.spool_dir.display()
             ))
         })?;
-        runtime.delivery.recover();
+        runtime.local.recover();
         let listeners = config
             .server
             .listen
