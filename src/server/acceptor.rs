@@ -232,7 +232,7 @@ impl Acceptor {
 /// implicit TLS port the connection is just closed: a TLS client cannot
 /// read a plain reply, and nothing may wait for a handshake to send one.
 pub(super) fn refuse(mut stream: TcpStream, listener: &Listener, r: &Reply) {
-    if listener.implicit_tls {
+    if listener.implicit_tls() {
         return;
     }
     let _ = stream.set_nonblocking(false);

@@ -128,7 +128,7 @@ impl Shared {
         };
         let old = self.runtime();
         if new.tls.is_none() {
-            if let Some(l) = self.bound.iter().find(|l| l.implicit_tls || l.require_tls) {
+            if let Some(l) = self.bound.iter().find(|l| l.needs_certificate()) {
                 log::error!(
                     "reload failed, keeping the old configuration: {} has no [tls], but the listener on {} needs it until a restart",
                     path.display(),
@@ -318,12 +318,7 @@ impl Server {
         let mut local_addrs: Vec<SocketAddr> = Vec::new();
         for (socket, l) in &listeners {
             let Ok(a) = socket.local_addr() else { continue };
-            let kind = match (l.implicit_tls, l.require_tls) {
-                (true, _) => " (implicit TLS)",
-                (false, true) => " (TLS required)",
-                (false, false) => "",
-            };
-            log::info!("listening on {a}{kind}");
+            log::info!("listening on {a} ({})", l.describe());
             local_addrs.push(a);
         }
         let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);

@@ -71,8 +71,8 @@ fn serve(job: Job, shared: &Shared, buffers: &mut Buffers) {
         peer
     );
     let policy = TlsPolicy {
-        offer: rt.tls.is_some() && !listener.implicit_tls,
-        require: listener.require_tls,
+        offer: rt.tls.is_some() && !listener.implicit_tls(),
+        require: listener.require_tls(),
     };
     let session = Session::new(
         rt.settings.clone(),
@@ -86,7 +86,7 @@ fn serve(job: Job, shared: &Shared, buffers: &mut Buffers) {
         shutdown: shared.shutdown.clone(),
         busy: ticket.busy.clone(),
         tls: rt.tls.clone(),
-        implicit_tls: listener.implicit_tls,
+        implicit_tls: listener.implicit_tls(),
     };
     driver::run(Socket::new(stream), session, &ctx, buffers);
     log::info!("disconnect from [{peer}]");

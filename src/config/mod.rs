@@ -1,0 +1,492 @@
+//! Configuration: the TOML file is read into raw, serde-shaped structs
+//! (`raw`) and then validated into [`Config`], whose values are ready to
+//! use (addresses parsed, durations typed, names normalised), one section
+//! at a time: the top-level keys and `[tls]` here, `[server]` in `server`,
+//! `[timeouts]` in `timeouts`, `[mailbox.*]` and `[users]` in
+//! `mailboxes`. Every error names the file and the key.
+//!
+//! The defaults written in `raw` are the ones documented in the shipped
+//! `etc/mailroom.toml`; a test keeps the two in step.
+
+mod mailboxes;
+mod raw;
+mod server;
+mod timeouts;
+
+pub use mailboxes::{Store, StoreTemplate, Users, VirtualMailbox};
+pub use server::{Listener, ListenerTls, Role, Server};
+pub use timeouts::Timeouts;
+
+use crate::smtp::data::BareNewline;
+use crate::smtp::session;
+use raw::{RawBareNewline, RawConfig, RawTls};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The shipped configuration, used when no `--config` is given.
+pub const EMBEDDED: &str = include_str!("../../etc/mailroom.toml");
+pub const EMBEDDED_NAME: &str = "<embedded etc/mailroom.toml>";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Our name in the greeting, in `Received:` and in replies.
+    pub hostname: String,
+    /// Domains we deliver for, lower case.
+    pub local_domains: Vec<String>,
+    pub reverse_dns: bool,
+    pub strict_helo: bool,
+    /// What a bare LF or CR inside DATA means.
+    pub bare_newline: BareNewline,
+    pub vrfy: bool,
+    pub expn: bool,
+    pub case_insensitive_users: bool,
+    /// Where message bodies are spooled while they arrive.
+    pub spool_dir: PathBuf,
+    pub server: Server,
+    pub timeouts: Timeouts,
+    /// Virtual mailboxes by local part (lower case when
+    /// `case_insensitive_users` is on).
+    pub mailboxes: BTreeMap<String, VirtualMailbox>,
+    /// The aliases file, if any.
+    pub aliases: Option<PathBuf>,
+    /// Deliver to the accounts of the passwd database.
+    pub system_users: bool,
+    pub users: Users,
+    /// Whose privileges alias pipes and files run with when the server is
+    /// root and nothing better is known (never root itself).
+    pub pipe_user: String,
+    /// The certificate and key for STARTTLS and implicit TLS; without
+    /// them nothing TLS is offered.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files: the full certificate chain, and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A configuration error: the file, the key when one is to blame, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: {}: {}", self.file, key, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Makes the errors of one file.
+struct Errors<'a> {
+    file: &'a str,
+}
+
+impl Errors<'_> {
+    fn at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// `v` must be within `lo..=hi`; `why` says why, if it needs saying.
+    fn range(&self, key: &str, v: u64, lo: u64, hi: u64, why: &str) -> Result<(), ConfigError> {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(self.at(key, format!("{v} is out of range {lo}..={hi}{why}")))
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    /// The shipped default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED, EMBEDDED_NAME).expect("the embedded configuration is valid")
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: None,
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        validate(raw, &Errors { file })
+    }
+
+    /// What a session needs of this configuration.
+    pub fn session_settings(&self) -> session::Settings {
+        session::Settings {
+            hostname: self.hostname.clone(),
+            default_domain: self.local_domains.first().unwrap_or(&self.hostname).clone(),
+            strict_helo: self.strict_helo,
+            vrfy: self.vrfy,
+            expn: self.expn,
+            limits: session::Limits {
+                max_message_size: self.server.max_message_size,
+                max_recipients: self.server.max_recipients,
+                max_command_line: self.server.max_command_line,
+            },
+        }
+    }
+
+    /// True if `domain` is one of ours (ASCII case-insensitive).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// The top-level keys and `[tls]`; each other section in its module.
+fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
+    let hostname = match raw.hostname {
+        Some(h) => h,
+        None => system_hostname(),
+    };
+    if !is_hostname(&hostname) {
+        return Err(e.at("hostname", format!("{hostname:?} is not a valid host name")));
+    }
+    let local_domains = raw
+        .local_domains
+        .unwrap_or_else(|| vec![hostname.clone(), "localhost".into()]);
+    if local_domains.is_empty() {
+        return Err(e.at("local_domains", "at least one domain is needed"));
+    }
+    if let Some(d) = local_domains.iter().find(|d| !is_hostname(d)) {
+        return Err(e.at("local_domains", format!("{d:?} is not a valid domain")));
+    }
+    let local_domains = local_domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    let server = server::validate(raw.server, raw.tls.is_some(), e)?;
+    let tls = raw.tls.map(|t| tls_files(t, e)).transpose()?;
+    let timeouts = timeouts::validate(raw.timeouts, e)?;
+    let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
+    let users = mailboxes::validate_users(raw.users, e)?;
+    if raw.pipe_user.is_empty() || raw.pipe_user == "root" {
+        return Err(e.at("pipe_user", "must name an account other than root"));
+    }
+    if matches!(&raw.aliases, Some(p) if p.as_os_str().is_empty()) {
+        return Err(e.at("aliases", "empty path"));
+    }
+    Ok(Config {
+        hostname,
+        local_domains,
+        reverse_dns: raw.reverse_dns,
+        strict_helo: raw.strict_helo,
+        bare_newline: match raw.bare_newline {
+            RawBareNewline::Normalize => BareNewline::Normalize,
+            RawBareNewline::Reject => BareNewline::Reject,
+        },
+        vrfy: raw.vrfy,
+        expn: raw.expn,
+        case_insensitive_users: raw.case_insensitive_users,
+        spool_dir: raw.spool_dir,
+        server,
+        timeouts,
+        mailboxes,
+        aliases: raw.aliases,
+        system_users: raw.system_users,
+        users,
+        pipe_user: raw.pipe_user,
+        tls,
+    })
+}
+
+fn tls_files(t: RawTls, e: &Errors) -> Result<TlsFiles, ConfigError> {
+    if t.cert.as_os_str().is_empty() {
+        return Err(e.at("tls.cert", "empty path"));
+    }
+    if t.key.as_os_str().is_empty() {
+        return Err(e.at("tls.key", "empty path"));
+    }
+    Ok(TlsFiles {
+        cert: t.cert,
+        key: t.key,
+    })
+}
+
+/// Why a local part cannot name a mailbox, if it cannot: it must never be
+/// able to name a path or carry control characters.
+pub fn bad_local_part(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name == "." || name == ".." || name.starts_with('.') {
+        Some("starts with '.'")
+    } else if name.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else if name.len() > 64 {
+        Some("longer than 64 octets")
+    } else {
+        None
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The kernel's host name, or `localhost` when it cannot be read.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| is_hostname(h))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ISSUE_SHAPE: &str = r#"
+hostname = "mx.example.org"
+local_domains = ["example.org", "localhost"]
+[server]
+listen = ["127.0.0.1:2525"]
+workers = 8
+max_connections_per_ip = 20
+max_message_size = 26214400
+max_recipients = 100
+[timeouts]          # seconds
+command = 300
+data_block = 180
+data_total = 600
+[mailbox.alice]     # a virtual mailbox: local part -> Maildir path
+maildir = "var/mail/alice/Maildir"
+"#;
+
+    #[test]
+    fn documented_shape_parses() {
+        let c = Config::parse(ISSUE_SHAPE, "t.toml").unwrap();
+        assert_eq!(c.hostname, "mx.example.org");
+        assert_eq!(c.local_domains, ["example.org", "localhost"]);
+        assert_eq!(
+            c.server.listen,
+            [Listener {
+                addr: "127.0.0.1:2525".parse().unwrap(),
+                role: Role::Smtp,
+                tls: ListenerTls::Starttls,
+            }]
+        );
+        assert_eq!(c.timeouts.data_total, Duration::from_secs(600));
+        assert_eq!(
+            c.mailboxes["alice"].store,
+            Store::Maildir(PathBuf::from("var/mail/alice/Maildir"))
+        );
+    }
+
+    /// The shipped file documents the defaults: parsing it must give the
+    /// same settings as an empty file, apart from its sample mailboxes and
+    /// its host name.
+    #[test]
+    fn shipped_file_matches_builtin_defaults() {
+        let shipped = Config::embedded();
+        let mut empty = Config::parse("", "empty").unwrap();
+        empty.hostname = shipped.hostname.clone();
+        empty.local_domains = shipped.local_domains.clone();
+        empty.mailboxes = shipped.mailboxes.clone();
+        assert_eq!(shipped, empty);
+        assert!(shipped.mailboxes.contains_key("postmaster"));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases = [
+            ("[server]\nworkers = 0", "server.workers"),
+            ("[server]\nlisten = []", "server.listen"),
+            ("[server]\nlisten = [\"localhost:25\"]", "server.listen"),
+            ("[server]\nmax_recipients = 10", "server.max_recipients"),
+            (
+                "[server]\nmax_command_line = 100",
+                "server.max_command_line",
+            ),
+            ("[timeouts]\ncommand = 0", "timeouts.command"),
+            ("hostname = \"bad host\"", "hostname"),
+            ("local_domains = [\"\"]", "local_domains"),
+            ("local_domains = []", "local_domains"),
+            ("[mailbox.\"../etc\"]\nmaildir = \"x\"", "mailbox.../etc"),
+            ("[mailbox.\"a/b\"]\nmaildir = \"x\"", "mailbox.a/b"),
+            (
+                "[mailbox.Bob]\nmaildir = \"x\"\n[mailbox.bob]\nmaildir = \"y\"",
+                "mailbox.bob",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text, "f.toml").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+            assert!(
+                e.to_string().starts_with(&format!("f.toml: {key}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused_with_position() {
+        for text in [
+            "bogus = 1",
+            "[server]\nworkerz = 2",
+            "[server]\nworkers = \"eight\"",
+            "bare_newline = \"accept\"",
+        ] {
+            let e = Config::parse(text, "f.toml").unwrap_err();
+            assert!(e.to_string().starts_with("f.toml: "), "{e}");
+            assert!(e.to_string().contains("line"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mailbox_names_fold_case_by_default() {
+        let c = Config::parse("[mailbox.Alice]\nmaildir = \"x\"", "f").unwrap();
+        assert!(c.mailboxes.contains_key("alice"));
+        let c = Config::parse(
+            "case_insensitive_users = false\n[mailbox.Alice]\nmaildir = \"x\"",
+            "f",
+        )
+        .unwrap();
+        assert!(c.mailboxes.contains_key("Alice"));
+    }
+
+    #[test]
+    fn ipv6_listeners_parse() {
+        let c = Config::parse(
+            "[server]\nlisten = [\"[::1]:2525\", \"127.0.0.1:2526\"]",
+            "f",
+        )
+        .unwrap();
+        assert!(c.server.listen[0].addr.is_ipv6());
+    }
+
+    #[test]
+    fn tls_listeners() {
+        let c = Config::parse(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[server]\nlisten = [\"127.0.0.1:25\", { address = \"127.0.0.1:587\", require_tls = true }]\nsmtps = [\"127.0.0.1:465\"]",
+            "f",
+        )
+        .unwrap();
+        let kinds: Vec<(u16, bool, bool)> = c
+            .server
+            .listen
+            .iter()
+            .map(|l| (l.addr.port(), l.implicit_tls(), l.require_tls()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(25, false, false), (587, false, true), (465, true, false)]
+        );
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("k.pem"));
+        for (text, key) in [
+            ("[server]\nsmtps = [\"127.0.0.1:465\"]", "server.smtps"),
+            (
+                "[server]\nlisten = [{ address = \"127.0.0.1:587\", require_tls = true }]",
+                "server.listen",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\n[server]\nlisten = [\"127.0.0.1:25\"]\nsmtps = [\"127.0.0.1:25\"]",
+                "server.smtps",
+            ),
+            ("[tls]\ncert = \"\"\nkey = \"k\"", "tls.cert"),
+        ] {
+            let e = Config::parse(text, "f").unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        assert!(Config::parse("[tls]\ncert = \"c\"", "f").is_err());
+    }
+
+    /// Every listener form that loaded before roles existed loads with the
+    /// same meaning; a role may be given beside it.
+    #[test]
+    fn listener_roles() {
+        let tls = "[tls]\ncert = \"c\"\nkey = \"k\"\n";
+        let listeners = |server: &str| {
+            Config::parse(&format!("{tls}[server]\n{server}"), "f")
+                .map(|c| {
+                    c.server
+                        .listen
+                        .iter()
+                        .map(|l| (l.addr.port(), l.role, l.tls))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| e.to_string())
+        };
+        use ListenerTls::*;
+        use Role::*;
+        assert_eq!(
+            listeners(
+                "listen = [\"127.0.0.1:25\", { address = \"127.0.0.1:26\" }, { address = \"127.0.0.1:587\", require_tls = true }, { address = \"127.0.0.1:588\", require_tls = false }]\nsmtps = [\"127.0.0.1:465\"]"
+            ),
+            Ok(vec![
+                (25, Smtp, Starttls),
+                (26, Smtp, Starttls),
+                (587, Smtp, RequireStarttls),
+                (588, Smtp, Starttls),
+                (465, Submission, Implicit),
+            ])
+        );
+        assert_eq!(
+            listeners(
+                "listen = [{ address = \"127.0.0.1:587\", require_tls = true, role = \"submission\" }]\nsmtps = [{ address = \"127.0.0.1:465\", role = \"smtp\" }]"
+            ),
+            Ok(vec![(587, Submission, RequireStarttls), (465, Smtp, Implicit)])
+        );
+        for (bad, key) in [
+            (
+                "smtps = [{ address = \"127.0.0.1:465\", require_tls = true }]",
+                "server.smtps",
+            ),
+            (
+                "listen = [{ address = \"127.0.0.1:25\", role = \"relay\" }]",
+                "",
+            ),
+        ] {
+            let e = listeners(bad).unwrap_err();
+            assert!(e.starts_with(&format!("f: {key}")), "{bad}: {e}");
+        }
+        let l = &Config::parse(&format!("{tls}[server]\nsmtps = [\"127.0.0.1:465\"]"), "f")
+            .unwrap()
+            .server
+            .listen[1];
+        assert_eq!(l.describe(), "submission, implicit TLS");
+    }
+}

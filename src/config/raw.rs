@@ -1,0 +1,183 @@
+//! The configuration file as TOML gives it: serde-shaped structs with the
+//! defaults the shipped `etc/mailroom.toml` documents, unknown keys
+//! refused. Nothing here is checked; each section's module validates its
+//! part into the [`Config`](super::Config) the rest of the crate uses.
+//!
+//! Every form that loaded once keeps loading with the same meaning: new
+//! forms are added beside the old ones (a `listen` entry may be an address
+//! or a table; a table may name a `role`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub hostname: Option<String>,
+    pub local_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub reverse_dns: bool,
+    #[serde(default)]
+    pub strict_helo: bool,
+    #[serde(default)]
+    pub bare_newline: RawBareNewline,
+    #[serde(default)]
+    pub vrfy: bool,
+    #[serde(default)]
+    pub expn: bool,
+    #[serde(default = "yes")]
+    pub case_insensitive_users: bool,
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub mailbox: BTreeMap<String, RawMailbox>,
+    pub aliases: Option<PathBuf>,
+    #[serde(default)]
+    pub system_users: bool,
+    #[serde(default)]
+    pub users: RawUsers,
+    #[serde(default = "default_pipe_user")]
+    pub pipe_user: String,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A `listen` or `smtps` entry: `"ADDR"`, or `{ address = "ADDR",
+/// require_tls = true, role = "submission" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    Address(String),
+    Table(RawListenTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTable {
+    pub address: String,
+    /// Only in `listen`: implicit TLS needs no STARTTLS.
+    pub require_tls: Option<bool>,
+    pub role: Option<RawRole>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRole {
+    Smtp,
+    Submission,
+}
+
+fn default_pipe_user() -> String {
+    "nobody".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBareNewline {
+    #[default]
+    Normalize,
+    Reject,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("var/spool")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Vec<RawListen>,
+    pub smtps: Vec<RawListen>,
+    pub workers: usize,
+    pub handoff_queue: usize,
+    pub max_connections_per_ip: usize,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub shutdown_grace: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec![RawListen::Address("127.0.0.1:2525".into())],
+            smtps: Vec::new(),
+            workers: 8,
+            handoff_queue: 64,
+            max_connections_per_ip: 20,
+            max_message_size: 26_214_400,
+            max_recipients: 100,
+            max_command_line: 4096,
+            shutdown_grace: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    pub command: u64,
+    pub data_block: u64,
+    pub data_total: u64,
+    pub pipe: u64,
+    pub mbox_lock: u64,
+    pub delivery: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            command: 300,
+            data_block: 180,
+            data_total: 600,
+            pipe: 300,
+            mbox_lock: 60,
+            delivery: 300,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailbox {
+    pub maildir: Option<PathBuf>,
+    pub mbox: Option<PathBuf>,
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUsers {
+    pub min_uid: u32,
+    pub allow: Vec<String>,
+    pub maildir: Option<String>,
+    pub mbox: Option<String>,
+    pub forward: bool,
+}
+
+impl Default for RawUsers {
+    fn default() -> Self {
+        RawUsers {
+            min_uid: 1000,
+            allow: Vec::new(),
+            maildir: None,
+            mbox: None,
+            forward: true,
+        }
+    }
+}

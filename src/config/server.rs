@@ -1,0 +1,192 @@
+//! The `[server]` section: the listeners, each with its role and its TLS,
+//! the worker pool, and the limits on what a client may send.
+
+use super::raw::{RawListen, RawRole, RawServer};
+use super::{ConfigError, Errors};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// The listeners of `listen`, then those of `smtps`.
+    pub listen: Vec<Listener>,
+    pub workers: usize,
+    pub handoff_queue: usize,
+    pub max_connections_per_ip: usize,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// One listening address: what it is for, and how it speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub role: Role,
+    pub tls: ListenerTls,
+}
+
+/// What a listener is for. Today both roles take mail for this box's
+/// users alike; authenticated submission and socket activation (whose
+/// sockets are named `smtp`, `submission` and `smtps`) tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Mail from other servers (port 25): the default for `listen`.
+    Smtp,
+    /// Mail from this box's own users and devices (587, or 465 with
+    /// implicit TLS, RFC 8314): the default for `smtps`.
+    Submission,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+        })
+    }
+}
+
+/// How a listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// STARTTLS is offered when a certificate is configured.
+    Starttls,
+    /// STARTTLS must come before any mail (`530 5.7.0` until then).
+    RequireStarttls,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+}
+
+impl Listener {
+    pub fn implicit_tls(&self) -> bool {
+        self.tls == ListenerTls::Implicit
+    }
+
+    /// Mail needs STARTTLS first.
+    pub fn require_tls(&self) -> bool {
+        self.tls == ListenerTls::RequireStarttls
+    }
+
+    /// The listener cannot work without a certificate.
+    pub fn needs_certificate(&self) -> bool {
+        self.tls != ListenerTls::Starttls
+    }
+
+    /// For the log: `submission, TLS required`.
+    pub fn describe(&self) -> String {
+        match self.tls {
+            ListenerTls::Starttls => self.role.to_string(),
+            ListenerTls::RequireStarttls => format!("{}, TLS required", self.role),
+            ListenerTls::Implicit => format!("{}, implicit TLS", self.role),
+        }
+    }
+}
+
+pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(e.at("server.listen", "at least one address is needed"));
+    }
+    let plain = s.listen.iter().map(|l| ("server.listen", l, false));
+    let smtps = s.smtps.iter().map(|l| ("server.smtps", l, true));
+    let mut listen: Vec<Listener> = Vec::new();
+    for (key, entry, implicit) in plain.chain(smtps) {
+        let l = listener(key, entry, implicit, e)?;
+        // Port 0 (any free port) may be asked for more than once.
+        if l.addr.port() != 0 && listen.iter().any(|m| m.addr == l.addr) {
+            return Err(e.at(key, format!("{} is listed twice", l.addr)));
+        }
+        if l.needs_certificate() && !has_tls {
+            return Err(e.at(
+                key,
+                format!(
+                    "{} needs TLS: give a [tls] section with cert and key",
+                    l.addr
+                ),
+            ));
+        }
+        listen.push(l);
+    }
+    e.range("server.workers", s.workers as u64, 1, 1024, "")?;
+    e.range("server.handoff_queue", s.handoff_queue as u64, 1, 65536, "")?;
+    e.range(
+        "server.max_connections_per_ip",
+        s.max_connections_per_ip as u64,
+        1,
+        1_000_000,
+        "",
+    )?;
+    e.range(
+        "server.max_message_size",
+        s.max_message_size,
+        1024,
+        1 << 40,
+        "",
+    )?;
+    e.range(
+        "server.max_recipients",
+        s.max_recipients as u64,
+        100,
+        100_000,
+        " (RFC 5321 4.5.3.1.8: at least 100)",
+    )?;
+    e.range(
+        "server.max_command_line",
+        s.max_command_line as u64,
+        512,
+        1 << 20,
+        " (RFC 5321 4.5.3.1.4: at least 512)",
+    )?;
+    e.range("server.shutdown_grace", s.shutdown_grace, 0, 3600, "")?;
+    Ok(Server {
+        listen,
+        workers: s.workers,
+        handoff_queue: s.handoff_queue,
+        max_connections_per_ip: s.max_connections_per_ip,
+        max_message_size: s.max_message_size,
+        max_recipients: s.max_recipients,
+        max_command_line: s.max_command_line,
+        shutdown_grace: Duration::from_secs(s.shutdown_grace),
+    })
+}
+
+/// One entry of `listen` (`implicit` false) or `smtps`.
+fn listener(
+    key: &str,
+    entry: &RawListen,
+    implicit: bool,
+    e: &Errors,
+) -> Result<Listener, ConfigError> {
+    let (address, require_tls, role) = match entry {
+        RawListen::Address(a) => (a, None, None),
+        RawListen::Table(t) => (&t.address, t.require_tls, t.role),
+    };
+    let addr = address.parse::<SocketAddr>().map_err(|_| {
+        e.at(
+            key,
+            format!(
+                "{address:?} is not an IP address and port, like \"127.0.0.1:2525\" or \"[::1]:2525\""
+            ),
+        )
+    })?;
+    let tls = match (implicit, require_tls) {
+        (true, Some(_)) => return Err(e.at(
+            key,
+            format!(
+                "{address}: require_tls is for listen entries; smtps is TLS from the first byte"
+            ),
+        )),
+        (true, None) => ListenerTls::Implicit,
+        (false, Some(true)) => ListenerTls::RequireStarttls,
+        (false, Some(false) | None) => ListenerTls::Starttls,
+    };
+    let role = match role {
+        Some(RawRole::Smtp) => Role::Smtp,
+        Some(RawRole::Submission) => Role::Submission,
+        None if implicit => Role::Submission,
+        None => Role::Smtp,
+    };
+    Ok(Listener { addr, role, tls })
+}
