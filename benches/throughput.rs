@@ -1,9 +1,10 @@
 //! Throughput benchmark: starts the release build of mailroom with a
 //! temporary configuration, drives it over loopback with a multi-threaded
-//! SMTP load client, checks that exactly the messages sent arrived intact
-//! in the Maildir, and prints, for each workload, delivered messages/s,
-//! MB/s, server CPU per message (from /proc), the server's peak and idle
-//! RSS, and the latency from the final dot to its 250.
+//! SMTP load client (one `support::Client` of the integration tests per
+//! thread), checks that exactly the messages sent arrived intact in the
+//! Maildir, and prints, for each workload, delivered messages/s, MB/s,
+//! server CPU per message (from /proc), the server's peak and idle RSS,
+//! and the latency from the final dot to its 250.
 //!
 //! `cargo bench --bench throughput` runs the workloads a, b and c
 //! with 8 workers. Arguments after `--`:
@@ -22,15 +23,18 @@
 //! For the same reason a benchmark started within six minutes of the
 //! previous one's clean-up first waits out the rest of those minutes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+use support::{Client, BIN};
 
 #[derive(Clone)]
 struct Workload {
@@ -207,72 +211,42 @@ impl Drop for Server {
     }
 }
 
-/// Reads one reply; its code.
-fn reply(r: &mut BufReader<TcpStream>) -> u16 {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("connection closed");
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line[..3].parse().expect("a reply code");
-        }
-    }
+/// A new session: the greeting, then EHLO.
+fn open(addr: SocketAddr) -> Client {
+    let mut c = Client::connect_with(addr, Duration::from_secs(120));
+    assert_eq!(c.reply_code(), 220, "greeting");
+    c.send(b"EHLO load.client.example\r\n");
+    assert_eq!(c.reply_code(), 250, "EHLO");
+    c
 }
 
-fn expect(r: &mut BufReader<TcpStream>, code: u16, what: &str) {
-    let got = reply(r);
-    assert_eq!(got, code, "{what}");
-}
-
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Session {
-    fn open(addr: SocketAddr) -> Session {
-        let w = TcpStream::connect(addr).expect("connect");
-        w.set_nodelay(true).unwrap();
-        w.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let mut r = BufReader::with_capacity(4096, w.try_clone().unwrap());
-        expect(&mut r, 220, "greeting");
-        let mut s = Session { w, r };
-        s.w.write_all(b"EHLO load.client.example\r\n").unwrap();
-        expect(&mut s.r, 250, "EHLO");
-        s
-    }
-
-    /// Sends one message; the time from the final dot to its 250.
-    fn send(&mut self, msg: &[u8], pipelining: bool) -> Duration {
-        let envelope =
-            b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
-        if pipelining {
-            self.w.write_all(envelope).unwrap();
-            expect(&mut self.r, 250, "MAIL");
-            expect(&mut self.r, 250, "RCPT");
-            expect(&mut self.r, 354, "DATA");
-        } else {
-            for (cmd, code) in envelope
-                .split_inclusive(|&b| b == b'\n')
-                .zip([250, 250, 354])
-            {
-                self.w.write_all(cmd).unwrap();
-                expect(&mut self.r, code, "envelope");
-            }
+/// Sends one message; the time from the final dot to its 250.
+fn send(c: &mut Client, msg: &[u8], pipelining: bool) -> Duration {
+    let envelope = b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
+    if pipelining {
+        c.send(envelope);
+        assert_eq!(c.reply_code(), 250, "MAIL");
+        assert_eq!(c.reply_code(), 250, "RCPT");
+        assert_eq!(c.reply_code(), 354, "DATA");
+    } else {
+        for (cmd, code) in envelope
+            .split_inclusive(|&b| b == b'\n')
+            .zip([250, 250, 354])
+        {
+            c.send(cmd);
+            assert_eq!(c.reply_code(), code, "envelope");
         }
-        self.w.write_all(msg).unwrap();
-        let t = Instant::now();
-        self.w.write_all(b".\r\n").unwrap();
-        expect(&mut self.r, 250, "end of data");
-        t.elapsed()
     }
+    c.send(msg);
+    let t = Instant::now();
+    c.send(b".\r\n");
+    assert_eq!(c.reply_code(), 250, "end of data");
+    t.elapsed()
+}
 
-    fn quit(mut self) {
-        self.w.write_all(b"QUIT\r\n").unwrap();
-        expect(&mut self.r, 221, "QUIT");
-    }
+fn quit(mut c: Client) {
+    c.send(b"QUIT\r\n");
+    assert_eq!(c.reply_code(), 221, "QUIT");
 }
 
 struct Outcome {
@@ -309,20 +283,20 @@ fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outco
             let (w, messages, next, addr) = (w.clone(), messages.clone(), next.clone(), srv.addr);
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
-                let mut session: Option<Session> = None;
+                let mut session: Option<Client> = None;
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= w.messages {
                         break;
                     }
-                    let s = session.get_or_insert_with(|| Session::open(addr));
-                    lat.push(s.send(&messages[n % messages.len()], w.pipelining));
+                    let c = session.get_or_insert_with(|| open(addr));
+                    lat.push(send(c, &messages[n % messages.len()], w.pipelining));
                     if !w.reuse {
-                        session.take().unwrap().quit();
+                        quit(session.take().unwrap());
                     }
                 }
-                if let Some(s) = session {
-                    s.quit();
+                if let Some(c) = session {
+                    quit(c);
                 }
                 lat
             })
