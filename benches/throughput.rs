@@ -10,12 +10,24 @@
 //! with 8 workers. Arguments after `--`:
 //!   `--workers N`             worker threads of the server (default 8)
 //!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
-//!   `--binary PATH`           another build of mailroom (a musl one, say)
+//!   `--binary [LABEL=]PATH`   another build of mailroom (a musl one, say);
+//!                             more than once: builds side by side (below)
+//!   `--rounds N`              all the runs N times over (default 1)
 //!   `--no-wait`               start at once even if a run here deleted its
 //!                             mail less than six minutes ago (see below)
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
-//! write). The mail is written under target/tmp, a disk, so fsync costs
+//! write).
+//!
+//! With several binaries each workload (with `--scaling`, each worker
+//! count) runs on every binary in turn, in the order given, before the
+//! next workload starts, and each row begins with the binary's label
+//! (LABEL, or else the file name): an old build and a new one are
+//! measured side by side, at the same speed of this VM, which drifts over
+//! a day. `--rounds N` runs that whole interleaved set N times, round
+//! after round.
+//!
+//! The mail is written under target/tmp, a disk, so fsync costs
 //! what it costs. Each run gets a fresh directory and nothing is deleted
 //! until all have run: on ext4 without a journal, new inodes are slow to
 //! allocate for a minute after many files were deleted (six while their
@@ -364,7 +376,47 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn print_header() {
+/// A build to measure: its label in the output, and its absolute path
+/// (the server runs in a directory of its own).
+struct Binary {
+    label: String,
+    path: PathBuf,
+}
+
+impl Binary {
+    /// `PATH` or `LABEL=PATH` (a label has no `/`); without a label, the
+    /// file name is the label.
+    fn parse(arg: &str) -> Binary {
+        let (label, path) = match arg.split_once('=') {
+            Some((label, path)) if !label.is_empty() && !label.contains('/') => {
+                (label.to_string(), path)
+            }
+            _ => {
+                let name = Path::new(arg).file_name().unwrap_or(arg.as_ref());
+                (name.to_string_lossy().into_owned(), arg)
+            }
+        };
+        let path = std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Binary { label, path }
+    }
+}
+
+/// Two binaries with the same label (two `mailroom`s from different
+/// target directories, say) get their place in the list after it.
+fn unique_labels(bins: &mut [Binary]) {
+    let labels: Vec<String> = bins.iter().map(|b| b.label.clone()).collect();
+    for (i, b) in bins.iter_mut().enumerate() {
+        if labels.iter().filter(|&l| *l == b.label).count() > 1 {
+            b.label = format!("{}#{}", b.label, i + 1);
+        }
+    }
+}
+
+/// `label`: the width of the leading binary column, or `None` for none.
+fn print_header(label: Option<usize>) {
+    if let Some(width) = label {
+        print!("{:<width$} ", "binary");
+    }
     println!(
         "{:<10} {:>7} {:>8} {:>9} {:>10} {:>8} {:>10} {:>9} {:>8} {:>8} {:>8}",
         "workload",
@@ -381,7 +433,11 @@ fn print_header() {
     );
 }
 
-fn print_row(w: &Workload, workers: usize, o: &Outcome) {
+/// `label`: the binary's label and the column's width, when there is one.
+fn print_row(label: Option<(&str, usize)>, w: &Workload, workers: usize, o: &Outcome) {
+    if let Some((label, width)) = label {
+        print!("{label:<width$} ");
+    }
     let secs = o.wall.as_secs_f64();
     let mut name = w.name.clone();
     if w.reuse {
@@ -411,7 +467,8 @@ fn main() {
     let mut specs: Vec<String> = Vec::new();
     let mut scaling = false;
     let mut wait = true;
-    let mut bin = PathBuf::from(BIN);
+    let mut rounds = 1;
+    let mut bins: Vec<Binary> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -423,23 +480,36 @@ fn main() {
             }
             "--scaling" => scaling = true,
             "--no-wait" => wait = false,
-            // Absolute: the server runs in its own directory.
-            "--binary" => {
-                let path = args.next().expect("--binary PATH");
-                bin = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .expect("--rounds N (at least 1)")
             }
+            "--binary" => bins.push(Binary::parse(
+                &args.next().expect("--binary PATH or --binary LABEL=PATH"),
+            )),
             // What cargo bench passes to every bench.
             "--bench" => {}
             s if s.contains(':') => specs.push(s.to_string()),
             other => panic!("unknown argument {other}"),
         }
     }
+    if bins.is_empty() {
+        bins.push(Binary::parse(BIN));
+    }
+    unique_labels(&mut bins);
+    // The label column only when there is more than one binary to tell
+    // apart.
+    let width =
+        (bins.len() > 1).then(|| bins.iter().map(|b| b.label.len()).max().unwrap_or(0).max(6));
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("throughput");
     let stamp = base.with_extension("deleted");
     if wait {
         settle_after_deletion(&stamp);
     }
-    print_header();
+    print_header(width);
     let mut runs: Vec<(Workload, usize)> = Vec::new();
     if scaling {
         let b = Workload::parse(DEFAULT[1]).unwrap();
@@ -456,9 +526,16 @@ fn main() {
             runs.push((w, workers));
         }
     }
-    for (i, (w, n)) in runs.iter().enumerate() {
-        let o = run(&bin, w, *n, &base, i);
-        print_row(w, *n, &o);
+    // Interleaved: every binary runs a workload before the next one starts.
+    let mut i = 0;
+    for _ in 0..rounds {
+        for (w, workers) in &runs {
+            for b in &bins {
+                let o = run(&b.path, w, *workers, &base, i);
+                i += 1;
+                print_row(width.map(|n| (b.label.as_str(), n)), w, *workers, &o);
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&base);
     let _ = std::fs::write(&stamp, b"");
