@@ -1,20 +1,33 @@
 //! Throughput benchmark: starts the release build of mailroom with a
 //! temporary configuration, drives it over loopback with a multi-threaded
-//! SMTP load client, checks that exactly the messages sent arrived intact
-//! in the Maildir, and prints, for each workload, delivered messages/s,
-//! MB/s, server CPU per message (from /proc), the server's peak and idle
-//! RSS, and the latency from the final dot to its 250.
+//! SMTP load client (one `support::Client` of the integration tests per
+//! thread), checks that exactly the messages sent arrived intact in the
+//! Maildir, and prints, for each workload, delivered messages/s, MB/s,
+//! server CPU per message (from /proc), the server's peak and idle RSS,
+//! and the latency from the final dot to its 250.
 //!
 //! `cargo bench --bench throughput` runs the workloads a, b and c
 //! with 8 workers. Arguments after `--`:
 //!   `--workers N`             worker threads of the server (default 8)
 //!   `--scaling`               workload b with 1, 2, 4, 8 and 16 workers
-//!   `--binary PATH`           another build of mailroom (a musl one, say)
+//!   `--binary [LABEL=]PATH`   another build of mailroom (a musl one, say);
+//!                             more than once: builds side by side (below)
+//!   `--rounds N`              all the runs N times over (default 1)
 //!   `--no-wait`               start at once even if a run here deleted its
 //!                             mail less than six minutes ago (see below)
 //!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
 //! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
-//! write). The mail is written under target/tmp, a disk, so fsync costs
+//! write).
+//!
+//! With several binaries each workload (with `--scaling`, each worker
+//! count) runs on every binary in turn, in the order given, before the
+//! next workload starts, and each row begins with the binary's label
+//! (LABEL, or else the file name): an old build and a new one are
+//! measured side by side, at the same speed of this VM, which drifts over
+//! a day. `--rounds N` runs that whole interleaved set N times, round
+//! after round.
+//!
+//! The mail is written under target/tmp, a disk, so fsync costs
 //! what it costs. Each run gets a fresh directory and nothing is deleted
 //! until all have run: on ext4 without a journal, new inodes are slow to
 //! allocate for a minute after many files were deleted (six while their
@@ -22,15 +35,18 @@
 //! For the same reason a benchmark started within six minutes of the
 //! previous one's clean-up first waits out the rest of those minutes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+use support::{Client, BIN};
 
 #[derive(Clone)]
 struct Workload {
@@ -207,72 +223,42 @@ impl Drop for Server {
     }
 }
 
-/// Reads one reply; its code.
-fn reply(r: &mut BufReader<TcpStream>) -> u16 {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("connection closed");
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line[..3].parse().expect("a reply code");
-        }
-    }
+/// A new session: the greeting, then EHLO.
+fn open(addr: SocketAddr) -> Client {
+    let mut c = Client::connect_with(addr, Duration::from_secs(120));
+    assert_eq!(c.reply_code(), 220, "greeting");
+    c.send(b"EHLO load.client.example\r\n");
+    assert_eq!(c.reply_code(), 250, "EHLO");
+    c
 }
 
-fn expect(r: &mut BufReader<TcpStream>, code: u16, what: &str) {
-    let got = reply(r);
-    assert_eq!(got, code, "{what}");
-}
-
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Session {
-    fn open(addr: SocketAddr) -> Session {
-        let w = TcpStream::connect(addr).expect("connect");
-        w.set_nodelay(true).unwrap();
-        w.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let mut r = BufReader::with_capacity(4096, w.try_clone().unwrap());
-        expect(&mut r, 220, "greeting");
-        let mut s = Session { w, r };
-        s.w.write_all(b"EHLO load.client.example\r\n").unwrap();
-        expect(&mut s.r, 250, "EHLO");
-        s
-    }
-
-    /// Sends one message; the time from the final dot to its 250.
-    fn send(&mut self, msg: &[u8], pipelining: bool) -> Duration {
-        let envelope =
-            b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
-        if pipelining {
-            self.w.write_all(envelope).unwrap();
-            expect(&mut self.r, 250, "MAIL");
-            expect(&mut self.r, 250, "RCPT");
-            expect(&mut self.r, 354, "DATA");
-        } else {
-            for (cmd, code) in envelope
-                .split_inclusive(|&b| b == b'\n')
-                .zip([250, 250, 354])
-            {
-                self.w.write_all(cmd).unwrap();
-                expect(&mut self.r, code, "envelope");
-            }
+/// Sends one message; the time from the final dot to its 250.
+fn send(c: &mut Client, msg: &[u8], pipelining: bool) -> Duration {
+    let envelope = b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
+    if pipelining {
+        c.send(envelope);
+        assert_eq!(c.reply_code(), 250, "MAIL");
+        assert_eq!(c.reply_code(), 250, "RCPT");
+        assert_eq!(c.reply_code(), 354, "DATA");
+    } else {
+        for (cmd, code) in envelope
+            .split_inclusive(|&b| b == b'\n')
+            .zip([250, 250, 354])
+        {
+            c.send(cmd);
+            assert_eq!(c.reply_code(), code, "envelope");
         }
-        self.w.write_all(msg).unwrap();
-        let t = Instant::now();
-        self.w.write_all(b".\r\n").unwrap();
-        expect(&mut self.r, 250, "end of data");
-        t.elapsed()
     }
+    c.send(msg);
+    let t = Instant::now();
+    c.send(b".\r\n");
+    assert_eq!(c.reply_code(), 250, "end of data");
+    t.elapsed()
+}
 
-    fn quit(mut self) {
-        self.w.write_all(b"QUIT\r\n").unwrap();
-        expect(&mut self.r, 221, "QUIT");
-    }
+fn quit(mut c: Client) {
+    c.send(b"QUIT\r\n");
+    assert_eq!(c.reply_code(), 221, "QUIT");
 }
 
 struct Outcome {
@@ -309,20 +295,20 @@ fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outco
             let (w, messages, next, addr) = (w.clone(), messages.clone(), next.clone(), srv.addr);
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
-                let mut session: Option<Session> = None;
+                let mut session: Option<Client> = None;
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= w.messages {
                         break;
                     }
-                    let s = session.get_or_insert_with(|| Session::open(addr));
-                    lat.push(s.send(&messages[n % messages.len()], w.pipelining));
+                    let c = session.get_or_insert_with(|| open(addr));
+                    lat.push(send(c, &messages[n % messages.len()], w.pipelining));
                     if !w.reuse {
-                        session.take().unwrap().quit();
+                        quit(session.take().unwrap());
                     }
                 }
-                if let Some(s) = session {
-                    s.quit();
+                if let Some(c) = session {
+                    quit(c);
                 }
                 lat
             })
@@ -390,7 +376,47 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn print_header() {
+/// A build to measure: its label in the output, and its absolute path
+/// (the server runs in a directory of its own).
+struct Binary {
+    label: String,
+    path: PathBuf,
+}
+
+impl Binary {
+    /// `PATH` or `LABEL=PATH` (a label has no `/`); without a label, the
+    /// file name is the label.
+    fn parse(arg: &str) -> Binary {
+        let (label, path) = match arg.split_once('=') {
+            Some((label, path)) if !label.is_empty() && !label.contains('/') => {
+                (label.to_string(), path)
+            }
+            _ => {
+                let name = Path::new(arg).file_name().unwrap_or(arg.as_ref());
+                (name.to_string_lossy().into_owned(), arg)
+            }
+        };
+        let path = std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Binary { label, path }
+    }
+}
+
+/// Two binaries with the same label (two `mailroom`s from different
+/// target directories, say) get their place in the list after it.
+fn unique_labels(bins: &mut [Binary]) {
+    let labels: Vec<String> = bins.iter().map(|b| b.label.clone()).collect();
+    for (i, b) in bins.iter_mut().enumerate() {
+        if labels.iter().filter(|&l| *l == b.label).count() > 1 {
+            b.label = format!("{}#{}", b.label, i + 1);
+        }
+    }
+}
+
+/// `label`: the width of the leading binary column, or `None` for none.
+fn print_header(label: Option<usize>) {
+    if let Some(width) = label {
+        print!("{:<width$} ", "binary");
+    }
     println!(
         "{:<10} {:>7} {:>8} {:>9} {:>10} {:>8} {:>10} {:>9} {:>8} {:>8} {:>8}",
         "workload",
@@ -407,7 +433,11 @@ fn print_header() {
     );
 }
 
-fn print_row(w: &Workload, workers: usize, o: &Outcome) {
+/// `label`: the binary's label and the column's width, when there is one.
+fn print_row(label: Option<(&str, usize)>, w: &Workload, workers: usize, o: &Outcome) {
+    if let Some((label, width)) = label {
+        print!("{label:<width$} ");
+    }
     let secs = o.wall.as_secs_f64();
     let mut name = w.name.clone();
     if w.reuse {
@@ -437,7 +467,8 @@ fn main() {
     let mut specs: Vec<String> = Vec::new();
     let mut scaling = false;
     let mut wait = true;
-    let mut bin = PathBuf::from(BIN);
+    let mut rounds = 1;
+    let mut bins: Vec<Binary> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -449,23 +480,36 @@ fn main() {
             }
             "--scaling" => scaling = true,
             "--no-wait" => wait = false,
-            // Absolute: the server runs in its own directory.
-            "--binary" => {
-                let path = args.next().expect("--binary PATH");
-                bin = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .expect("--rounds N (at least 1)")
             }
+            "--binary" => bins.push(Binary::parse(
+                &args.next().expect("--binary PATH or --binary LABEL=PATH"),
+            )),
             // What cargo bench passes to every bench.
             "--bench" => {}
             s if s.contains(':') => specs.push(s.to_string()),
             other => panic!("unknown argument {other}"),
         }
     }
+    if bins.is_empty() {
+        bins.push(Binary::parse(BIN));
+    }
+    unique_labels(&mut bins);
+    // The label column only when there is more than one binary to tell
+    // apart.
+    let width =
+        (bins.len() > 1).then(|| bins.iter().map(|b| b.label.len()).max().unwrap_or(0).max(6));
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("throughput");
     let stamp = base.with_extension("deleted");
     if wait {
         settle_after_deletion(&stamp);
     }
-    print_header();
+    print_header(width);
     let mut runs: Vec<(Workload, usize)> = Vec::new();
     if scaling {
         let b = Workload::parse(DEFAULT[1]).unwrap();
@@ -482,9 +526,16 @@ fn main() {
             runs.push((w, workers));
         }
     }
-    for (i, (w, n)) in runs.iter().enumerate() {
-        let o = run(&bin, w, *n, &base, i);
-        print_row(w, *n, &o);
+    // Interleaved: every binary runs a workload before the next one starts.
+    let mut i = 0;
+    for _ in 0..rounds {
+        for (w, workers) in &runs {
+            for b in &bins {
+                let o = run(&b.path, w, *workers, &base, i);
+                i += 1;
+                print_row(width.map(|n| (b.label.as_str(), n)), w, *workers, &o);
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&base);
     let _ = std::fs::write(&stamp, b"");
