@@ -1,12 +1,10 @@
-//! The `mailroom` command: parse the command line, load and validate the
-//! configuration, start the server and wait for it to stop. Exit codes
-//! follow sysexits(3): 64 usage, 78 configuration, 71 start-up failure.
+//! The `mailroom` command: reads the command line and hands over to the
+//! part that does the work. Exit codes follow sysexits(3): 64 usage, 78
+//! configuration, 71 start-up failure.
 
 #![forbid(unsafe_code)]
 
-use mailroom::config::ConfigError;
-use mailroom::config::{self, Config};
-use mailroom::server::{Runtime, Server, StartError};
+use mailroom::server::{self, StartError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,10 +23,11 @@ etc/mailroom.toml. SIGTERM or SIGINT stop it; SIGHUP reloads the file.";
 enum Mode {
     Run(Option<PathBuf>),
     Check(PathBuf),
+    Help,
+    Version,
 }
 
-fn parse_args() -> Result<Mode, String> {
-    let mut args = std::env::args_os().skip(1);
+fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Mode, String> {
     let mut mode = Mode::Run(None);
     while let Some(arg) = args.next() {
         match arg.to_str() {
@@ -40,14 +39,8 @@ fn parse_args() -> Result<Mode, String> {
                 let file = args.next().ok_or("--check-config needs a file")?;
                 mode = Mode::Check(file.into());
             }
-            Some("--help" | "-h") => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            Some("--version" | "-V") => {
-                println!("mailroom {}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
+            Some("--help" | "-h") => return Ok(Mode::Help),
+            Some("--version" | "-V") => return Ok(Mode::Version),
             _ => return Err(format!("unknown argument {}", arg.to_string_lossy())),
         }
     }
@@ -62,7 +55,7 @@ fn main() -> ExitCode {
         return mailroom::delivery::helper::main(&args[2..]);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mode = match parse_args() {
+    let mode = match parse_args(std::env::args_os().skip(1)) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("mailroom: {e}\n{USAGE}");
@@ -70,60 +63,24 @@ fn main() -> ExitCode {
         }
     };
     match mode {
-        Mode::Check(path) => match Config::load(&path).and_then(|c| {
-            Runtime::new(c, None).map_err(|message| ConfigError {
-                file: path.display().to_string(),
-                key: None,
-                message,
-            })
-        }) {
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+        Mode::Help => println!("{USAGE}"),
+        Mode::Version => println!("mailroom {}", env!("CARGO_PKG_VERSION")),
+        Mode::Check(path) => match server::check(&path) {
+            Ok(()) => println!("{}: ok", path.display()),
             Err(e) => {
                 eprintln!("mailroom: {e}");
-                ExitCode::from(EX_CONFIG)
+                return ExitCode::from(EX_CONFIG);
             }
         },
         Mode::Run(path) => {
-            let loaded = match &path {
-                Some(p) => Config::load(p),
-                None => Ok(Config::embedded()),
-            };
-            let config = match loaded {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mailroom: {e}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-            };
-            log::info!(
-                "mailroom {} starting with {}",
-                env!("CARGO_PKG_VERSION"),
-                path.as_ref()
-                    .map_or(config::EMBEDDED_NAME.to_string(), |p| p
-                        .display()
-                        .to_string())
-            );
-            match Server::start(config, path) {
-                Ok(server) => {
-                    log::info!(
-                        "ready: {} workers on {} listeners",
-                        server.workers(),
-                        server.local_addrs().len()
-                    );
-                    server.wait();
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mailroom: {e}");
-                    ExitCode::from(match e {
-                        StartError::Config(_) => EX_CONFIG,
-                        StartError::System(_) => EX_OSERR,
-                    })
-                }
+            if let Err(e) = server::serve(path) {
+                eprintln!("mailroom: {e}");
+                return ExitCode::from(match e {
+                    StartError::Config(_) => EX_CONFIG,
+                    StartError::System(_) => EX_OSERR,
+                });
             }
         }
     }
+    ExitCode::SUCCESS
 }

@@ -172,12 +172,14 @@ fn listener(
         )
     })?;
     let tls = match (implicit, require_tls) {
-        (true, Some(_)) => return Err(e.at(
-            key,
-            format!(
+        (true, Some(_)) => {
+            return Err(e.at(
+                key,
+                format!(
                 "{address}: require_tls is for listen entries; smtps is TLS from the first byte"
             ),
-        )),
+            ))
+        }
         (true, None) => ListenerTls::Implicit,
         (false, Some(true)) => ListenerTls::RequireStarttls,
         (false, Some(false) | None) => ListenerTls::Starttls,

@@ -282,6 +282,44 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Loads the configuration (`None`: the embedded one), starts the server
+/// and runs it until it is told to stop.
+pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
+    let config = match &path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::embedded()),
+    }
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    log::info!(
+        "mailroom {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        path.as_ref()
+            .map_or(crate::config::EMBEDDED_NAME.to_string(), |p| p
+                .display()
+                .to_string())
+    );
+    let server = Server::start(config, path)?;
+    log::info!(
+        "ready: {} workers on {} listeners",
+        server.workers(),
+        server.local_addrs().len()
+    );
+    server.wait();
+    Ok(())
+}
+
+/// Checks a configuration file as a start would, including the files it
+/// names (aliases, certificate and key), without starting anything.
+pub fn check(path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+    let config = Config::load(path)?;
+    Runtime::new(config, None).map_err(|message| crate::config::ConfigError {
+        file: path.display().to_string(),
+        key: None,
+        message,
+    })?;
+    Ok(())
+}
+
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
