@@ -107,13 +107,9 @@ fn a_bad_aliases_file_is_a_configuration_error() {
     let config = dir.path().join("mailroom.toml");
     let top = format!("aliases = \"{}\"", path.display());
     std::fs::write(&config, base_config(dir.path(), &top, "", "")).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = check_config(dir.path(), &config);
+    assert_eq!(out.code, Some(78));
+    let err = out.stderr;
     assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
 }
 
@@ -240,16 +236,8 @@ fn the_shipped_aliases_file_is_valid() {
     let text = base_config(dir.path(), &top, "", "");
     let config = dir.path().join("mailroom.toml");
     std::fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = check_config(dir.path(), &config);
+    assert!(out.code == Some(0), "{}", out.stderr);
     // And postmaster resolves through it.
     let srv = with_aliases(&std::fs::read_to_string(&aliases).unwrap(), "", "");
     let mut c = srv.connect().hello();
@@ -266,21 +254,10 @@ fn postmaster_must_reach_a_mailbox() {
     let without = base.replace("[mailbox.postmaster]\n", "[mailbox.other]\n");
     for (text, code) in [(without.clone(), 78), (base.clone(), 0)] {
         std::fs::write(&config, &text).unwrap();
-        let out = std::process::Command::new(BIN)
-            .arg("--check-config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = check_config(dir.path(), &config);
+        assert_eq!(out.code, Some(code), "{}", out.stderr);
         if code == 78 {
-            assert!(
-                String::from_utf8_lossy(&out.stderr).contains("postmaster must reach a mailbox")
-            );
+            assert!(out.stderr.contains("postmaster must reach a mailbox"));
         }
     }
     // An alias is enough.
@@ -292,16 +269,8 @@ fn postmaster_must_reach_a_mailbox() {
         1,
     );
     std::fs::write(&config, &with_alias).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = check_config(dir.path(), &config);
+    assert!(out.code == Some(0), "{}", out.stderr);
 }
 
 #[test]
@@ -366,13 +335,9 @@ fn an_aliases_file_from_another_mta_loads_with_warnings() {
     let top = format!("aliases = \"{}\"", path.display());
     let config = dir.path().join("mailroom.toml");
     std::fs::write(&config, base_config(dir.path(), &top, "", "")).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let out = check_config(dir.path(), &config);
+    let err = out.stderr;
+    assert!(out.code == Some(0), "{err}");
     let p = path.display();
     for warning in [
         format!("{p}:3: not UTF-8 text"),

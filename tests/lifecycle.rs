@@ -508,11 +508,7 @@ fn check_config_accepts_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("good.toml");
     std::fs::write(&path, base_config(dir.path(), "", "", "")).unwrap();
-    let run = run_bin(
-        &[OsStr::new("--check-config"), path.as_os_str()],
-        dir.path(),
-        Duration::from_secs(10),
-    );
+    let run = check_config(dir.path(), &path);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout.trim_end(), format!("{}: ok", path.display()));
 }
@@ -522,11 +518,7 @@ fn check_config_refuses_an_invalid_value_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("workers.toml");
     std::fs::write(&path, "[server]\nworkers = 0\n").unwrap();
-    let run = run_bin(
-        &[OsStr::new("--check-config"), path.as_os_str()],
-        dir.path(),
-        Duration::from_secs(10),
-    );
+    let run = check_config(dir.path(), &path);
     assert_eq!(run.code, Some(78), "{}", run.stderr);
     let want = format!("{}: server.workers: ", path.display());
     assert!(run.stderr.contains(&want), "{}", run.stderr);
@@ -542,11 +534,7 @@ fn check_config_refuses_a_syntax_error_with_its_line() {
         "hostname = \"mx.test.example\"\n\n[server\nworkers = 2\n",
     )
     .unwrap();
-    let run = run_bin(
-        &[OsStr::new("--check-config"), path.as_os_str()],
-        dir.path(),
-        Duration::from_secs(10),
-    );
+    let run = check_config(dir.path(), &path);
     assert_eq!(run.code, Some(78), "{}", run.stderr);
     assert!(
         run.stderr.contains(&path.display().to_string()),
@@ -560,11 +548,7 @@ fn check_config_refuses_a_syntax_error_with_its_line() {
 fn check_config_accepts_the_shipped_file() {
     let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/mailroom.toml"));
     let dir = tempfile::tempdir().unwrap();
-    let run = run_bin(
-        &[OsStr::new("--check-config"), shipped.as_os_str()],
-        dir.path(),
-        Duration::from_secs(10),
-    );
+    let run = check_config(dir.path(), shipped);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout.trim_end(), format!("{}: ok", shipped.display()));
 }

@@ -326,6 +326,15 @@ pub fn run_bin(args: &[&std::ffi::OsStr], dir: &Path, limit: Duration) -> Run {
     }
 }
 
+/// `mailroom --check-config FILE`, run in `dir` (bounded).
+pub fn check_config(dir: &Path, file: &Path) -> Run {
+    run_bin(
+        &[std::ffi::OsStr::new("--check-config"), file.as_os_str()],
+        dir,
+        Duration::from_secs(20),
+    )
+}
+
 /// True when this test can run servers in mount namespaces of their own:
 /// the tests run as root and `unshare --mount` works here. Otherwise the
 /// caller skips its test, with a note on stderr.
