@@ -59,10 +59,9 @@ pub fn run<S: Transport>(
     buffers: &mut Buffers,
 ) {
     let deadlines = Deadlines::new(&ctx.config.timeouts);
-    let max_line = ctx.config.server.max_command_line;
     let conn = Conn::new(
         stream,
-        max_line,
+        session.limits().max_command_line,
         std::mem::take(&mut buffers.read),
         deadlines,
     );
@@ -181,7 +180,7 @@ impl<S: Transport> Driver<'_, S> {
             &config.spool_dir,
             &self.session.trace_field(),
             framing,
-            config.server.max_message_size,
+            self.session.limits().max_message_size,
             self.conn.deadlines().transfer(),
             &mut self.out,
         )

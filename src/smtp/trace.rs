@@ -7,6 +7,7 @@
 //! that the server uses the system's clock and a test replays exactly.
 
 use super::peer::Peer;
+use core::fmt::Write as _;
 use core::net::IpAddr;
 
 /// A moment, as seconds and microseconds since the Unix epoch (negative
@@ -157,35 +158,30 @@ impl Received<'_> {
     /// TLS). A local program has no address: its uid is said instead, as
     /// Postfix does for mail from its sendmail command.
     pub fn render(&self) -> String {
-        let for_clause = match self.recipient {
-            Some(r) => format!("\n\tfor <{r}>"),
-            None => String::new(),
+        // Written into one string: writing to a String cannot fail.
+        let mut out = String::with_capacity(256);
+        let _ = write!(out, "Received: from {}", self.helo);
+        let by = match self.peer {
+            Peer::Tcp { addr, name } => {
+                let name = name.as_deref().unwrap_or("unknown");
+                let _ = write!(out, " ({name} {})", address_literal(addr.ip()));
+                None
+            }
+            Peer::Local { uid, .. } => Some(uid),
         };
-        let tls = match self.tls {
-            Some(t) => format!("\n\t(using {t})"),
-            None => String::new(),
-        };
-        let (from, by) = match self.peer {
-            Peer::Tcp { addr, name } => (
-                format!(
-                    " ({} {})",
-                    name.as_deref().unwrap_or("unknown"),
-                    address_literal(addr.ip())
-                ),
-                String::new(),
-            ),
-            Peer::Local { uid, .. } => (String::new(), format!(", from userid {uid}")),
-        };
-        format!(
-            "Received: from {}{from}{}\n\tby {} (mailroom{by}) with {} id {}{};\n\t{}\n",
-            self.helo,
-            tls,
-            self.hostname,
-            self.protocol,
-            self.id,
-            for_clause,
-            rfc5322_date(self.date)
-        )
+        if let Some(t) = self.tls {
+            let _ = write!(out, "\n\t(using {t})");
+        }
+        let _ = write!(out, "\n\tby {} (mailroom", self.hostname);
+        if let Some(uid) = by {
+            let _ = write!(out, ", from userid {uid}");
+        }
+        let _ = write!(out, ") with {} id {}", self.protocol, self.id);
+        if let Some(r) = self.recipient {
+            let _ = write!(out, "\n\tfor <{r}>");
+        }
+        let _ = write!(out, ";\n\t{}\n", rfc5322_date(self.date));
+        out
     }
 }
 

@@ -244,6 +244,11 @@ impl<R: Resolved> Session<R> {
         &self.peer
     }
 
+    /// The bounds the driver holds the client to while it reads.
+    pub fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+
     fn phase(&self) -> Phase {
         match (&self.hello, &self.tx) {
             (None, _) => Phase::Fresh,
