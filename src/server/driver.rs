@@ -7,12 +7,10 @@
 
 use super::body::{self, Body, Framing};
 use super::conn::{Conn, Deadlines, Line, Stop, Transport};
-use crate::clock::SYSTEM;
 use crate::config::Config;
 use crate::delivery::{Delivery, Message, Recipient};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{Action, BodyReport, Response, Session, Verdict};
-use crate::smtp::trace::Clock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -125,6 +123,11 @@ impl<S: Transport> Driver<'_, S> {
         self.conn.queue(&self.session.greeting(), false)?;
         loop {
             let open = self.session.in_transaction();
+            if !open {
+                // A BDAT body whose transaction ended (RSET, a new EHLO)
+                // holds its spool no longer.
+                self.body = None;
+            }
             self.ctx.busy.store(open, Ordering::SeqCst);
             if self.ctx.shutdown.load(Ordering::SeqCst) && !open {
                 return Err(Stop::Shutdown);
@@ -242,7 +245,7 @@ impl<S: Transport> Driver<'_, S> {
             reverse_path: &env.reverse_path,
             recipients: &env.recipients,
             body: spool.body(),
-            received: SYSTEM.now(),
+            received: env.received,
         };
         let result = self
             .ctx
@@ -257,6 +260,7 @@ impl<S: Transport> Driver<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SYSTEM;
     use crate::delivery::{DeliveryError, Dest, Lookup, RunAs, Target};
     use crate::server::conn::{READ_BUFFER, WRITE_BUFFER};
     use crate::smtp::address::ForwardPath;
@@ -346,10 +350,10 @@ mod tests {
 
     /// The same, with a worker's buffers from earlier sessions.
     fn converse_reusing(buffers: &mut Buffers, extra: &str, input: &[u8]) -> Outcome {
-        let dir = std::env::temp_dir().join(format!("mailroom-conn-test-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "hostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\nspool_dir = \"{}\"\n{extra}\n[server]\nmax_command_line = 512\nmax_message_size = 2048",
-            dir.display()
+            dir.path().display()
         );
         let config = Arc::new(Config::parse(&text, "test").unwrap());
         let keep = Arc::new(Keep::default());

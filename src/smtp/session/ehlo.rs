@@ -30,13 +30,16 @@ enum When {
     StartTls,
 }
 
+/// A verb and its place in the HELP reply.
+type Verb = (u8, &'static str);
+
 struct Row {
     keyword: Keyword,
-    verbs: &'static str,
+    verbs: &'static [Verb],
     when: When,
 }
 
-const fn row(keyword: Keyword, verbs: &'static str, when: When) -> Row {
+const fn row(keyword: Keyword, verbs: &'static [Verb], when: When) -> Row {
     Row {
         keyword,
         verbs,
@@ -44,26 +47,41 @@ const fn row(keyword: Keyword, verbs: &'static str, when: When) -> Row {
     }
 }
 
-/// In the order EHLO lists them. VRFY and EXPN are RFC 5321 verbs that
-/// HELP always names (VRFY answers 252 when it is off); the keywords only
-/// say that they really answer.
+/// In the order EHLO lists them; HELP puts the verbs in their own order.
+/// VRFY and EXPN are RFC 5321 verbs that HELP always names (VRFY answers
+/// 252 when it is off); the keywords only say that they really answer.
 const ROWS: [Row; 12] = [
     row(
         Keyword::None,
-        "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN",
+        &[
+            (0, "HELO"),
+            (1, "EHLO"),
+            (3, "MAIL"),
+            (4, "RCPT"),
+            (5, "DATA"),
+            (7, "RSET"),
+            (8, "NOOP"),
+            (9, "QUIT"),
+            (11, "VRFY"),
+            (12, "EXPN"),
+        ],
         When::Always,
     ),
-    row(Keyword::Plain("PIPELINING"), "", When::Always),
-    row(Keyword::Size, "", When::Always),
-    row(Keyword::Plain("VRFY"), "", When::Vrfy),
-    row(Keyword::Plain("EXPN"), "", When::Expn),
-    row(Keyword::Plain("STARTTLS"), "STARTTLS", When::StartTls),
-    row(Keyword::Plain("8BITMIME"), "", When::Always),
-    row(Keyword::Plain("ENHANCEDSTATUSCODES"), "", When::Always),
-    row(Keyword::Plain("CHUNKING"), "BDAT", When::Always),
-    row(Keyword::Plain("BINARYMIME"), "", When::Always),
-    row(Keyword::Plain("SMTPUTF8"), "", When::Always),
-    row(Keyword::Plain("HELP"), "HELP", When::Always),
+    row(Keyword::Plain("PIPELINING"), &[], When::Always),
+    row(Keyword::Size, &[], When::Always),
+    row(Keyword::Plain("VRFY"), &[], When::Vrfy),
+    row(Keyword::Plain("EXPN"), &[], When::Expn),
+    row(
+        Keyword::Plain("STARTTLS"),
+        &[(2, "STARTTLS")],
+        When::StartTls,
+    ),
+    row(Keyword::Plain("8BITMIME"), &[], When::Always),
+    row(Keyword::Plain("ENHANCEDSTATUSCODES"), &[], When::Always),
+    row(Keyword::Plain("CHUNKING"), &[(6, "BDAT")], When::Always),
+    row(Keyword::Plain("BINARYMIME"), &[], When::Always),
+    row(Keyword::Plain("SMTPUTF8"), &[], When::Always),
+    row(Keyword::Plain("HELP"), &[(10, "HELP")], When::Always),
 ];
 
 impl Offer {
@@ -89,11 +107,9 @@ impl Offer {
 
     /// The reply to HELP.
     pub fn help(&self) -> Reply {
-        let verbs: Vec<&str> = self
-            .offered()
-            .map(|r| r.verbs)
-            .filter(|v| !v.is_empty())
-            .collect();
+        let mut verbs: Vec<Verb> = self.offered().flat_map(|r| r.verbs).copied().collect();
+        verbs.sort_unstable();
+        let verbs: Vec<&str> = verbs.into_iter().map(|(_, v)| v).collect();
         Reply::new(214, Some(Enhanced(2, 0, 0)), "mailroom commands:")
             .line(verbs.join(" "))
             .line("See RFC 5321; mail for local users only")
@@ -138,11 +154,11 @@ mod tests {
         let verbs = |o: Offer| o.help().lines().nth(1).unwrap().to_string();
         assert_eq!(
             verbs(offer(false, false, false)),
-            "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN BDAT HELP"
+            "HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
         );
         assert_eq!(
             verbs(offer(false, false, true)),
-            "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN STARTTLS BDAT HELP"
+            "HELO EHLO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
         );
         assert_eq!(offer(true, true, true).help().code(), 214);
     }

@@ -21,7 +21,7 @@ use super::command::{self, BodyType, Command, MailParams, ParseError};
 use super::failure::DeliveryError;
 use super::peer::Peer;
 use super::reply::{self, Enhanced, Reply};
-use super::trace::{Clock, Received, TlsInfo};
+use super::trace::{Clock, Received, TlsInfo, UnixTime};
 use phase::{Phase, Verb};
 use std::sync::Arc;
 
@@ -159,6 +159,8 @@ pub struct Envelope<R> {
     pub reverse_path: String,
     pub recipients: Vec<R>,
     pub size: u64,
+    /// When the body was complete.
+    pub received: UnixTime,
 }
 
 /// What the listener asks of TLS.
@@ -197,12 +199,15 @@ struct Hello {
     esmtp: bool,
 }
 
-/// The question a lookup in progress answers.
+/// What the session waits for between two commands.
 #[derive(Debug)]
-enum Asked {
+enum Pending {
+    /// The answer to a lookup, for the RCPT, VRFY or EXPN that asked.
     Rcpt(ForwardPath),
     Vrfy(String),
     Expn(String),
+    /// The end of a BDAT chunk that is read and dropped: then this reply.
+    Discarded(Reply),
 }
 
 pub struct Session<R> {
@@ -214,10 +219,7 @@ pub struct Session<R> {
     tls: Option<TlsInfo>,
     hello: Option<Hello>,
     tx: Option<Transaction<R>>,
-    /// The lookup being waited for.
-    asked: Option<Asked>,
-    /// The reply owed after a BDAT chunk that is being discarded.
-    owed: Option<Reply>,
+    pending: Option<Pending>,
 }
 
 impl<R: Resolved> Session<R> {
@@ -235,8 +237,7 @@ impl<R: Resolved> Session<R> {
             tls: None,
             hello: None,
             tx: None,
-            asked: None,
-            owed: None,
+            pending: None,
         }
     }
 
@@ -264,7 +265,7 @@ impl<R: Resolved> Session<R> {
         self.tls = Some(info);
         self.hello = None;
         self.tx = None;
-        self.owed = None;
+        self.pending = None;
     }
 
     pub fn greeting(&self) -> Reply {
@@ -291,7 +292,10 @@ impl<R: Resolved> Session<R> {
 
     /// Handles one command line (without its line end).
     pub fn command(&mut self, line: &[u8]) -> Response {
-        debug_assert!(self.asked.is_none(), "a command while a lookup is out");
+        // The driver answers what is asked before it reads on: whatever
+        // is still pending belongs to nothing now.
+        debug_assert!(self.pending.is_none(), "a command while {:?}", self.pending);
+        self.pending = None;
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.parse_error(e),
@@ -300,7 +304,7 @@ impl<R: Resolved> Session<R> {
             // A refused chunk is read and dropped before it is answered:
             // its octets must never be taken for commands.
             if let Command::Bdat { size, last } = cmd {
-                self.owed = Some(r);
+                self.pending = Some(Pending::Discarded(r));
                 return Response {
                     reply: None,
                     action: Action::ReceiveChunk {
@@ -356,7 +360,13 @@ impl<R: Resolved> Session<R> {
         if verb.needs_tls_first() && self.policy.require && self.tls.is_none() {
             return Err(reply::tls_required());
         }
-        phase::check(verb, self.phase())?;
+        // DATA for a binary body is told to use BDAT instead, amid its
+        // chunks too, where the table would only say it comes too late.
+        let binary_data = verb == Verb::Data && self.binary_body();
+        let phase = self.phase();
+        if !(binary_data && phase == Phase::Chunking) {
+            phase::check(verb, phase)?;
+        }
         if let (Verb::Data | Verb::Bdat, Some(tx)) = (verb, &self.tx) {
             if tx.rcpts.is_empty() {
                 return Err(if tx.rcpt_attempts == 0 {
@@ -365,6 +375,11 @@ impl<R: Resolved> Session<R> {
                     reply::no_valid_recipients()
                 });
             }
+        }
+        if binary_data {
+            return Err(reply::bad_sequence(
+                "Error: BODY=BINARYMIME needs BDAT, not DATA",
+            ));
         }
         Ok(())
     }
@@ -476,11 +491,11 @@ impl<R: Resolved> Session<R> {
         if tx.rcpts.len() >= self.settings.limits.max_recipients {
             return Response::reply(reply::too_many_recipients());
         }
-        self.ask(Asked::Rcpt(path.clone()), path)
+        self.ask(Pending::Rcpt(path.clone()), path)
     }
 
-    fn ask(&mut self, asked: Asked, path: ForwardPath) -> Response {
-        self.asked = Some(asked);
+    fn ask(&mut self, asked: Pending, path: ForwardPath) -> Response {
+        self.pending = Some(asked);
         Response {
             reply: None,
             action: Action::Lookup(path),
@@ -490,19 +505,20 @@ impl<R: Resolved> Session<R> {
     /// The answer to the lookup asked for: the reply to the RCPT, VRFY or
     /// EXPN that asked.
     pub fn answer(&mut self, lookup: Lookup<R>) -> Response {
-        let reply = match self.asked.take() {
-            Some(Asked::Rcpt(path)) => self.rcpt_answered(path, lookup),
-            Some(Asked::Vrfy(shown)) => vrfy_reply(&shown, lookup),
-            Some(Asked::Expn(shown)) => expn_reply(&shown, lookup),
-            None => reply::bad_sequence("Error: nothing was asked"),
+        let reply = match self.pending.take() {
+            Some(Pending::Rcpt(path)) => self.rcpt_answered(path, lookup),
+            Some(Pending::Vrfy(shown)) => vrfy_reply(&shown, lookup),
+            Some(Pending::Expn(shown)) => expn_reply(&shown, lookup),
+            other => unreachable!("an answer to nothing asked, while {other:?}"),
         };
         Response::reply(reply)
     }
 
     fn rcpt_answered(&mut self, path: ForwardPath, lookup: Lookup<R>) -> Reply {
-        let Some(tx) = &mut self.tx else {
-            return reply::bad_sequence("Error: need MAIL command");
-        };
+        let tx = self
+            .tx
+            .as_mut()
+            .expect("a RCPT's transaction lasts until its answer");
         let shown = forward_path_text(&path);
         match lookup {
             Lookup::Local(r) => {
@@ -537,11 +553,6 @@ impl<R: Resolved> Session<R> {
 
     fn data(&mut self) -> Response {
         let tx = self.tx.as_mut().expect("the phase has a transaction");
-        if tx.params.body == Some(BodyType::BinaryMime) {
-            return Response::reply(reply::bad_sequence(
-                "Error: BODY=BINARYMIME needs BDAT, not DATA",
-            ));
-        }
         tx.body = BodyMode::Data;
         Response {
             reply: Some(reply::start_data()),
@@ -657,13 +668,14 @@ impl<R: Resolved> Session<R> {
             reverse_path: reverse_path_text(&tx.from),
             recipients: tx.rcpts,
             size: report.size,
+            received: self.clock.now(),
         })
     }
 
     /// Handles the end of a BDAT chunk. For the last chunk (or a failed
     /// one) this is the message's verdict.
     pub fn chunk_received(&mut self, last: bool, report: &BodyReport) -> Verdict<R> {
-        if let Some(r) = self.owed.take() {
+        if let Some(Pending::Discarded(r)) = self.pending.take() {
             return Verdict::Reply(r);
         }
         if report.too_big || report.spool_error.is_some() || last {
@@ -688,7 +700,7 @@ impl<R: Resolved> Session<R> {
             return Response::reply(reply::cannot_vrfy());
         }
         match self.lookup_arg(arg) {
-            Ok(path) => self.ask(Asked::Vrfy(forward_path_text(&path)), path),
+            Ok(path) => self.ask(Pending::Vrfy(forward_path_text(&path)), path),
             Err(r) => Response::reply(r),
         }
     }
@@ -702,7 +714,7 @@ impl<R: Resolved> Session<R> {
             ));
         }
         match self.lookup_arg(arg) {
-            Ok(path) => self.ask(Asked::Expn(forward_path_text(&path)), path),
+            Ok(path) => self.ask(Pending::Expn(forward_path_text(&path)), path),
             Err(r) => Response::reply(r),
         }
     }
@@ -1048,6 +1060,40 @@ mod tests {
     }
 
     #[test]
+    fn data_for_a_binary_body_is_told_to_use_bdat() {
+        let mut s = session(|_| ());
+        dialogue(
+            &mut s,
+            &[
+                ("EHLO c.example", 250),
+                ("MAIL FROM:<a@b.example> BODY=BINARYMIME", 250),
+            ],
+        );
+        let text = |s: &mut Session<Rcpt>| run(s, "DATA").reply.unwrap().to_string();
+        // Without a recipient, that is said first.
+        assert_eq!(text(&mut s), "503 5.5.1 Error: need RCPT command");
+        dialogue(&mut s, &[("RCPT TO:<alice@example.org>", 250)]);
+        let binary = "503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA";
+        assert_eq!(text(&mut s), binary);
+        // Amid its chunks too.
+        assert!(matches!(
+            s.command(b"BDAT 3").action,
+            Action::ReceiveChunk { discard: false, .. }
+        ));
+        assert!(matches!(
+            s.chunk_received(false, &BodyReport::default()),
+            Verdict::Reply(_)
+        ));
+        assert_eq!(text(&mut s), binary);
+        // A text body amid chunks: too late for DATA.
+        let mut s = session(|_| ());
+        open(&mut s, 1);
+        s.command(b"BDAT 3");
+        s.chunk_received(false, &BodyReport::default());
+        assert_eq!(text(&mut s), "503 5.5.1 Error: DATA after BDAT");
+    }
+
+    #[test]
     fn sequence_errors() {
         let cases: &[&[(&str, u16)]] = &[
             &[("MAIL FROM:<a@b.example>", 503)],
@@ -1299,6 +1345,7 @@ mod tests {
             reverse_path: String::new(),
             recipients: Vec::new(),
             size: 0,
+            received: UnixTime::from_secs(0),
         };
         for (result, code) in cases {
             let result = result.as_ref().map(|_| ());

@@ -2,8 +2,9 @@
 //! verb x phase that says, for every pair, go on or the `503` to give
 //! (OpenSMTPD's `commands[]` with its `smtp_check_*`; qmail-smtpd's
 //! whole state is two ints). Checks that depend on more than the phase
-//! (a listener that requires TLS, an extension not offered, a transaction
-//! without recipients) stay with the verb that needs them.
+//! (an extension not offered, a listener that requires TLS, a transaction
+//! without recipients, a binary body) are made around the table, in the
+//! one order of `Session::gate`.
 
 use crate::smtp::command::Command;
 use crate::smtp::reply::{self, Reply};
