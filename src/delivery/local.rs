@@ -45,8 +45,6 @@ pub struct Attempt {
     /// Copies that failed, and list members that do not exist (who hear
     /// of it can be told).
     pub failed: Vec<Outcome>,
-    /// Copies that are done: pipes that ran, copies thrown away.
-    pub done: Vec<Outcome>,
     /// Pipe deliveries that ran: they cannot be taken back.
     pub pipes: usize,
 }
@@ -60,8 +58,10 @@ impl Attempt {
     }
 }
 
-/// Copies written and held.
+/// Copies written and held. They must be committed or taken back: a
+/// held mbox copy keeps its mailbox locked.
 #[derive(Default)]
+#[must_use = "held copies are committed or taken back"]
 pub struct Held {
     copies: Vec<(Outcome, Dest, Staged)>,
     /// The mailboxes of the first `.0` held copies, by device and inode:
@@ -88,13 +88,16 @@ impl Held {
         *counted = self.copies.len();
         file_id(t).is_some_and(|id| ids.contains(&id))
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.copies.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.copies.is_empty()
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Dropped copies are taken back by their own drops, but a journal
+        // record would stay for the next start: never meant to happen.
+        debug_assert!(self.copies.is_empty(), "held copies dropped");
+        if !self.copies.is_empty() {
+            log::error!("{} held copies dropped undecided", self.copies.len());
+        }
     }
 }
 
@@ -244,7 +247,6 @@ impl Local {
         let mut a = Attempt {
             held: Held::default(),
             failed: Vec::new(),
-            done: Vec::new(),
             pipes: 0,
         };
         for copy in plan::copies(msg.reverse_path, msg.recipients) {
@@ -258,11 +260,9 @@ impl Local {
                         d.address,
                         d.describe()
                     );
-                    a.done.push(outcome(&copy, Status::Delivered));
                 }),
                 Target::Discard => {
                     log::info!("{}: <{}> discarded (/dev/null)", msg.id, d.address);
-                    a.done.push(outcome(&copy, Status::Delivered));
                     Ok(())
                 }
                 // A second copy in one mailbox would be a duplicate, and
@@ -344,10 +344,10 @@ impl Local {
 
     /// Makes the held copies of message `id` visible; the outcome of each:
     /// delivered, or failed at this last step.
-    pub fn commit(&self, held: Held, id: &str, deadline: Instant) -> Vec<Outcome> {
+    pub fn commit(&self, mut held: Held, id: &str, deadline: Instant) -> Vec<Outcome> {
         let stager = self.stager();
         let mut outcomes = Vec::with_capacity(held.copies.len());
-        for (mut o, d, s) in held.copies {
+        for (mut o, d, s) in std::mem::take(&mut held.copies) {
             match stager.commit(s, deadline) {
                 Ok(path) => {
                     let at = path.map_or_else(|| d.describe(), |p| p.display().to_string());
@@ -369,9 +369,9 @@ impl Local {
     }
 
     /// Takes the held copies back.
-    pub fn abort(&self, held: Held, deadline: Instant) {
+    pub fn abort(&self, mut held: Held, deadline: Instant) {
         let stager = self.stager();
-        for (_, _, s) in held.copies {
+        for (_, _, s) in std::mem::take(&mut held.copies) {
             stager.abort(s, deadline);
         }
     }
@@ -465,7 +465,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         let a = l.attempt(&msg, deadline);
         assert!(a.failed.is_empty(), "{:?}", a.failed);
-        assert_eq!((a.pipes, a.held.len(), a.kept()), (1, 2, 3));
+        assert_eq!((a.pipes, a.kept()), (1, 3));
         let outcomes = l.commit(a.held, msg.id, deadline);
         assert!(outcomes.iter().all(|o| o.status == Status::Delivered));
         let prefix = |to: &str| format!("Return-Path: <s@example.org>\nDelivered-To: {to}\n");
@@ -528,5 +528,34 @@ mod tests {
         );
         l.abort(a.held, deadline);
         assert_eq!(std::fs::read(dir.path().join("bob")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_failed_append_gives_its_journal_slot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // An mbox that is a symbolic link is refused before anything is
+        // journaled.
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("bob")).unwrap();
+        let l = local(dir.path(), "");
+        let spool = {
+            let mut s = crate::delivery::spool::Spool::create(&dir.path().join("spool")).unwrap();
+            s.write(b"Subject: x\n\nbody\n").unwrap();
+            s
+        };
+        let bob = [recipient(&l, "bob")];
+        for _ in 0..5 {
+            let msg = Message {
+                id: "ID3",
+                reverse_path: "",
+                recipients: &bob,
+                body: spool.body(),
+                received: crate::smtp::trace::UnixTime::from_secs(0),
+            };
+            let a = l.attempt(&msg, Instant::now() + Duration::from_secs(30));
+            assert_eq!(a.failed.len(), 1, "the symbolic link is refused");
+            l.abort(a.held, Instant::now() + Duration::from_secs(30));
+        }
+        let journal = std::fs::read_dir(dir.path().join("spool/journal")).unwrap();
+        assert_eq!(journal.count(), 1, "one slot, used again each time");
     }
 }

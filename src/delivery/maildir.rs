@@ -458,13 +458,13 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        copy_body(Body::new(spool.file(), 0, 17), &out).unwrap();
+        copy_body(Body::new(spool.body().file(), 0, 17), &out).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"Subject: x\n\nbody\n");
         // A spool shorter than its length is an error either way.
-        let err = copy_body(Body::new(spool.file(), 0, 18), &out).unwrap_err();
+        let err = copy_body(Body::new(spool.body().file(), 0, 18), &out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         let plain = File::create(root.join("plain")).unwrap();
-        let err = copy_body(Body::new(spool.file(), 0, 18), &plain).unwrap_err();
+        let err = copy_body(Body::new(spool.body().file(), 0, 18), &plain).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -159,10 +159,10 @@ pub fn io_error(context: &str, err: &io::Error) -> DeliveryError {
     DeliveryError::new(kind, format!("{context}: {err}"))
 }
 
-/// Where a session takes its questions and its messages: who a
-/// recipient is, and an accepted message while its client waits for the
-/// reply. `notices::Immediate` answers them with [`Local`]; the session's
-/// tests with a fake.
+/// Where the session driver takes the session's questions and its
+/// messages: who a recipient is, and an accepted message while its client
+/// waits for the reply. `notices::Immediate` answers them with [`Local`];
+/// the driver's tests with a fake that keeps the bodies.
 pub trait Delivery: Send + Sync {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup;
     /// Takes responsibility for a message by `deadline`: `Ok` when every

@@ -161,9 +161,15 @@ impl Recovery {
 
     /// Keeps the record of an append whose outcome is not known, so that
     /// it is checked (and undone if it is there) before its mailbox is used
-    /// again, or at the next start.
+    /// again, or at the next start. A slot with no record (the append
+    /// failed before it was journaled) goes back to the pool.
     pub fn unfinish(&self, slot: Option<Slot>) {
-        if let Some(entry) = slot.and_then(Slot::into_unfinished) {
+        let Some(slot) = slot else {
+            return;
+        };
+        if slot.is_clear() {
+            self.journal.put(slot);
+        } else if let Some(entry) = slot.into_unfinished() {
             self.unfinished
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

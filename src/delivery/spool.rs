@@ -69,10 +69,6 @@ impl Spool {
         Ok(())
     }
 
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Everything written so far, as a message for delivery.
     pub fn body(&self) -> super::Body<'_> {
         super::Body::new(&self.file, 0, self.len)
@@ -147,7 +143,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn contents(s: &Spool) -> Vec<u8> {
-        let mut f = s.file();
+        let mut f = s.body().file();
         f.rewind().unwrap();
         let mut out = Vec::new();
         f.read_to_end(&mut out).unwrap();
@@ -156,7 +152,7 @@ mod tests {
 
     /// What the spool file is, as /proc names it.
     fn backing(s: &Spool) -> String {
-        let link = format!("/proc/self/fd/{}", s.file().as_raw_fd());
+        let link = format!("/proc/self/fd/{}", s.body().file().as_raw_fd());
         std::fs::read_link(link).unwrap().display().to_string()
     }
 

@@ -49,7 +49,10 @@ impl Delivery for Immediate {
                 let late = failures(local.commit(a.held, msg.id, deadline));
                 return after_commit(local, msg, late, deadline);
             }
-            Decision::Refuse(failure) => return Err(failure),
+            Decision::Refuse(failure) => {
+                local.abort(a.held, deadline);
+                return Err(failure);
+            }
             Decision::Report { failure } => failure,
         };
         match prepare(local, msg, &a.failed, deadline, &a.held) {

@@ -214,6 +214,11 @@ impl Slot {
         Ok(())
     }
 
+    /// True when it holds no record.
+    pub fn is_clear(&self) -> bool {
+        self.record.is_none()
+    }
+
     /// The record on disk, if any.
     pub fn record(&self) -> Option<Record> {
         self.record.clone()
