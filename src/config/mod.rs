@@ -185,8 +185,9 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         .iter()
         .map(|d| d.to_ascii_lowercase())
         .collect();
-    let server = server::validate(raw.server, raw.tls.is_some(), e)?;
+    let has_tls = raw.tls.is_some();
     let tls = raw.tls.map(|t| tls_files(t, e)).transpose()?;
+    let server = server::validate(raw.server, has_tls, e)?;
     let timeouts = timeouts::validate(raw.timeouts, e)?;
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
     let users = mailboxes::validate_users(raw.users, e)?;

@@ -93,18 +93,15 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     let smtps = s.smtps.iter().map(|l| ("server.smtps", l, true));
     let mut listen: Vec<Listener> = Vec::new();
     for (key, entry, implicit) in plain.chain(smtps) {
-        let l = listener(key, entry, implicit, e)?;
+        let (l, written) = listener(key, entry, implicit, e)?;
         // Port 0 (any free port) may be asked for more than once.
         if l.addr.port() != 0 && listen.iter().any(|m| m.addr == l.addr) {
-            return Err(e.at(key, format!("{} is listed twice", l.addr)));
+            return Err(e.at(key, format!("{written} is listed twice")));
         }
         if l.needs_certificate() && !has_tls {
             return Err(e.at(
                 key,
-                format!(
-                    "{} needs TLS: give a [tls] section with cert and key",
-                    l.addr
-                ),
+                format!("{written} needs TLS: give a [tls] section with cert and key"),
             ));
         }
         listen.push(l);
@@ -152,13 +149,14 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     })
 }
 
-/// One entry of `listen` (`implicit` false) or `smtps`.
-fn listener(
+/// One entry of `listen` (`implicit` false) or `smtps`, with its address
+/// as written.
+fn listener<'a>(
     key: &str,
-    entry: &RawListen,
+    entry: &'a RawListen,
     implicit: bool,
     e: &Errors,
-) -> Result<Listener, ConfigError> {
+) -> Result<(Listener, &'a str), ConfigError> {
     let (address, require_tls, role) = match entry {
         RawListen::Address(a) => (a, None, None),
         RawListen::Table(t) => (&t.address, t.require_tls, t.role),
@@ -190,5 +188,5 @@ fn listener(
         None if implicit => Role::Submission,
         None => Role::Smtp,
     };
-    Ok(Listener { addr, role, tls })
+    Ok((Listener { addr, role, tls }, address))
 }
