@@ -62,7 +62,7 @@ impl Body {
         }
     }
 
-    /// The spool, once the body is whole and was written without error.
+    /// The spool, if writing it has not failed.
     pub fn spool(&self) -> Option<&Spool> {
         self.spool.as_ref().ok()
     }

@@ -1,8 +1,8 @@
 //! The connection: the only code that reads and writes a client's socket.
 //! It frames command lines (with the core's pure [`LineFramer`]), hands
 //! out message bytes as they arrive, buffers replies, swaps the stream for
-//! TLS, and bounds every wait by a deadline from [`Deadlines`], the one
-//! place the timeouts are read.
+//! TLS, and bounds every wait for the client by a deadline from
+//! [`Deadlines`], the one place a session's timeouts are read.
 //!
 //! Replies are buffered and written when the driver is about to block for
 //! more input (or the buffer is full), so a pipelining client (RFC 2920)
@@ -29,9 +29,11 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 /// timeout need not be set again before every read.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
-/// How long each wait of a session may last (RFC 5321 4.5.3.2): the one
-/// place the configured timeouts are read, so that a policy that shortens
-/// them (under load, say) has one place to go.
+/// How long each wait of a session may last (RFC 5321 4.5.3.2), and how
+/// long its client waits for a delivery: the one place a session's
+/// timeouts are read, so that a policy that shortens them (under load,
+/// say) has one place to go. (Delivery bounds its own steps, pipes and
+/// mbox locks, within the deadline it is given.)
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     command: Duration,
@@ -354,7 +356,7 @@ impl<S: Transport> Conn<S> {
         }
         self.start = 0;
         self.end = 0;
-        self.framer = LineFramer::new(self.framer.max());
+        self.framer.reset();
         let Stream::Plain(sock) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
             unreachable!("the session starts TLS only once");
         };

@@ -80,9 +80,11 @@ impl LineFramer {
         }
     }
 
-    /// The longest line this framer takes, line end included.
-    pub fn max(&self) -> usize {
-        self.max
+    /// Forgets what it has seen of the current line: its bytes were
+    /// dropped (the clear text after STARTTLS).
+    pub fn reset(&mut self) {
+        self.scanned = 0;
+        self.skipping = false;
     }
 }
 
