@@ -168,3 +168,27 @@ fn delivered_to_for_the_same_recipient_is_a_loop() {
     assert_eq!(r.code, 250);
     assert!(srv.messages("alice").is_empty());
 }
+
+/// Each delivery to an mbox refused before its append was journaled (a
+/// symbolic link, a lock held too long, a foreign owner) left one more
+/// empty journal file in the spool directory.
+#[test]
+fn refused_mbox_appends_leave_no_journal_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::os::unix::fs::symlink("/dev/null", dir.path().join("carol.mbox")).unwrap();
+    let tables = format!("[mailbox.carol]\nmbox = \"{d}/carol.mbox\"");
+    let text = base_config(dir.path(), "", "", &tables);
+    let srv = Server::start_config(dir, &text);
+    let mut c = srv.connect().hello();
+    for i in 0..5 {
+        let r = c.send_mail(
+            "a@remote.example",
+            &["carol@test.example"],
+            &format!("Subject: {i}\r\n\r\nx\r\n"),
+        );
+        assert_eq!(r.code, 451, "{r:?}");
+    }
+    let journal = std::fs::read_dir(srv.dir.path().join("spool/journal")).unwrap();
+    assert_eq!(journal.count(), 1, "one journal file, used again each time");
+}
