@@ -534,6 +534,11 @@ mod tests {
         Ok(())
     }
 
+    /// Appends a short message to `path` without journaling it.
+    fn append_to(path: &Path, b: &Spool) -> Result<Prepared, DeliveryError> {
+        prepare(path, "From b\n", b"", b.body(), &opts(), &mut no_journal)
+    }
+
     #[test]
     fn append_commit_and_abort() {
         let dir = tempdir("append");
@@ -596,9 +601,7 @@ mod tests {
             ("From a\ny\n\n", "From a\ny\n\n"),
         ] {
             std::fs::write(&mbox, before).unwrap();
-            prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
-                .unwrap()
-                .commit();
+            append_to(&mbox, &b).unwrap().commit();
             assert_eq!(
                 std::fs::read_to_string(&mbox).unwrap(),
                 format!("{after}From b\nx\n\n")
@@ -634,7 +637,7 @@ mod tests {
         // failure.
         std::fs::write(dir.join("box.lock"), "1\n").unwrap();
         let start = Instant::now();
-        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
+        let e = append_to(&mbox, &b).unwrap_err();
         assert_eq!(e.kind, crate::delivery::Failure::Temporary);
         assert!(e.reason.contains("locked"), "{e}");
         assert!(start.elapsed() >= Duration::from_millis(300));
@@ -644,9 +647,7 @@ mod tests {
         let mut gone = gone;
         gone.wait().unwrap();
         std::fs::write(dir.join("box.lock"), format!("{pid}\n")).unwrap();
-        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
-            .unwrap()
-            .commit();
+        append_to(&mbox, &b).unwrap().commit();
         // Nor does an old lock without a pid.
         std::fs::write(dir.join("box.lock"), "").unwrap();
         let f = File::options()
@@ -655,23 +656,19 @@ mod tests {
             .unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(301))
             .unwrap();
-        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
-            .unwrap()
-            .commit();
+        append_to(&mbox, &b).unwrap().commit();
         // Our own pid, in a lock we do not hold: left by an earlier process
         // that had our pid, so stale.
         std::fs::write(dir.join("box.lock"), format!("{}\n", std::process::id())).unwrap();
-        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
-            .unwrap()
-            .commit();
+        append_to(&mbox, &b).unwrap().commit();
         // Held by another delivery of ours: waited for. The lock file holds
         // our pid and is never empty.
-        let held = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap();
+        let held = append_to(&mbox, &b).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("box.lock")).unwrap(),
             format!("{}\n", std::process::id())
         );
-        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
+        let e = append_to(&mbox, &b).unwrap_err();
         assert!(e.reason.contains("locked"), "{e}");
         held.commit();
         assert_eq!(
@@ -682,12 +679,10 @@ mod tests {
         // An fcntl lock held on another open file description is waited for.
         let holder = File::options().read(true).write(true).open(&mbox).unwrap();
         assert!(fcntl_lock(&holder).unwrap());
-        let e = prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal).unwrap_err();
+        let e = append_to(&mbox, &b).unwrap_err();
         assert!(e.reason.contains("locked"), "{e}");
         drop(holder);
-        prepare(&mbox, "From b\n", b"", b.body(), &opts(), &mut no_journal)
-            .unwrap()
-            .commit();
+        append_to(&mbox, &b).unwrap().commit();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -697,26 +692,10 @@ mod tests {
         let b = body(&dir, b"x\n");
         std::fs::write(dir.join("target"), "").unwrap();
         std::os::unix::fs::symlink(dir.join("target"), dir.join("sym")).unwrap();
-        let e = prepare(
-            &dir.join("sym"),
-            "From b\n",
-            b"",
-            b.body(),
-            &opts(),
-            &mut no_journal,
-        )
-        .unwrap_err();
+        let e = append_to(&dir.join("sym"), &b).unwrap_err();
         assert!(e.reason.contains("symbolic link"), "{e}");
         std::fs::hard_link(dir.join("target"), dir.join("hard")).unwrap();
-        let e = prepare(
-            &dir.join("hard"),
-            "From b\n",
-            b"",
-            b.body(),
-            &opts(),
-            &mut no_journal,
-        )
-        .unwrap_err();
+        let e = append_to(&dir.join("hard"), &b).unwrap_err();
         assert!(e.reason.contains("one link"), "{e}");
         assert_eq!(std::fs::read(dir.join("target")).unwrap(), b"");
         std::fs::remove_dir_all(&dir).unwrap();
