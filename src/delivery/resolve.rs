@@ -12,7 +12,7 @@
 use super::aliases::{self, Aliases, Include, Target as AliasTarget};
 use super::{Account, Dest, Lookup, Missing, Recipient, RunAs, Target};
 use crate::config::{self, Config};
-use crate::smtp::address::{Domain, Mailbox};
+use crate::smtp::address::Mailbox;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -283,7 +283,7 @@ impl Resolver<'_> {
                     Some(_) => {
                         let m = Mailbox::parse(a)
                             .map_err(|e| Lookup::TempFail(format!("alias member {a}: {e}")))?;
-                        if !self.is_local(&m.domain) {
+                        if !super::is_local(self.config, &m.domain) {
                             return Err(Lookup::Remote(a.to_string()));
                         }
                         (m.local, m.domain.to_string().to_ascii_lowercase())
@@ -451,15 +451,6 @@ impl Resolver<'_> {
             sender: ctx.sender.clone(),
         });
         Ok(())
-    }
-
-    fn is_local(&self, domain: &Domain) -> bool {
-        match domain {
-            Domain::Name(name) => self.config.is_local_domain(name),
-            Domain::Ipv4(ip) => super::is_our_ip(self.config, std::net::IpAddr::V4(*ip)),
-            Domain::Ipv6(ip) => super::is_our_ip(self.config, std::net::IpAddr::V6(*ip)),
-            Domain::General { .. } => false,
-        }
     }
 
     /// The targets of a user's `~/.forward`, if it exists and is safe: a
