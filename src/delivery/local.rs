@@ -359,8 +359,8 @@ impl Local {
                         d.address,
                         d.describe()
                     );
-                    o.code = error.kind.status();
                     o.status = Status::of(error);
+                    o.code = o.status.code();
                 }
             }
             outcomes.push(o);
@@ -378,16 +378,12 @@ impl Local {
 }
 
 fn outcome(copy: &Copy<'_>, status: Status) -> Outcome {
-    let code = match status.error() {
-        Some(e) => e.kind.status(),
-        None => "2.0.0",
-    };
     Outcome {
         original: copy.recipient.address.clone(),
         recipient: copy.dest.address.clone(),
         notify: copy.sender.clone(),
+        code: status.code(),
         status,
-        code,
     }
 }
 

@@ -110,6 +110,11 @@ impl Status {
             Status::Deferred(e) | Status::Failed(e) => Some(e),
         }
     }
+
+    /// The RFC 3463 status a report gives it, by its class.
+    pub fn code(&self) -> &'static str {
+        self.error().map_or("2.0.0", |e| e.kind.status())
+    }
 }
 
 /// What to do with a message once every copy was tried.
