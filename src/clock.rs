@@ -26,6 +26,21 @@ impl Clock for System {
     }
 }
 
+/// 64 bits that differ from call to call and process to process (std's
+/// hasher keys are random), without a dependency for it: for names and
+/// boundaries that must not be guessed.
+pub fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
 /// A `SystemTime` as the core counts time.
 pub fn unix_time(t: SystemTime) -> UnixTime {
     match t.duration_since(UNIX_EPOCH) {

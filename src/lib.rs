@@ -11,5 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod notices;
+pub mod queue;
 pub mod server;
 pub mod smtp;

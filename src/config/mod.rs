@@ -2,18 +2,20 @@
 //! (`raw`) and then validated into [`Config`], whose values are ready to
 //! use (addresses parsed, durations typed, names normalised), one section
 //! at a time: the top-level keys and `[tls]` here, `[server]` in `server`,
-//! `[timeouts]` in `timeouts`, `[mailbox.*]` and `[users]` in
+//! `[timeouts]` in `timeouts`, `queue_dir` and `[queue]` in `queue`, `[mailbox.*]` and `[users]` in
 //! `mailboxes`. Every error names the file and the key.
 //!
 //! The defaults written in `raw` are the ones documented in the shipped
 //! `etc/mailroom.toml`; a test keeps the two in step.
 
 mod mailboxes;
+mod queue;
 mod raw;
 mod server;
 mod timeouts;
 
 pub use mailboxes::{Store, StoreTemplate, Users, VirtualMailbox};
+pub use queue::QueueSettings;
 pub use server::{Listener, ListenerTls, Role, Server};
 pub use timeouts::Timeouts;
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub case_insensitive_users: bool,
     /// Where message bodies are spooled while they arrive.
     pub spool_dir: PathBuf,
+    /// `queue_dir` and `[queue]`.
+    pub queue: QueueSettings,
     pub server: Server,
     pub timeouts: Timeouts,
     /// Virtual mailboxes by local part (lower case when
@@ -189,6 +193,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let tls = raw.tls.map(|t| tls_files(t, e)).transpose()?;
     let server = server::validate(raw.server, has_tls, e)?;
     let timeouts = timeouts::validate(raw.timeouts, e)?;
+    let queue = queue::validate(raw.queue_dir, raw.queue, e)?;
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
     let users = mailboxes::validate_users(raw.users, e)?;
     if raw.pipe_user.is_empty() || raw.pipe_user == "root" {
@@ -210,6 +215,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         expn: raw.expn,
         case_insensitive_users: raw.case_insensitive_users,
         spool_dir: raw.spool_dir,
+        queue,
         server,
         timeouts,
         mailboxes,

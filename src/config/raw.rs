@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub case_insensitive_users: bool,
     #[serde(default = "default_spool_dir")]
     pub spool_dir: PathBuf,
+    #[serde(default = "default_queue_dir")]
+    pub queue_dir: PathBuf,
+    #[serde(default)]
+    pub queue: RawQueue,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -124,6 +128,30 @@ impl Default for RawServer {
             max_recipients: 100,
             max_command_line: 4096,
             shutdown_grace: 30,
+        }
+    }
+}
+
+fn default_queue_dir() -> PathBuf {
+    PathBuf::from("var/queue")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    pub retry_first: u64,
+    pub retry_max: u64,
+    pub max_queue_lifetime: u64,
+    pub delay_warning: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            retry_first: 300,
+            retry_max: 3600,
+            max_queue_lifetime: 5 * 86400,
+            delay_warning: 4 * 3600,
         }
     }
 }

@@ -48,7 +48,7 @@ pub struct Report<'a> {
 /// The notification as stored (LF line ends).
 pub fn compose(r: &Report<'_>) -> Vec<u8> {
     // Unguessable, so that no header line sent to us can end a part.
-    let boundary = format!("{}/{}/{:016x}", r.id, r.hostname, random());
+    let boundary = format!("{}/{}/{:016x}", r.id, r.hostname, crate::clock::random());
     let global = !r.header.is_ascii()
         || !r.to.is_ascii()
         || r.failed.iter().any(|f| {
@@ -148,20 +148,6 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
     }
     out.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
     out
-}
-
-/// 64 bits that differ from call to call and process to process (std's
-/// hasher keys are random), without a dependency for it.
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// A diagnostic on one printable line of bounded length.

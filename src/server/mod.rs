@@ -11,6 +11,7 @@ mod acceptor;
 mod body;
 mod cert;
 pub mod conn;
+mod control;
 mod driver;
 mod pool;
 mod tls;
@@ -329,6 +330,18 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     waker: Arc<mio::Waker>,
     local_addrs: Vec<SocketAddr>,
+    /// The queue runner and how to wake it.
+    runner: Option<(
+        JoinHandle<()>,
+        crossbeam_channel::Sender<crate::queue::Wake>,
+    )>,
+    /// The control socket, removed at the end.
+    socket_path: PathBuf,
+}
+
+/// The queue directory in force: fixed at start, like the listeners.
+fn config_dir(shared: &Shared) -> PathBuf {
+    shared.runtime().config.queue.dir.clone()
 }
 
 impl Server {
@@ -343,6 +356,15 @@ impl Server {
             ))
         })?;
         runtime.local.recover();
+        let queue = crate::queue::Queue::create(&config.queue.dir).map_err(|e| {
+            StartError::System(format!(
+                "queue directory {}: {e}",
+                config.queue.dir.display()
+            ))
+        })?;
+        let (socket, socket_path) = control::bind(&config.queue.dir).map_err(|e| {
+            StartError::System(format!("socket in {}: {e}", config.queue.dir.display()))
+        })?;
         let listeners = config
             .server
             .listen
@@ -381,6 +403,26 @@ impl Server {
             .map_err(|e| StartError::System(format!("cannot start the acceptor thread: {e}")))?;
         let workers = pool::start(workers_n, rx, shared.clone())
             .map_err(|e| StartError::System(format!("cannot start worker threads: {e}")))?;
+        // Wake-ups past these are redundant: the runner looks at
+        // everything when it wakes.
+        let (wake, wake_rx) = crossbeam_channel::bounded(16);
+        let live = {
+            let shared = shared.clone();
+            Arc::new(move || shared.runtime().local.clone()) as crate::queue::runner::Live
+        };
+        let runner = crate::queue::Runner::new(queue, live);
+        let runner = std::thread::Builder::new()
+            .name("queue".into())
+            .spawn(move || runner.run(wake_rx))
+            .map_err(|e| StartError::System(format!("cannot start the queue runner: {e}")))?;
+        {
+            let wake = wake.clone();
+            let dir = config_dir(&shared);
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control::serve(socket, dir, wake))
+                .map_err(|e| StartError::System(format!("cannot start the control thread: {e}")))?;
+        }
         Ok(Server {
             shared,
             stopping,
@@ -388,6 +430,8 @@ impl Server {
             workers,
             waker,
             local_addrs,
+            runner: Some((runner, wake)),
+            socket_path,
         })
     }
 
@@ -436,6 +480,12 @@ impl Server {
         }
         for w in self.workers {
             let _ = w.join();
+        }
+        if let Some((runner, wake)) = self.runner {
+            let _ = std::fs::remove_file(&self.socket_path);
+            // The runner finishes the message it is delivering first.
+            let _ = wake.send(crate::queue::Wake::Stop);
+            let _ = runner.join();
         }
         self.shared.finished.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();

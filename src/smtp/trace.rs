@@ -185,6 +185,16 @@ impl Received<'_> {
     }
 }
 
+/// The `Received:` field of a message a local user handed in without
+/// SMTP (the sendmail command): no client, so only who, as Postfix writes
+/// it for its own sendmail. The uid is the one the kernel vouches for.
+pub fn received_from_user(hostname: &str, uid: u32, id: &str, date: UnixTime) -> String {
+    format!(
+        "Received: by {hostname} (mailroom, from userid {uid})\n\tid {id};\n\t{}\n",
+        rfc5322_date(date)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +233,14 @@ mod tests {
         assert!(queue_id(later, 0) > b);
         // Only the low 16 bits of the sequence are written.
         assert_eq!(queue_id(at(0), 0x1_0001), queue_id(at(0), 1));
+    }
+
+    #[test]
+    fn received_from_a_local_user() {
+        assert_eq!(
+            received_from_user("box.example", 1000, "06B02FEC0000000000", at(1_795_358_400)),
+            "Received: by box.example (mailroom, from userid 1000)\n\tid 06B02FEC0000000000;\n\tSun, 22 Nov 2026 14:40:00 +0000\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,536 @@
+//! The queue runner: one thread that takes drops from the maildrop into
+//! the queue and tries each queued message when it is due. Local
+//! recipients go through the same delivery as mail received over SMTP
+//! (aliases, .forward, Maildir, mbox, pipes). What happened to each
+//! recipient is recorded before anything else is planned; a recipient
+//! that failed for good is reported to whoever should hear of it, in a
+//! notice queued like any message; a message with nothing left to do
+//! leaves the queue.
+//!
+//! When a message is due is derived from its records (the last attempt
+//! and how many there were), so a restart picks up exactly where the
+//! runner stopped. `queue flush` makes everything due now.
+
+use super::envelope::{Envelope, Policy, Rcpt, Record, State};
+use super::maildrop;
+use super::store::{Entry, OpenError, Place, Queue};
+use crate::clock::SYSTEM;
+use crate::config::Config;
+use crate::delivery::plan::Status;
+use crate::delivery::spool::Spool;
+use crate::delivery::{Local, Lookup, Message, Recipient};
+use crate::notices::dsn;
+use crate::smtp::address::{ForwardPath, Mailbox};
+use crate::smtp::trace::{Clock, UnixTime};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the runner is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Look in the maildrop.
+    Pickup,
+    /// Try every message now.
+    Flush,
+    /// Read the queue's directories again (after `queue hold`, `release`
+    /// or `delete`).
+    Rescan,
+    Stop,
+}
+
+/// The maildrop and the queue are looked at this often without being
+/// asked, in case a wake-up was missed.
+const SCAN_EVERY: Duration = Duration::from_secs(60);
+
+/// Where the runner gets the delivery in force (it changes on reload).
+pub type Live = Arc<dyn Fn() -> Arc<Local> + Send + Sync>;
+
+pub struct Runner {
+    queue: Queue,
+    live: Live,
+    /// Messages by when they are due (seconds), and the other way round.
+    due: BTreeSet<(i64, String)>,
+    when: HashMap<String, i64>,
+}
+
+fn now() -> i64 {
+    SYSTEM.now().secs
+}
+
+pub fn policy(config: &Config) -> Policy {
+    let q = &config.queue;
+    Policy {
+        retry_first: q.retry_first.as_secs(),
+        retry_max: q.retry_max.as_secs(),
+        lifetime: q.max_lifetime.as_secs(),
+        delay_warning: q.delay_warning.as_secs(),
+    }
+}
+
+impl Runner {
+    pub fn new(queue: Queue, live: Live) -> Runner {
+        Runner {
+            queue,
+            live,
+            due: BTreeSet::new(),
+            when: HashMap::new(),
+        }
+    }
+
+    /// Runs until told to stop.
+    pub fn run(mut self, wake: Receiver<Wake>) {
+        self.forget_taken_drops();
+        self.rescan();
+        self.pick_up();
+        let mut last_scan = Instant::now();
+        loop {
+            while let Some(id) = self.next_due(now()) {
+                self.attempt(&id);
+                if let Ok(Wake::Stop) = wake.try_recv() {
+                    return;
+                }
+            }
+            let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
+                Duration::from_secs((t - now()).max(0) as u64)
+            });
+            let wait = until_due.min(SCAN_EVERY.saturating_sub(last_scan.elapsed()));
+            match wake.recv_timeout(wait) {
+                Ok(Wake::Pickup) => self.pick_up(),
+                Ok(Wake::Flush) => {
+                    self.pick_up();
+                    self.rescan();
+                    let ids: Vec<String> = self.when.keys().cloned().collect();
+                    for id in ids {
+                        self.schedule(&id, i64::MIN);
+                    }
+                }
+                Ok(Wake::Rescan) => self.rescan(),
+                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_scan.elapsed() >= SCAN_EVERY {
+                self.pick_up();
+                last_scan = Instant::now();
+            }
+        }
+    }
+
+    fn next_due(&mut self, now: i64) -> Option<String> {
+        let (t, _) = self.due.first()?;
+        if *t > now {
+            return None;
+        }
+        let (_, id) = self.due.pop_first()?;
+        self.when.remove(&id);
+        Some(id)
+    }
+
+    fn schedule(&mut self, id: &str, at: i64) {
+        if let Some(old) = self.when.insert(id.to_string(), at) {
+            self.due.remove(&(old, id.to_string()));
+        }
+        self.due.insert((at, id.to_string()));
+    }
+
+    /// A drop still in the maildrop after a crash, but already queued, is
+    /// removed rather than queued again.
+    fn forget_taken_drops(&self) {
+        let dir = self.queue.dir().join(maildrop::DIR);
+        for place in [Place::Active, Place::Hold] {
+            for id in self.queue.ids(place).unwrap_or_default() {
+                if let Ok(Entry {
+                    env:
+                        Envelope {
+                            drop: Some(name), ..
+                        },
+                    ..
+                }) = self.queue.open(place, &id)
+                {
+                    maildrop::forget(&dir, &name);
+                }
+            }
+        }
+    }
+
+    /// Reads `active/` again: every message there is scheduled when its
+    /// records say, and nothing else is.
+    fn rescan(&mut self) {
+        let ids = match self.queue.ids(Place::Active) {
+            Ok(ids) => ids,
+            Err(e) => {
+                log::error!("queue: cannot read {}: {e}", self.queue.dir().display());
+                return;
+            }
+        };
+        let local = (self.live)();
+        let policy = policy(local.config());
+        self.due.clear();
+        self.when.clear();
+        for id in ids {
+            match self.queue.open(Place::Active, &id) {
+                Ok(e) => {
+                    let at = e.state().next_attempt(&policy).unwrap_or(i64::MIN);
+                    self.schedule(&id, at);
+                }
+                Err(e) => self.unreadable(&id, e),
+            }
+        }
+    }
+
+    fn unreadable(&mut self, id: &str, e: OpenError) {
+        match e {
+            OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            OpenError::Io(e) => {
+                log::error!("{id}: cannot open its queue file: {e}");
+                self.schedule(id, now() + 60);
+            }
+            OpenError::Bad(why) => {
+                log::error!("{id}: queue file set aside in corrupt/: {why}");
+                if let Err(e) = self.queue.set_aside(Place::Active, id) {
+                    log::error!("{id}: cannot set it aside: {e}");
+                }
+            }
+        }
+    }
+
+    /// Takes what is in the maildrop into the queue; each is due at once.
+    fn pick_up(&mut self) {
+        let names = match maildrop::waiting(&self.queue) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("maildrop: cannot read it: {e}");
+                return;
+            }
+        };
+        if names.is_empty() {
+            return;
+        }
+        let local = (self.live)();
+        let config = local.config();
+        for name in names {
+            match maildrop::pick_up(
+                &self.queue,
+                &name,
+                &config.hostname,
+                config.server.max_message_size,
+            ) {
+                Ok(id) => self.schedule(&id, i64::MIN),
+                Err(maildrop::Refused::Io(e)) => {
+                    log::error!("maildrop: {name} cannot be taken now: {e}")
+                }
+                Err(maildrop::Refused::Bad(_)) => {}
+            }
+        }
+    }
+
+    /// Tries the message's due recipients, records what became of them,
+    /// reports failures, and schedules what is left.
+    fn attempt(&mut self, id: &str) {
+        let mut e = match self.queue.open(Place::Active, id) {
+            Ok(e) => e,
+            Err(err) => return self.unreadable(id, err),
+        };
+        let local = (self.live)();
+        let config = local.config();
+        let policy = policy(config);
+        let now = now();
+        let records = tries(&local, &e, &e.state(), &policy, now);
+        if let Err(err) = e.append(&records) {
+            // Not recorded: the attempt counts as not made, and copies it
+            // made are made again (the 250-then-crash window, widened by
+            // a failing disk).
+            log::error!("{id}: recording the attempt failed, retrying later: {err}");
+            self.schedule(id, now + policy.retry_first as i64);
+            return;
+        }
+        self.report(&mut e, config, now);
+        let state = e.state();
+        if state.finished() {
+            match self.queue.remove(Place::Active, id) {
+                Ok(()) => log::info!("{id}: done, removed from the queue"),
+                Err(err) => log::error!("{id}: done, but removing it failed: {err}"),
+            }
+        } else if let Some(at) = state.next_attempt(&policy) {
+            self.schedule(id, at.max(now + 1));
+        } else {
+            // Only reports are left, and they could not be queued.
+            self.schedule(id, now + policy.retry_first as i64);
+        }
+    }
+
+    /// Queues a notice for each failure not yet reported, grouped by who
+    /// hears of it, and records that they are reported.
+    fn report(&mut self, e: &mut Entry, config: &Config, now: i64) {
+        let state = e.state();
+        if state.unreported.is_empty() {
+            return;
+        }
+        let mut by_whom: Vec<(String, Vec<dsn::Failed>)> = Vec::new();
+        for &i in &state.unreported {
+            let Record::Failed {
+                rcpt,
+                status,
+                dest,
+                notify,
+                reason,
+                ..
+            } = &e.records[i]
+            else {
+                continue;
+            };
+            let r = &e.env.recipients[*rcpt];
+            if !r.reports_failure() {
+                log::info!(
+                    "{}: <{dest}> failed; NOTIFY=NEVER, nobody is told",
+                    e.env.id
+                );
+                continue;
+            }
+            let to = notify.clone().unwrap_or_else(|| e.env.sender.clone());
+            let failed = dsn::Failed {
+                recipient: dest.clone(),
+                original: (r.address != *dest).then(|| r.address.clone()),
+                status: status.clone(),
+                diagnostic: reason.clone(),
+            };
+            match by_whom.iter_mut().find(|(w, _)| *w == to) {
+                Some((_, list)) => list.push(failed),
+                None => by_whom.push((to, vec![failed])),
+            }
+        }
+        let header = match dsn::read_header(e.body()) {
+            Ok(h) => h,
+            Err(err) => {
+                log::error!("{}: reading its header for a notice: {err}", e.env.id);
+                return;
+            }
+        };
+        let mut ids = Vec::new();
+        for (to, failed) in by_whom {
+            let (to, notify) = if !to.is_empty() {
+                (to, None)
+            } else {
+                // A notice that failed goes to postmaster once, and no
+                // further: that one has NOTIFY=NEVER, so it is never
+                // reported on.
+                (
+                    format!("postmaster@{}", config.hostname),
+                    Some(super::envelope::Notify::NEVER),
+                )
+            };
+            match queue_notice(&self.queue, config, &e.env, &header, &to, notify, &failed) {
+                Ok(id) => {
+                    self.schedule(&id, i64::MIN);
+                    ids.push(id);
+                }
+                Err(err) => {
+                    log::error!("{}: queueing a notice to <{to}> failed: {err}", e.env.id);
+                    return;
+                }
+            }
+        }
+        let id = if ids.is_empty() {
+            "-".into()
+        } else {
+            ids.join(",")
+        };
+        if let Err(err) = e.append(&[Record::Reported { at: now, id }]) {
+            log::error!("{}: recording its notices failed: {err}", e.env.id);
+        }
+    }
+}
+
+/// Queues a failure notice (RFC 3464) to `to`, from the null sender.
+fn queue_notice(
+    queue: &Queue,
+    config: &Config,
+    env: &Envelope,
+    header: &[u8],
+    to: &str,
+    notify: Option<super::envelope::Notify>,
+    failed: &[dsn::Failed],
+) -> std::io::Result<String> {
+    let now = SYSTEM.now();
+    let id = SYSTEM.queue_id();
+    let text = dsn::compose(&dsn::Report {
+        hostname: &config.hostname,
+        id: &id,
+        original_id: &env.id,
+        to,
+        arrival: UnixTime::from_secs(env.arrived),
+        now,
+        failed,
+        header,
+    });
+    let mut spool = Spool::create(&config.spool_dir)?;
+    spool.write(&text)?;
+    let notice = Envelope {
+        id: id.clone(),
+        arrived: now.secs,
+        sender: String::new(),
+        uid: None,
+        drop: None,
+        ret: None,
+        envid: None,
+        recipients: vec![Rcpt {
+            notify,
+            ..Rcpt::new(to)
+        }],
+        size: text.len() as u64,
+    };
+    queue.put(&notice, b"", spool.body())?;
+    log::info!(
+        "{}: notice {id} to <{to}> for {} recipients",
+        env.id,
+        failed.len()
+    );
+    Ok(id)
+}
+
+/// Tries the recipients of a message that are due; the records of what
+/// became of them.
+fn tries(local: &Local, e: &Entry, state: &State, policy: &Policy, now: i64) -> Vec<Record> {
+    let config = local.config();
+    let mut records = Vec::new();
+    let expired = now >= e.env.arrived.saturating_add(policy.lifetime as i64);
+    let fail = |records: &mut Vec<Record>, n: usize, status: &str, reason: String| {
+        records.push(Record::Failed {
+            rcpt: n,
+            at: now,
+            status: status.into(),
+            dest: e.env.recipients[n].address.clone(),
+            notify: None,
+            reason,
+        });
+        records.push(Record::Done { rcpt: n, at: now });
+    };
+    let mut here: Vec<(usize, Recipient)> = Vec::new();
+    for n in state.pending() {
+        let r = &state.recipients[n];
+        let address = &e.env.recipients[n].address;
+        if expired {
+            let last = r.last_error.as_ref().map_or(String::new(), |(_, why)| {
+                format!("; the last attempt: {why}")
+            });
+            fail(
+                &mut records,
+                n,
+                "4.4.7",
+                format!("delivery time expired{last}"),
+            );
+            continue;
+        }
+        let mailbox = match Mailbox::parse(address) {
+            Ok(m) => m,
+            Err(err) => {
+                fail(&mut records, n, "5.1.3", format!("bad address: {err}"));
+                continue;
+            }
+        };
+        if !crate::delivery::is_local(config, &mailbox.domain) {
+            fail(
+                &mut records,
+                n,
+                "5.7.1",
+                "mail for other hosts is not relayed from here (no [relay] is configured)".into(),
+            );
+            continue;
+        }
+        match local.lookup(&ForwardPath::Mailbox(mailbox)) {
+            Lookup::Local(mut found) => {
+                found.dests.retain(|d| !r.settled.contains(&d.address));
+                here.push((n, found));
+            }
+            Lookup::UnknownUser => fail(&mut records, n, "5.1.1", "no such mailbox here".into()),
+            Lookup::NotLocal => fail(&mut records, n, "5.7.1", "not a local address".into()),
+            Lookup::Loop(chain) => fail(&mut records, n, "5.4.6", format!("alias loop: {chain}")),
+            Lookup::Remote(to) => fail(
+                &mut records,
+                n,
+                "5.7.1",
+                format!(
+                    "an alias leads to <{to}>, and mail for other hosts is not relayed from here"
+                ),
+            ),
+            Lookup::Refused(why) => fail(&mut records, n, "5.7.1", why),
+            Lookup::TempFail(why) => records.push(Record::Deferred {
+                rcpt: n,
+                at: now,
+                status: "4.3.0".into(),
+                reason: why,
+            }),
+        }
+    }
+    if !here.is_empty() {
+        deliver_here(local, e, &here, now, &mut records);
+    }
+    records
+}
+
+/// Delivers to the local recipients `here` and records each one's copies.
+fn deliver_here(
+    local: &Local,
+    e: &Entry,
+    here: &[(usize, Recipient)],
+    now: i64,
+    records: &mut Vec<Record>,
+) {
+    let recipients: Vec<Recipient> = here.iter().map(|(_, r)| r.clone()).collect();
+    let msg = Message {
+        id: &e.env.id,
+        reverse_path: &e.env.sender,
+        recipients: &recipients,
+        body: e.body(),
+        received: UnixTime::from_secs(e.env.arrived),
+    };
+    let deadline = Instant::now() + local.config().timeouts.delivery;
+    let a = local.attempt(&msg, deadline);
+    let mut outcomes = a.failed;
+    outcomes.extend(
+        local
+            .commit(a.held, &e.env.id, deadline)
+            .into_iter()
+            .filter(|o| o.status != Status::Delivered),
+    );
+    for (n, r) in here {
+        let mine: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.original == r.address)
+            .collect();
+        for d in &r.dests {
+            if !mine.iter().any(|o| o.recipient == d.address) {
+                records.push(Record::Sent {
+                    rcpt: *n,
+                    at: now,
+                    dest: d.address.clone(),
+                });
+            }
+        }
+        let mut deferred = None;
+        for o in &mine {
+            match &o.status {
+                Status::Failed(err) => records.push(Record::Failed {
+                    rcpt: *n,
+                    at: now,
+                    status: o.code.into(),
+                    dest: o.recipient.clone(),
+                    notify: (o.notify != e.env.sender).then(|| o.notify.clone()),
+                    reason: err.reason.clone(),
+                }),
+                Status::Deferred(err) => deferred = Some((o.code, err.reason.clone())),
+                Status::Delivered => {}
+            }
+        }
+        records.push(match deferred {
+            Some((status, reason)) => Record::Deferred {
+                rcpt: *n,
+                at: now,
+                status: status.into(),
+                reason,
+            },
+            None => Record::Done { rcpt: *n, at: now },
+        });
+    }
+}
