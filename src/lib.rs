@@ -12,5 +12,6 @@ pub mod config;
 pub mod delivery;
 pub mod notices;
 pub mod queue;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;

@@ -1,6 +1,8 @@
 //! The `mailroom` command: reads the command line and hands over to the
-//! part that does the work. Exit codes follow sysexits(3): 64 usage, 78
-//! configuration, 71 start-up failure.
+//! part that does the work. Called as `sendmail`, `mailq` or `newaliases`
+//! (a link to it by that name) it is that command; `mailroom sendmail`,
+//! `mailroom mailq` and `mailroom queue` are the same. Exit codes follow
+//! sysexits(3): 64 usage, 78 configuration, 71 start-up failure.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +16,9 @@ const EX_CONFIG: u8 = 78;
 
 const USAGE: &str = "usage: mailroom [--config FILE]
        mailroom --check-config FILE
+       mailroom sendmail [sendmail options] [recipient ...]
+       mailroom mailq
+       mailroom queue list | flush | delete ID... | hold ID... | release ID...
        mailroom --version
 
 Runs the SMTP server in the foreground, logging to stderr (RUST_LOG sets
@@ -53,6 +58,25 @@ fn main() -> ExitCode {
     // another account (see delivery/helper.rs); not for people.
     if args.get(1).map(String::as_str) == Some("--deliver") {
         return mailroom::delivery::helper::main(&args[2..]);
+    }
+    let called = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("mailroom");
+    let front = match (called, args.get(1).map(String::as_str)) {
+        (name @ ("sendmail" | "mailq" | "newaliases"), _) => Some((name, &args[1..])),
+        (_, Some(name @ ("sendmail" | "mailq"))) => Some((name, &args[2..])),
+        _ => None,
+    };
+    if front.is_some() || args.get(1).map(String::as_str) == Some("queue") {
+        // Commands for people and scripts: only warnings are logged.
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        return match front {
+            Some((name, rest)) => mailroom::sendmail::main(name, rest),
+            None => mailroom::sendmail::control::main(&args[2..]),
+        };
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mode = match parse_args(std::env::args_os().skip(1)) {

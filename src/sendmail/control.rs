@@ -1,0 +1,147 @@
+//! `mailq`, `sendmail -q` and `mailroom queue`: the queue seen and
+//! steered from the command line. Listing and retrying are asked of the
+//! daemon over its socket, so that anyone may; when it does not run, the
+//! queue is read directly by those who may read it (root, the daemon's
+//! own user). Holding, releasing and deleting change queue files, which
+//! only those may: they are done here, by rename or unlink (safe while
+//! the daemon runs: it reads a file again before each attempt), and the
+//! daemon is then told to read the queue again.
+
+use super::{load_config, Fail, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
+use crate::config::Config;
+use crate::queue::store::valid_id;
+use crate::queue::{list as listing, Place, Queue, SOCKET};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Sends one request to the daemon and returns its answer.
+pub fn ask(queue_dir: &Path, request: &str) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(queue_dir.join(SOCKET))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
+    let mut answer = String::new();
+    s.take(64 << 20).read_to_string(&mut answer)?;
+    if let Some(why) = answer.strip_prefix("error: ") {
+        return Err(std::io::Error::other(why.trim_end().to_string()));
+    }
+    Ok(answer)
+}
+
+/// `mailq`: the daemon's listing, or the queue read here.
+pub fn list(config: &Config) -> Result<(), Fail> {
+    let dir = &config.queue.dir;
+    let text = match ask(dir, "list") {
+        Ok(text) => text,
+        Err(asked) => listing::render(&Queue::at(dir)).map_err(|e| {
+            Fail(
+                EX_TEMPFAIL,
+                format!(
+                    "the daemon cannot be asked ({asked}) and {} cannot be read: {e}",
+                    dir.display()
+                ),
+            )
+        })?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `sendmail -q`, `queue flush`: every message is tried now.
+pub fn flush(config: &Config) -> Result<(), Fail> {
+    ask(&config.queue.dir, "flush").map(drop).map_err(|e| {
+        Fail(
+            EX_TEMPFAIL,
+            format!("the daemon cannot be asked to retry the queue ({e}): is mailroom running?"),
+        )
+    })
+}
+
+const QUEUE_USAGE: &str =
+    "usage: mailroom queue [-C config] list | flush | delete ID... | hold ID... | release ID...";
+
+/// `mailroom queue ...`.
+pub fn main(args: &[String]) -> ExitCode {
+    let (config_path, rest) = match args {
+        [flag, path, rest @ ..] if flag == "-C" || flag == "--config" => {
+            (Some(Path::new(path)), rest)
+        }
+        rest => (None, rest),
+    };
+    let done = load_config(config_path).and_then(|config| match rest {
+        [cmd] if cmd == "list" => list(&config),
+        [cmd] if cmd == "flush" => flush(&config),
+        [cmd, ids @ ..]
+            if !ids.is_empty() && ["delete", "hold", "release"].contains(&cmd.as_str()) =>
+        {
+            change(&config, cmd, ids)
+        }
+        _ => Err(Fail(EX_USAGE, QUEUE_USAGE.into())),
+    });
+    super::finish("mailroom queue", done)
+}
+
+/// Deletes, holds or releases messages by id.
+fn change(config: &Config, cmd: &str, ids: &[String]) -> Result<(), Fail> {
+    let queue = Queue::at(&config.queue.dir);
+    if let Err(e) = queue.ids(Place::Active) {
+        let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            EX_NOPERM
+        } else {
+            EX_TEMPFAIL
+        };
+        return Err(Fail(
+            code,
+            format!(
+                "cannot read the queue {} ({e}): only root and the daemon's own user may change it",
+                config.queue.dir.display()
+            ),
+        ));
+    }
+    let mut missing = Vec::new();
+    for id in ids {
+        let place = match queue.find(id) {
+            Some(p) if valid_id(id) => p,
+            _ => {
+                missing.push(id.as_str());
+                continue;
+            }
+        };
+        let result = match (cmd, place) {
+            ("delete", p) => queue.remove(p, id),
+            ("hold", Place::Active) => queue.moveto(id, Place::Active, Place::Hold),
+            ("release", Place::Hold) => queue.moveto(id, Place::Hold, Place::Active),
+            // Already where it is asked to be.
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                EX_NOPERM
+            } else {
+                EX_TEMPFAIL
+            };
+            return Err(Fail(code, format!("{cmd} {id}: {e}")));
+        }
+        println!(
+            "{id}: {}",
+            match cmd {
+                "delete" => "deleted",
+                "hold" => "held",
+                _ => "released",
+            }
+        );
+    }
+    // The daemon may not run; then it reads the queue when it starts.
+    let _ = ask(&config.queue.dir, "rescan");
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail(
+            EX_NOINPUT,
+            format!("not in the queue: {}", missing.join(", ")),
+        ))
+    }
+}
