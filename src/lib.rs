@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod net;
 pub mod notices;
 pub mod queue;
 pub mod sendmail;

@@ -678,8 +678,12 @@ mod tests {
     }
 
     /// (message, header section, body, whether an empty line separates them)
+    type SplitCase = (&'static [u8], &'static [u8], &'static [u8], bool);
+    /// (name, value, whole field)
+    type FieldCase = (&'static [u8], &'static [u8], &'static [u8]);
+
     #[rustfmt::skip]
-    const SPLITS: &[(&[u8], &[u8], &[u8], bool)] = &[
+    const SPLITS: &[SplitCase] = &[
         (b"", b"", b"", false),
         (b"\n", b"", b"", true),
         (b"\nbody\n", b"", b"body\n", true),
@@ -764,7 +768,7 @@ mod tests {
 
     /// (header, fields as (name, value, whole field))
     #[rustfmt::skip]
-    fn field_cases() -> Vec<(&'static [u8], Vec<(&'static [u8], &'static [u8], &'static [u8])>)> {
+    fn field_cases() -> Vec<(&'static [u8], Vec<FieldCase>)> {
         vec![
             (b"", vec![]),
             (b"Subject: hello\nTo: a@b,\n c@d\nX-Empty:\nX-Sp \t: v \n",
