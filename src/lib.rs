@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod net;
 pub mod notices;
 pub mod queue;
+pub mod relay;
 pub mod sendmail;
 pub mod server;
 pub mod smtp;

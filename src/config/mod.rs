@@ -2,7 +2,7 @@
 //! (`raw`) and then validated into [`Config`], whose values are ready to
 //! use (addresses parsed, durations typed, names normalised), one section
 //! at a time: the top-level keys and `[tls]` here, `[server]` in `server`,
-//! `[timeouts]` in `timeouts`, `queue_dir` and `[queue]` in `queue`, `[mailbox.*]` and `[users]` in
+//! `[timeouts]` in `timeouts`, `queue_dir` and `[queue]` in `queue`, `[relay]` in `relay`, `[mailbox.*]` and `[users]` in
 //! `mailboxes`. Every error names the file and the key.
 //!
 //! The defaults written in `raw` are the ones documented in the shipped
@@ -11,11 +11,13 @@
 mod mailboxes;
 mod queue;
 mod raw;
+mod relay;
 mod server;
 mod timeouts;
 
 pub use mailboxes::{Store, StoreTemplate, Users, VirtualMailbox};
 pub use queue::QueueSettings;
+pub use relay::{Relay, RelayTls};
 pub use server::{Listener, ListenerTls, Role, Server};
 pub use timeouts::Timeouts;
 
@@ -64,6 +66,9 @@ pub struct Config {
     /// The certificate and key for STARTTLS and implicit TLS; without
     /// them nothing TLS is offered.
     pub tls: Option<TlsFiles>,
+    /// The smarthost for mail to other hosts; without it such mail is
+    /// refused.
+    pub relay: Option<Relay>,
 }
 
 /// PEM files: the full certificate chain, and its private key.
@@ -194,6 +199,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let server = server::validate(raw.server, has_tls, e)?;
     let timeouts = timeouts::validate(raw.timeouts, e)?;
     let queue = queue::validate(raw.queue_dir, raw.queue, e)?;
+    let relay = raw.relay.map(|r| relay::validate(r, e)).transpose()?;
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
     let users = mailboxes::validate_users(raw.users, e)?;
     if raw.pipe_user.is_empty() || raw.pipe_user == "root" {
@@ -224,6 +230,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         users,
         pipe_user: raw.pipe_user,
         tls,
+        relay,
     })
 }
 

@@ -48,6 +48,50 @@ pub struct RawConfig {
     #[serde(default = "default_pipe_user")]
     pub pipe_user: String,
     pub tls: Option<RawTls>,
+    pub relay: Option<RawRelay>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: RawRelayTls,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub rewrite_sender: Option<String>,
+    #[serde(default = "thirty")]
+    pub connect_timeout: u64,
+    #[serde(default = "three_hundred")]
+    pub command_timeout: u64,
+    #[serde(default = "one_eighty")]
+    pub data_timeout: u64,
+    #[serde(default = "six_hundred")]
+    pub dot_timeout: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRelayTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+fn thirty() -> u64 {
+    30
+}
+fn three_hundred() -> u64 {
+    300
+}
+fn one_eighty() -> u64 {
+    180
+}
+fn six_hundred() -> u64 {
+    600
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,7 @@ use crate::delivery::plan::Status;
 use crate::delivery::spool::Spool;
 use crate::delivery::{Local, Lookup, Message, Recipient};
 use crate::notices::dsn;
+use crate::relay::{self, Relay};
 use crate::smtp::address::{ForwardPath, Mailbox};
 use crate::smtp::trace::{Clock, UnixTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -44,12 +45,22 @@ pub enum Wake {
 /// asked, in case a wake-up was missed.
 const SCAN_EVERY: Duration = Duration::from_secs(60);
 
-/// Where the runner gets the delivery in force (it changes on reload).
-pub type Live = Arc<dyn Fn() -> Arc<Local> + Send + Sync>;
+/// What the runner delivers with: the mailboxes, and the relay if there
+/// is one.
+pub struct Services {
+    pub local: Arc<Local>,
+    pub relay: Option<Arc<Relay>>,
+}
+
+/// Where the runner gets the services in force (they change on reload).
+pub type Live = Arc<dyn Fn() -> Services + Send + Sync>;
 
 pub struct Runner {
     queue: Queue,
     live: Live,
+    /// A connection to the relay, kept for the next message while
+    /// messages are due.
+    relay: Option<relay::Session>,
     /// Messages by when they are due (seconds), and the other way round.
     due: BTreeSet<(i64, String)>,
     when: HashMap<String, i64>,
@@ -74,6 +85,7 @@ impl Runner {
         Runner {
             queue,
             live,
+            relay: None,
             due: BTreeSet::new(),
             when: HashMap::new(),
         }
@@ -89,9 +101,11 @@ impl Runner {
             while let Some(id) = self.next_due(now()) {
                 self.attempt(&id);
                 if let Ok(Wake::Stop) = wake.try_recv() {
+                    self.hang_up();
                     return;
                 }
             }
+            self.hang_up();
             let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
                 Duration::from_secs((t - now()).max(0) as u64)
             });
@@ -114,6 +128,13 @@ impl Runner {
                 self.pick_up();
                 last_scan = Instant::now();
             }
+        }
+    }
+
+    /// Nothing more is due now: the relay connection is closed.
+    fn hang_up(&mut self) {
+        if let Some(session) = self.relay.take() {
+            session.close();
         }
     }
 
@@ -164,7 +185,7 @@ impl Runner {
                 return;
             }
         };
-        let local = (self.live)();
+        let local = (self.live)().local;
         let policy = policy(local.config());
         self.due.clear();
         self.when.clear();
@@ -207,7 +228,7 @@ impl Runner {
         if names.is_empty() {
             return;
         }
-        let local = (self.live)();
+        let local = (self.live)().local;
         let config = local.config();
         for name in names {
             match maildrop::pick_up(
@@ -232,11 +253,22 @@ impl Runner {
             Ok(e) => e,
             Err(err) => return self.unreadable(id, err),
         };
-        let local = (self.live)();
+        let services = (self.live)();
+        let local = &services.local;
         let config = local.config();
         let policy = policy(config);
         let now = now();
-        let records = tries(&local, &e, &e.state(), &policy, now);
+        let (mut records, remote) = tries(
+            local,
+            services.relay.is_some(),
+            &e,
+            &e.state(),
+            &policy,
+            now,
+        );
+        if let (Some(relay), false) = (&services.relay, remote.is_empty()) {
+            records.extend(self.relay_out(relay, local, &e, &remote, now));
+        }
         if let Err(err) = e.append(&records) {
             // Not recorded: the attempt counts as not made, and copies it
             // made are made again (the 250-then-crash window, widened by
@@ -389,9 +421,132 @@ fn queue_notice(
     Ok(id)
 }
 
-/// Tries the recipients of a message that are due; the records of what
-/// became of them.
-fn tries(local: &Local, e: &Entry, state: &State, policy: &Policy, now: i64) -> Vec<Record> {
+impl Runner {
+    /// Sends the message to the relay for the recipients `remote`; the
+    /// records of what became of them.
+    fn relay_out(
+        &mut self,
+        relay: &Arc<Relay>,
+        local: &Local,
+        e: &Entry,
+        remote: &[usize],
+        now: i64,
+    ) -> Vec<Record> {
+        let env = &e.env;
+        let notify_text = |n: &Option<super::envelope::Notify>| {
+            n.map(|n| {
+                if n == super::envelope::Notify::NEVER {
+                    "never".to_string()
+                } else {
+                    [
+                        (n.success, "success"),
+                        (n.failure, "failure"),
+                        (n.delay, "delay"),
+                    ]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, w)| *w)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                }
+            })
+        };
+        let recipients: Vec<relay::Recipient<'_>> = remote
+            .iter()
+            .map(|&n| relay::Recipient {
+                address: &env.recipients[n].address,
+                notify: notify_text(&env.recipients[n].notify),
+                orcpt: env.recipients[n].orcpt.as_deref(),
+            })
+            .collect();
+        let is_local = |address: &str| {
+            Mailbox::parse(address)
+                .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
+        };
+        let ret = env.ret.map(|r| match r {
+            super::envelope::Ret::Full => "FULL",
+            super::envelope::Ret::Hdrs => "HDRS",
+        });
+        let msg = relay::Outgoing {
+            id: &env.id,
+            sender: relay.sender_for(&env.sender, is_local),
+            recipients: &recipients,
+            dsn: crate::smtp::client::Dsn {
+                ret,
+                envid: env.envid.as_deref(),
+            },
+            body: e.body(),
+        };
+        let sent = match self.relay.take() {
+            Some(session) => Ok(session),
+            None => relay.open(),
+        }
+        .and_then(|mut session| {
+            let r = session.send(&msg);
+            // A session whose message failed for its own sake (a 5xx for
+            // this message) can carry the next one; a broken one cannot.
+            if r.is_ok() || r.as_ref().is_err_and(|f| f.permanent) {
+                self.relay = Some(session);
+            }
+            r
+        });
+        let mut records = Vec::new();
+        let outcomes: Vec<relay::Outcome> = match sent {
+            Ok(o) => o,
+            Err(f) => {
+                log::info!("{}: relay: {}", env.id, f.reason);
+                remote
+                    .iter()
+                    .map(|_| relay::Outcome::Failed(f.clone()))
+                    .collect()
+            }
+        };
+        for (&n, outcome) in remote.iter().zip(outcomes) {
+            let address = env.recipients[n].address.clone();
+            match outcome {
+                relay::Outcome::Sent(_) => {
+                    records.push(Record::Sent {
+                        rcpt: n,
+                        at: now,
+                        dest: address,
+                    });
+                    records.push(Record::Done { rcpt: n, at: now });
+                }
+                relay::Outcome::Failed(f) if f.permanent => {
+                    log::info!("{}: <{address}> failed: {}", env.id, f.reason);
+                    records.push(Record::Failed {
+                        rcpt: n,
+                        at: now,
+                        status: f.status,
+                        dest: address,
+                        notify: None,
+                        reason: f.reason,
+                    });
+                    records.push(Record::Done { rcpt: n, at: now });
+                }
+                relay::Outcome::Failed(f) => records.push(Record::Deferred {
+                    rcpt: n,
+                    at: now,
+                    status: f.status,
+                    reason: f.reason,
+                }),
+            }
+        }
+        records
+    }
+}
+
+/// Tries the recipients of a message that are due, delivering the local
+/// ones; the records of what became of them, and the remote ones left
+/// for the relay (`relay`: there is one).
+fn tries(
+    local: &Local,
+    relay: bool,
+    e: &Entry,
+    state: &State,
+    policy: &Policy,
+    now: i64,
+) -> (Vec<Record>, Vec<usize>) {
     let config = local.config();
     let mut records = Vec::new();
     let expired = now >= e.env.arrived.saturating_add(policy.lifetime as i64);
@@ -407,6 +562,7 @@ fn tries(local: &Local, e: &Entry, state: &State, policy: &Policy, now: i64) -> 
         records.push(Record::Done { rcpt: n, at: now });
     };
     let mut here: Vec<(usize, Recipient)> = Vec::new();
+    let mut remote = Vec::new();
     for n in state.pending() {
         let r = &state.recipients[n];
         let address = &e.env.recipients[n].address;
@@ -430,6 +586,10 @@ fn tries(local: &Local, e: &Entry, state: &State, policy: &Policy, now: i64) -> 
             }
         };
         if !crate::delivery::is_local(config, &mailbox.domain) {
+            if relay {
+                remote.push(n);
+                continue;
+            }
             fail(
                 &mut records,
                 n,
@@ -466,7 +626,7 @@ fn tries(local: &Local, e: &Entry, state: &State, policy: &Policy, now: i64) -> 
     if !here.is_empty() {
         deliver_here(local, e, &here, now, &mut records);
     }
-    records
+    (records, remote)
 }
 
 /// Delivers to the local recipients `here` and records each one's copies.

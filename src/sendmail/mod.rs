@@ -189,6 +189,9 @@ fn recipients(
 /// What becomes of a recipient: `Ok` with a description, or why not.
 fn check(config: &Config, local: Option<&Local>, m: &Mailbox) -> Result<String, String> {
     if !crate::delivery::is_local(config, &m.domain) {
+        if let Some(relay) = &config.relay {
+            return Ok(format!("<{m}>: through the relay {}", relay.host));
+        }
         return Err(format!(
             "<{m}>: mail for other hosts is not relayed from here (no [relay] is configured)"
         ));

@@ -41,6 +41,8 @@ pub struct Runtime {
     /// Loaded from `[tls]`: read again on each reload, so a renewed
     /// certificate reaches new sessions.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The smarthost of `[relay]`, with its password and roots loaded.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl Runtime {
@@ -52,6 +54,7 @@ impl Runtime {
     /// are still to be undone.
     pub fn new(config: Config, old: Option<&Runtime>) -> Result<Runtime, String> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
+        let relay = crate::relay::Relay::new(&config)?.map(Arc::new);
         let config = Arc::new(config);
         let mut local = Local::new(config.clone())?;
         if let Some(old) = old {
@@ -78,6 +81,7 @@ impl Runtime {
             settings: Arc::new(config.session_settings()),
             config,
             tls,
+            relay,
         })
     }
 }
@@ -408,7 +412,13 @@ impl Server {
         let (wake, wake_rx) = crossbeam_channel::bounded(16);
         let live = {
             let shared = shared.clone();
-            Arc::new(move || shared.runtime().local.clone()) as crate::queue::runner::Live
+            Arc::new(move || {
+                let r = shared.runtime();
+                crate::queue::runner::Services {
+                    local: r.local.clone(),
+                    relay: r.relay.clone(),
+                }
+            }) as crate::queue::runner::Live
         };
         let runner = crate::queue::Runner::new(queue, live);
         let runner = std::thread::Builder::new()

@@ -1,0 +1,617 @@
+//! Mail for other hosts leaves through the smarthost of `[relay]`: a
+//! blocking SMTP client over the pure client core (`smtp::client`), with
+//! the client timeouts of RFC 5321 4.5.3.2 on every wait, so that a relay
+//! that hangs never stalls the queue for good.
+//!
+//! Every address of the relay host is tried in turn, IPv6 and IPv4. TLS
+//! is what the configuration says and nothing less: with STARTTLS required
+//! a relay that does not offer it is a temporary failure, never a reason
+//! to send in the clear, and the certificate is verified against the
+//! system's roots or `ca_file`. A password is sent only over TLS, only
+//! with a mechanism the relay offers. Anything wrong with the connection
+//! (DNS, connect, greeting, TLS, AUTH) is temporary: mail waits, it never
+//! bounces for it. What the relay says of each recipient is kept: 4xx
+//! for one recipient defers that one only, 5xx fails it at once.
+//!
+//! One connection carries several messages (RSET between them), so a
+//! provider that limits logins is not hit once per message.
+
+use crate::config::{Config, RelayTls};
+use crate::delivery::Body;
+use crate::net::tls::{self, TlsStream};
+use crate::net::{Socket, Transport};
+use crate::smtp::client::{self, DataWriter, Dsn, Extensions, Reply, ReplyReader};
+use crate::smtp::line::{Frame, LineFramer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
+use std::io::{self, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The relay of a configuration, ready to connect.
+pub struct Relay {
+    settings: crate::config::Relay,
+    helo: String,
+    tls: Arc<ClientConfig>,
+    password: Option<String>,
+}
+
+/// Why a connection or a whole message failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub permanent: bool,
+    /// RFC 3463.
+    pub status: String,
+    pub reason: String,
+}
+
+impl Failed {
+    fn temporary(status: &str, reason: String) -> Failed {
+        Failed {
+            permanent: false,
+            status: status.into(),
+            reason,
+        }
+    }
+
+    fn permanent(status: &str, reason: String) -> Failed {
+        Failed {
+            permanent: true,
+            status: status.into(),
+            reason,
+        }
+    }
+
+    /// The relay's own reply, by its class.
+    fn of(reply: &Reply, during: &str) -> Failed {
+        Failed {
+            permanent: reply.is_permanent(),
+            status: reply.status_or_class(),
+            reason: format!("the relay said, after {during}: {reply}"),
+        }
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The relay took it (its reply).
+    Sent(String),
+    Failed(Failed),
+}
+
+/// One recipient of a message to relay.
+pub struct Recipient<'a> {
+    pub address: &'a str,
+    /// DSN NOTIFY, lower case (`success,failure`), if given.
+    pub notify: Option<String>,
+    pub orcpt: Option<&'a str>,
+}
+
+/// A message to relay.
+pub struct Outgoing<'a> {
+    pub id: &'a str,
+    pub sender: &'a str,
+    pub recipients: &'a [Recipient<'a>],
+    pub dsn: Dsn<'a>,
+    /// The stored message (LF line ends).
+    pub body: Body<'a>,
+}
+
+impl Relay {
+    /// The relay of `config`, if it has one: its password read (from a
+    /// file nobody else may read) and its certificate roots loaded.
+    pub fn new(config: &Config) -> Result<Option<Relay>, String> {
+        let Some(settings) = &config.relay else {
+            return Ok(None);
+        };
+        let password = match &settings.auth {
+            Some((_, file)) => Some(read_password(file)?),
+            None => None,
+        };
+        let roots = roots(settings.ca_file.as_deref())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("relay: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(Relay {
+            settings: settings.clone(),
+            helo: config.hostname.clone(),
+            tls: Arc::new(tls),
+            password,
+        }))
+    }
+
+    /// The sender to give for `sender`: `rewrite_sender` for local users'
+    /// mail, if set.
+    pub fn sender_for<'a>(&'a self, sender: &'a str, local: impl Fn(&str) -> bool) -> &'a str {
+        match &self.settings.rewrite_sender {
+            Some(rewritten) if !sender.is_empty() && local(sender) => rewritten,
+            _ => sender,
+        }
+    }
+
+    /// Connects, greets, secures and logs in.
+    pub fn open(self: &Arc<Relay>) -> Result<Session, Failed> {
+        let s = &self.settings;
+        let addrs: Vec<_> = (s.host.as_str(), s.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                Failed::temporary("4.4.3", format!("looking up the relay {}: {e}", s.host))
+            })?
+            .collect();
+        let mut errors = Vec::new();
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, s.connect_timeout) {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    match Session::start(self.clone(), Socket::new(tcp)) {
+                        Ok(session) => return Ok(session),
+                        Err(f) => errors.push(format!("{addr}: {}", f.reason)),
+                    }
+                }
+                Err(e) => errors.push(format!("connect to {addr}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            errors.push(format!("{} has no address", s.host));
+        }
+        Err(Failed::temporary(
+            "4.4.1",
+            format!("relay {}:{}: {}", s.host, s.port, errors.join("; ")),
+        ))
+    }
+}
+
+fn read_password(file: &std::path::Path) -> Result<String, String> {
+    let meta = std::fs::metadata(file)
+        .map_err(|e| format!("relay.password_file: {}: {e}", file.display()))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(format!(
+            "relay.password_file: {} may be read by others: chmod o-rwx it",
+            file.display()
+        ));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("relay.password_file: {}: {e}", file.display()))?;
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err(format!(
+            "relay.password_file: {}: the first line is empty",
+            file.display()
+        ));
+    }
+    Ok(password)
+}
+
+fn roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("relay.ca_file: {}: {e}", path.display()))?;
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "relay.ca_file: {}: no usable certificate",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err(
+                    "relay: no certificate roots found on this system (install ca-certificates, or set relay.ca_file)"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// The relay's byte stream: as connected, or TLS over it.
+enum Stream {
+    Plain(Socket),
+    Tls(Box<TlsStream<Socket>>),
+    /// Only while one is swapped for the other.
+    Swapping,
+}
+
+impl Stream {
+    fn transport(&mut self) -> &mut dyn Transport {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut **t,
+            Stream::Swapping => unreachable!("a failed swap ends the session"),
+        }
+    }
+}
+
+/// An open connection to the relay, ready for a message.
+pub struct Session {
+    relay: Arc<Relay>,
+    stream: Stream,
+    buf: Vec<u8>,
+    framer: LineFramer,
+    ext: Extensions,
+    /// Messages sent on it so far.
+    sent: usize,
+}
+
+impl Session {
+    fn start(relay: Arc<Relay>, sock: Socket) -> Result<Session, Failed> {
+        let s = &relay.settings;
+        let command = s.command_timeout;
+        let stream = if s.tls == RelayTls::Implicit {
+            Stream::Tls(Box::new(handshake(&relay, sock)?))
+        } else {
+            Stream::Plain(sock)
+        };
+        let mut session = Session {
+            stream,
+            buf: Vec::with_capacity(4096),
+            framer: LineFramer::new(client::MAX_REPLY_LINE + 2),
+            ext: Extensions::default(),
+            sent: 0,
+            relay: relay.clone(),
+        };
+        let greeting = session.reply(command, "connecting")?;
+        if greeting.code != 220 {
+            return Err(Failed::temporary("4.4.0", format!("greeting: {greeting}")));
+        }
+        session.hello()?;
+        if s.tls == RelayTls::StartTls {
+            if !session.ext.starttls {
+                return Err(Failed::temporary(
+                    "4.7.0",
+                    "the relay does not offer STARTTLS, and mail is not sent to it in the clear"
+                        .into(),
+                ));
+            }
+            let r = session.command("STARTTLS\r\n", command, "STARTTLS")?;
+            if r.code != 220 {
+                return Err(Failed::temporary("4.7.0", format!("STARTTLS: {r}")));
+            }
+            let Stream::Plain(sock) = std::mem::replace(&mut session.stream, Stream::Swapping)
+            else {
+                unreachable!("STARTTLS is only sent in the clear")
+            };
+            // Anything the relay sent before the handshake is an attack on
+            // it (RFC 3207 6; CVE-2011-0411): never read as a reply.
+            session.buf.clear();
+            session.stream = Stream::Tls(Box::new(handshake(&relay, sock)?));
+            session.hello()?;
+        }
+        if let (Some((user, _)), Some(password)) = (&s.auth, &relay.password) {
+            session.login(user, password)?;
+        }
+        Ok(session)
+    }
+
+    fn hello(&mut self) -> Result<(), Failed> {
+        let t = self.relay.settings.command_timeout;
+        let ehlo = format!("EHLO {}\r\n", self.relay.helo);
+        let r = self.command(&ehlo, t, "EHLO")?;
+        if r.code != 250 {
+            return Err(Failed::temporary("4.4.0", format!("EHLO: {r}")));
+        }
+        self.ext = Extensions::of(&r);
+        Ok(())
+    }
+
+    fn login(&mut self, user: &str, password: &str) -> Result<(), Failed> {
+        let t = self.relay.settings.command_timeout;
+        let has = |m: &str| self.ext.auth.iter().any(|a| a == m);
+        let r = if has("PLAIN") {
+            self.command(&client::auth_plain(user, password), t, "AUTH PLAIN")?
+        } else if has("LOGIN") {
+            let mut r = self.command("AUTH LOGIN\r\n", t, "AUTH LOGIN")?;
+            for answer in [user, password] {
+                if r.code != 334 {
+                    break;
+                }
+                r = self.command(&client::auth_line(answer), t, "AUTH LOGIN")?;
+            }
+            r
+        } else {
+            return Err(Failed::temporary(
+                "4.7.0",
+                format!(
+                    "the relay offers no AUTH mechanism spoken here (PLAIN, LOGIN): {:?}",
+                    self.ext.auth
+                ),
+            ));
+        };
+        if r.code != 235 {
+            log::error!("relay: login as {user} refused: {r}");
+            return Err(Failed::temporary("4.7.0", format!("login as {user}: {r}")));
+        }
+        Ok(())
+    }
+
+    /// Sends one message; what became of each recipient, or why the
+    /// message as a whole did not go (then the session is not to be used
+    /// again if the failure was the connection's).
+    pub fn send(&mut self, msg: &Outgoing<'_>) -> Result<Vec<Outcome>, Failed> {
+        let s = &self.relay.settings;
+        let (command, data, dot) = (s.command_timeout, s.data_timeout, s.dot_timeout);
+        if self.sent > 0 {
+            let r = self.command("RSET\r\n", command, "RSET")?;
+            if r.code != 250 {
+                return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
+            }
+        }
+        self.sent += 1;
+        let (eight_bit, utf8) = scan(msg)?;
+        if let Some(max) = self.ext.size.filter(|&m| m > 0 && msg.body.len() > m) {
+            return Err(Failed::permanent(
+                "5.3.4",
+                format!(
+                    "the message is {} octets, more than the relay takes ({max})",
+                    msg.body.len()
+                ),
+            ));
+        }
+        if utf8 && !self.ext.smtputf8 {
+            return Err(Failed::permanent(
+                "5.6.7",
+                "the message needs SMTPUTF8 (non-ASCII addresses or header), which the relay does not offer".into(),
+            ));
+        }
+        if eight_bit && !self.ext.eight_bit {
+            return Err(Failed::permanent(
+                "5.6.3",
+                "the message has 8-bit content, and the relay does not offer 8BITMIME".into(),
+            ));
+        }
+        let mail = client::mail_from(
+            msg.sender,
+            msg.body.len(),
+            &self.ext,
+            eight_bit,
+            utf8,
+            &msg.dsn,
+        );
+        let rcpts: Vec<String> = msg
+            .recipients
+            .iter()
+            .map(|r| client::rcpt_to(r.address, &self.ext, r.notify.as_deref(), r.orcpt))
+            .collect();
+        // With PIPELINING, MAIL and the RCPTs go in one write (RFC 2920);
+        // DATA waits for their replies.
+        let replies: Vec<Reply> = if self.ext.pipelining {
+            self.write(
+                &[mail.as_str()]
+                    .into_iter()
+                    .chain(rcpts.iter().map(String::as_str))
+                    .collect::<String>(),
+                command,
+            )?;
+            let mut replies = Vec::with_capacity(rcpts.len() + 1);
+            for _ in 0..=rcpts.len() {
+                replies.push(self.reply(command, "MAIL/RCPT")?);
+            }
+            replies
+        } else {
+            let mut replies = vec![self.command(&mail, command, "MAIL FROM")?];
+            if replies[0].is_positive() {
+                for r in &rcpts {
+                    replies.push(self.command(r, command, "RCPT TO")?);
+                }
+            }
+            replies
+        };
+        if !replies[0].is_positive() {
+            return Err(Failed::of(&replies[0], "MAIL FROM"));
+        }
+        let mut outcomes: Vec<Outcome> = replies[1..]
+            .iter()
+            .map(|r| {
+                if r.is_positive() {
+                    Outcome::Sent(String::new())
+                } else {
+                    Outcome::Failed(Failed::of(r, "RCPT TO"))
+                }
+            })
+            .collect();
+        if !outcomes.iter().any(|o| matches!(o, Outcome::Sent(_))) {
+            return Ok(outcomes);
+        }
+        let r = self.command("DATA\r\n", command.min(Duration::from_secs(120)), "DATA")?;
+        if r.code != 354 {
+            return Err(Failed::of(&r, "DATA"));
+        }
+        self.body(msg.body, data)?;
+        let r = self.reply(dot, "the message")?;
+        if !r.is_positive() {
+            return Err(Failed::of(&r, "the message"));
+        }
+        for o in &mut outcomes {
+            if let Outcome::Sent(text) = o {
+                *text = r.to_string();
+            }
+        }
+        log::info!("{}: relayed to {}: {r}", msg.id, self.relay.settings.host);
+        Ok(outcomes)
+    }
+
+    /// Ends the session politely, as far as the relay still listens.
+    pub fn close(mut self) {
+        let t = Duration::from_secs(10).min(self.relay.settings.command_timeout);
+        let _ = self.command("QUIT\r\n", t, "QUIT");
+        if let Stream::Tls(t) = &mut self.stream {
+            t.close();
+        }
+    }
+
+    fn body(&mut self, body: Body<'_>, timeout: Duration) -> Result<(), Failed> {
+        let mut reader = body.reader();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(70 * 1024);
+        let mut writer = DataWriter::default();
+        loop {
+            let n = reader.read(&mut chunk).map_err(|e| {
+                Failed::temporary("4.3.0", format!("reading the queued message: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            writer.write(&chunk[..n], &mut out);
+            self.write_bytes(&out, timeout)?;
+        }
+        out.clear();
+        writer.finish(&mut out);
+        self.write_bytes(&out, timeout)
+    }
+
+    fn command(&mut self, line: &str, timeout: Duration, what: &str) -> Result<Reply, Failed> {
+        self.write(line, timeout)?;
+        self.reply(timeout, what)
+    }
+
+    fn write(&mut self, text: &str, timeout: Duration) -> Result<(), Failed> {
+        self.write_bytes(text.as_bytes(), timeout)
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), Failed> {
+        let t = self.stream.transport();
+        let sent = t
+            .set_write_timeout(timeout)
+            .and_then(|()| t.write_all(bytes))
+            .and_then(|()| t.flush());
+        sent.map_err(|e| io_failed("sending to the relay", &e))
+    }
+
+    /// Reads one reply, all of it within `timeout`.
+    fn reply(&mut self, timeout: Duration, what: &str) -> Result<Reply, Failed> {
+        let deadline = Instant::now() + timeout;
+        let mut reader = ReplyReader::default();
+        loop {
+            match self.framer.ingest(&self.buf) {
+                Frame::Line { line, used } => {
+                    let got = reader.line(&self.buf[line]);
+                    self.buf.drain(..used);
+                    match got {
+                        Ok(Some(reply)) => return Ok(reply),
+                        Ok(None) => continue,
+                        Err(bad) => {
+                            return Err(Failed::temporary("4.5.0", format!("{what}: {bad}")))
+                        }
+                    }
+                }
+                Frame::TooLong { .. } => {
+                    return Err(Failed::temporary(
+                        "4.5.0",
+                        format!("{what}: a reply line too long"),
+                    ))
+                }
+                Frame::NeedMore { used } => {
+                    self.buf.drain(..used);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failed::temporary(
+                    "4.4.2",
+                    format!(
+                        "no reply from the relay after {what} within {} s",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            let t = self.stream.transport();
+            let mut chunk = [0u8; 4096];
+            let n = t
+                .set_read_timeout(left)
+                .and_then(|()| t.read(&mut chunk))
+                .map_err(|e| {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        Failed::temporary(
+                            "4.4.2",
+                            format!(
+                                "no reply from the relay after {what} within {} s",
+                                timeout.as_secs()
+                            ),
+                        )
+                    } else {
+                        io_failed(&format!("reading the reply after {what}"), &e)
+                    }
+                })?;
+            if n == 0 {
+                return Err(Failed::temporary(
+                    "4.4.2",
+                    format!("the relay closed the connection after {what}"),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn io_failed(during: &str, e: &io::Error) -> Failed {
+    let status = if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        "4.4.2"
+    } else {
+        "4.4.0"
+    };
+    Failed::temporary(status, format!("{during}: {e}"))
+}
+
+fn handshake(relay: &Relay, sock: Socket) -> Result<TlsStream<Socket>, Failed> {
+    let host = &relay.settings.host;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| Failed::temporary("4.7.0", format!("TLS name {host}: {e}")))?;
+    let deadline = Instant::now() + relay.settings.command_timeout;
+    tls::connect(sock, relay.tls.clone(), name, deadline)
+        .map_err(|e| Failed::temporary("4.7.0", format!("TLS with {host}: {e}")))
+}
+
+/// Whether the message has 8-bit octets, and whether it needs SMTPUTF8
+/// (non-ASCII addresses, or a header with UTF-8 in it, RFC 6532).
+fn scan(msg: &Outgoing<'_>) -> Result<(bool, bool), Failed> {
+    let mut reader = msg.body.reader();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut eight_bit = false;
+    let mut in_header = true;
+    let mut header_utf8 = false;
+    let mut last = b'\n';
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .map_err(|e| Failed::temporary("4.3.0", format!("reading the queued message: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &chunk[..n] {
+            if in_header && last == b'\n' && b == b'\n' {
+                in_header = false;
+            }
+            if b >= 0x80 {
+                eight_bit = true;
+                header_utf8 |= in_header;
+            }
+            last = b;
+        }
+        if eight_bit && !in_header {
+            break;
+        }
+    }
+    let addresses = !msg.sender.is_ascii() || msg.recipients.iter().any(|r| !r.address.is_ascii());
+    Ok((eight_bit, addresses || header_utf8))
+}
