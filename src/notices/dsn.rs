@@ -1,8 +1,11 @@
 //! Delivery status notifications (RFC 3464): the bounce sent to a
-//! message's sender for the recipients that could not have it, as a
+//! message's sender for the recipients that could not have it, the
+//! warning that a message is delayed, and the report of a delivery the
+//! sender asked to hear of (NOTIFY=SUCCESS, RFC 3461), each as a
 //! `multipart/report; report-type=delivery-status` message from
 //! MAILER-DAEMON with a human-readable part, the machine-readable report
-//! and the original message's header (RFC 6522). Headers or addresses
+//! and the original message's header, or all of it with RET=FULL (RFC
+//! 6522). Headers or addresses
 //! that are not ASCII use the RFC 6533 `global` types. Composing is pure;
 //! [`read_header`] is the one read it needs.
 
@@ -16,9 +19,42 @@ pub const MAX_HEADER: usize = 64 * 1024;
 /// The most of a diagnostic kept.
 const MAX_DIAGNOSTIC: usize = 400;
 
-/// One recipient the message could not be delivered to.
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Some recipients will never have the message.
+    Failure,
+    /// Some recipients do not have it yet; it is tried until `until`.
+    Delay { until: UnixTime },
+    /// Recipients have it (or a relay that cannot report took it).
+    Success,
+}
+
+/// RFC 3464 2.3.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+    /// Passed to a relay that will not report on it.
+    Relayed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+}
+
+/// One recipient reported on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failed {
+pub struct Entry {
+    pub action: Action,
     /// Where delivery was attempted (after alias expansion).
     pub recipient: String,
     /// What the client gave in RCPT TO, when it differs.
@@ -40,27 +76,59 @@ pub struct Report<'a> {
     pub to: &'a str,
     pub arrival: UnixTime,
     pub now: UnixTime,
-    pub failed: &'a [Failed],
-    /// The original message's header, LF line ends.
-    pub header: &'a [u8],
+    pub kind: Kind,
+    pub entries: &'a [Entry],
+    /// The original message's header (or all of it, with `full`), LF
+    /// line ends.
+    pub returned: &'a [u8],
+    pub full: bool,
+    /// The sender's ENVID (RFC 3461 4.4), xtext decoded.
+    pub envid: Option<&'a str>,
 }
 
 /// The notification as stored (LF line ends).
 pub fn compose(r: &Report<'_>) -> Vec<u8> {
     // Unguessable, so that no header line sent to us can end a part.
     let boundary = format!("{}/{}/{:016x}", r.id, r.hostname, crate::clock::random());
-    let global = !r.header.is_ascii()
+    let global = !r.returned.is_ascii()
         || !r.to.is_ascii()
-        || r.failed.iter().any(|f| {
+        || r.entries.iter().any(|f| {
             !f.recipient.is_ascii() || f.original.as_deref().is_some_and(|o| !o.is_ascii())
         });
     let addr_type = if global { "utf-8" } else { "rfc822" };
+    let (subject, words) = match r.kind {
+        Kind::Failure => (
+            "Undelivered Mail Returned to Sender".to_string(),
+            "Your message could not be delivered to the recipients below.\n\
+             Any other recipients have it."
+                .to_string(),
+        ),
+        Kind::Delay { until } => (
+            "Delayed Mail (still being retried)".to_string(),
+            format!(
+                "Your message has not been delivered yet to the recipients below.\n\
+                 It is still being tried, until {}. Nothing needs doing now.",
+                rfc5322_date(until)
+            ),
+        ),
+        Kind::Success => (
+            "Successful Mail Delivery Report".to_string(),
+            "Your message was delivered to the recipients below, as you asked\n\
+             to be told (or passed to a mail system that does not report)."
+                .to_string(),
+        ),
+    };
+    let what = if r.full {
+        "message"
+    } else {
+        "message's header"
+    };
     let mut m = String::new();
     let _ = write!(
         m,
         "From: MAILER-DAEMON@{host} (Mail Delivery System)\n\
          To: <{to}>\n\
-         Subject: Undelivered Mail Returned to Sender\n\
+         Subject: {subject}\n\
          Date: {date}\n\
          Message-ID: <{id}@{host}>\n\
          Auto-Submitted: auto-replied\n\
@@ -77,15 +145,14 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
          \n\
          This is the mail system at host {host}.\n\
          \n\
-         Your message could not be delivered to the recipients below.\n\
-         Any other recipients have it. The message's header is attached.\n\
+         {words} The {what} is attached.\n\
          \n",
         host = r.hostname,
         to = r.to,
         date = rfc5322_date(r.now),
         id = r.id,
     );
-    for f in r.failed {
+    for f in r.entries {
         let via = f
             .original
             .as_ref()
@@ -98,13 +165,18 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
          Content-Description: Delivery report\n\
          Content-Type: message/{global}delivery-status\n\
          \n\
-         Reporting-MTA: dns; {host}\n\
-         X-Mailroom-Queue-ID: {qid}\n\
-         Arrival-Date: {arrival}\n",
+         Reporting-MTA: dns; {host}\n",
         global = if global { "global-" } else { "" },
         host = r.hostname,
-        qid = r.original_id,
-        arrival = rfc5322_date(r.arrival),
+    );
+    if let Some(envid) = r.envid {
+        let _ = writeln!(m, "Original-Envelope-Id: {}", one_line(envid));
+    }
+    let _ = write!(
+        m,
+        "X-Mailroom-Queue-ID: {}\nArrival-Date: {}\n",
+        r.original_id,
+        rfc5322_date(r.arrival)
     );
     // The report itself is ASCII unless it is a global one (RFC 6533).
     let field = |text: &str| {
@@ -117,33 +189,35 @@ pub fn compose(r: &Report<'_>) -> Vec<u8> {
                 .collect()
         }
     };
-    for f in r.failed {
+    for f in r.entries {
         let _ = write!(m, "\nFinal-Recipient: {addr_type}; {}\n", f.recipient);
         if let Some(o) = &f.original {
             let _ = writeln!(m, "Original-Recipient: {addr_type}; {o}");
         }
-        let _ = write!(
-            m,
-            "Action: failed\nStatus: {}\nDiagnostic-Code: X-mailroom; {}\n",
-            f.status,
-            field(&f.diagnostic)
-        );
+        let _ = write!(m, "Action: {}\nStatus: {}\n", f.action.as_str(), f.status);
+        if !f.diagnostic.is_empty() {
+            let _ = writeln!(m, "Diagnostic-Code: X-mailroom; {}", field(&f.diagnostic));
+        }
+        if let Kind::Delay { until } = r.kind {
+            let _ = writeln!(m, "Will-Retry-Until: {}", rfc5322_date(until));
+        }
     }
+    let (description, content_type) = match (r.full, global) {
+        (false, false) => ("Message Headers", "text/rfc822-headers"),
+        (false, true) => ("Message Headers", "message/global-headers"),
+        (true, false) => ("Message", "message/rfc822"),
+        (true, true) => ("Message", "message/global"),
+    };
     let _ = write!(
         m,
         "\n--{boundary}\n\
-         Content-Description: Undelivered Message Headers\n\
-         Content-Type: {}\n\
+         Content-Description: {description}\n\
+         Content-Type: {content_type}\n\
          \n",
-        if global {
-            "message/global-headers"
-        } else {
-            "text/rfc822-headers"
-        }
     );
     let mut out = m.into_bytes();
-    out.extend_from_slice(r.header);
-    if !r.header.ends_with(b"\n") {
+    out.extend_from_slice(r.returned);
+    if !r.returned.ends_with(b"\n") {
         out.push(b'\n');
     }
     out.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
@@ -194,7 +268,7 @@ pub fn read_header(body: Body<'_>) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn report<'a>(failed: &'a [Failed], header: &'a [u8]) -> Report<'a> {
+    fn report<'a>(entries: &'a [Entry], header: &'a [u8]) -> Report<'a> {
         Report {
             hostname: "mx.example.org",
             id: "BOUNCE1",
@@ -202,14 +276,18 @@ mod tests {
             to: "sender@example.org",
             arrival: UnixTime::from_secs(1_795_358_400),
             now: UnixTime::from_secs(1_795_358_401),
-            failed,
-            header,
+            kind: Kind::Failure,
+            entries,
+            returned: header,
+            full: false,
+            envid: None,
         }
     }
 
     #[test]
     fn a_report_has_the_three_parts() {
-        let failed = [Failed {
+        let failed = [Entry {
+            action: Action::Failed,
             recipient: "bob@example.org".into(),
             original: Some("staff@example.org".into()),
             status: "5.3.0".into(),
@@ -243,7 +321,8 @@ mod tests {
 
     #[test]
     fn utf8_uses_the_global_types() {
-        let failed = [Failed {
+        let failed = [Entry {
+            action: Action::Failed,
             recipient: "jöran@example.org".into(),
             original: None,
             status: "4.3.1".into(),
@@ -259,7 +338,8 @@ mod tests {
 
     #[test]
     fn an_ascii_report_stays_ascii() {
-        let failed = [Failed {
+        let failed = [Entry {
+            action: Action::Failed,
             recipient: "bob@example.org".into(),
             original: None,
             status: "5.3.0".into(),
@@ -279,6 +359,61 @@ mod tests {
             compose(&report(&failed, b"")),
             "boundaries differ"
         );
+    }
+
+    #[test]
+    fn delays_and_successes_say_so_and_full_returns_the_message() {
+        let entries = [
+            Entry {
+                action: Action::Delivered,
+                recipient: "bob@example.org".into(),
+                original: None,
+                status: "2.0.0".into(),
+                diagnostic: String::new(),
+            },
+            Entry {
+                action: Action::Relayed,
+                recipient: "carol@remote.example".into(),
+                original: None,
+                status: "2.0.0".into(),
+                diagnostic: "250 2.0.0 queued as 42".into(),
+            },
+        ];
+        let message = b"Subject: hi\n\nthe body\n";
+        let r = Report {
+            kind: Kind::Success,
+            full: true,
+            envid: Some("QQ314159"),
+            ..report(&entries, message)
+        };
+        let text = String::from_utf8(compose(&r)).unwrap();
+        assert!(text.contains("Subject: Successful Mail Delivery Report\n"));
+        assert!(text.contains("Original-Envelope-Id: QQ314159\n"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; bob@example.org\nAction: delivered\nStatus: 2.0.0\n\n"
+        ));
+        assert!(text.contains(
+            "Action: relayed\nStatus: 2.0.0\nDiagnostic-Code: X-mailroom; 250 2.0.0 queued as 42\n"
+        ));
+        assert!(text.contains("Content-Type: message/rfc822\n\nSubject: hi\n\nthe body\n\n--"));
+
+        let late = [Entry {
+            action: Action::Delayed,
+            status: "4.4.1".into(),
+            ..entries[1].clone()
+        }];
+        let r = Report {
+            kind: Kind::Delay {
+                until: UnixTime::from_secs(1_795_790_400),
+            },
+            ..report(&late, b"Subject: hi\n")
+        };
+        let text = String::from_utf8(compose(&r)).unwrap();
+        assert!(text.contains("Subject: Delayed Mail (still being retried)\n"));
+        assert!(text.contains("until Fri, 27 Nov 2026 14:40:00 +0000."));
+        assert!(text.contains("Action: delayed\nStatus: 4.4.1\n"));
+        assert!(text.contains("Will-Retry-Until: Fri, 27 Nov 2026 14:40:00 +0000\n"));
+        assert!(text.contains("Content-Type: text/rfc822-headers\n"));
     }
 
     #[test]

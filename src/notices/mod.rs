@@ -185,10 +185,11 @@ fn prepare(
     };
     let config = local.config();
     for (sender, to) in plan {
-        let report: Vec<dsn::Failed> = failed
+        let report: Vec<dsn::Entry> = failed
             .iter()
             .filter(|f| f.notify == sender)
-            .map(|f| dsn::Failed {
+            .map(|f| dsn::Entry {
+                action: dsn::Action::Failed,
                 recipient: f.recipient.clone(),
                 original: (f.original != f.recipient).then(|| f.original.clone()),
                 status: f.code.to_string(),
@@ -207,8 +208,11 @@ fn prepare(
             to: sender,
             arrival: msg.received,
             now,
-            failed: &report,
-            header: &header,
+            kind: dsn::Kind::Failure,
+            entries: &report,
+            returned: &header,
+            full: false,
+            envid: None,
         });
         let written =
             Spool::create(&config.spool_dir).and_then(|mut body| body.write(&text).map(|()| body));

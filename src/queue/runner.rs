@@ -299,7 +299,7 @@ impl Runner {
         if state.unreported.is_empty() {
             return;
         }
-        let mut by_whom: Vec<(String, Vec<dsn::Failed>)> = Vec::new();
+        let mut by_whom: Vec<(String, Vec<dsn::Entry>)> = Vec::new();
         for &i in &state.unreported {
             let Record::Failed {
                 rcpt,
@@ -321,7 +321,8 @@ impl Runner {
                 continue;
             }
             let to = notify.clone().unwrap_or_else(|| e.env.sender.clone());
-            let failed = dsn::Failed {
+            let failed = dsn::Entry {
+                action: dsn::Action::Failed,
                 recipient: dest.clone(),
                 original: (r.address != *dest).then(|| r.address.clone()),
                 status: status.clone(),
@@ -382,7 +383,7 @@ fn queue_notice(
     header: &[u8],
     to: &str,
     notify: Option<super::envelope::Notify>,
-    failed: &[dsn::Failed],
+    failed: &[dsn::Entry],
 ) -> std::io::Result<String> {
     let now = SYSTEM.now();
     let id = SYSTEM.queue_id();
@@ -393,8 +394,11 @@ fn queue_notice(
         to,
         arrival: UnixTime::from_secs(env.arrived),
         now,
-        failed,
-        header,
+        kind: dsn::Kind::Failure,
+        entries: failed,
+        returned: header,
+        full: false,
+        envid: env.envid.as_deref(),
     });
     let mut spool = Spool::create(&config.spool_dir)?;
     spool.write(&text)?;
