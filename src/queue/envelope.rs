@@ -253,12 +253,47 @@ fn number<T: std::str::FromStr>(s: &str) -> Result<T, BadFile> {
     s.parse().map_err(|_| bad(s))
 }
 
+/// How a copy left our hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// Into a mailbox (or a pipe) here.
+    Delivered,
+    /// To a relay that does not report on it (no DSN).
+    Relayed,
+    /// To a relay that took the DSN request: reporting is its job now.
+    Passed,
+}
+
+impl Handed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Handed::Delivered => "delivered",
+            Handed::Relayed => "relayed",
+            Handed::Passed => "passed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Handed> {
+        match s {
+            "delivered" => Some(Handed::Delivered),
+            "relayed" => Some(Handed::Relayed),
+            "passed" => Some(Handed::Passed),
+            _ => None,
+        }
+    }
+}
+
 /// What happened to a recipient, appended as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// One of the recipient's copies (an alias member, or the relay's
     /// acceptance) is made; it is not made again.
-    Sent { rcpt: usize, at: i64, dest: String },
+    Sent {
+        rcpt: usize,
+        at: i64,
+        dest: String,
+        how: Handed,
+    },
     /// One of its copies failed for good; it is reported and not tried
     /// again.
     Failed {
@@ -290,7 +325,12 @@ impl Record {
     /// The record's line, with its checksum and line end.
     pub fn encode(&self) -> String {
         let body = match self {
-            Record::Sent { rcpt, at, dest } => format!("sent {rcpt} {at} {}", enc(dest)),
+            Record::Sent {
+                rcpt,
+                at,
+                dest,
+                how,
+            } => format!("sent {rcpt} {at} {} {}", enc(dest), how.as_str()),
             Record::Failed {
                 rcpt,
                 at,
@@ -328,10 +368,11 @@ impl Record {
         let r = |i: usize| t.get(i).and_then(|s| s.parse::<usize>().ok());
         let s = |i: usize| t.get(i).and_then(|s| dec(s).ok());
         let record = match (t[0], t.len()) {
-            ("sent", 4) => Record::Sent {
+            ("sent", 5) => Record::Sent {
                 rcpt: r(1)?,
                 at: n(2)?,
                 dest: s(3)?,
+                how: Handed::parse(t[4])?,
             },
             ("failed", 7) => Record::Failed {
                 rcpt: r(1)?,
@@ -475,7 +516,9 @@ pub struct RcptState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     pub recipients: Vec<RcptState>,
-    /// `Failed` records not yet reported, by their place in the records.
+    /// Records not yet reported, by their place in the records: failures,
+    /// and copies made whose recipient asked to hear of them
+    /// (NOTIFY=SUCCESS) and that no relay reports on.
     pub unreported: Vec<usize>,
     pub warned: bool,
 }
@@ -508,8 +551,12 @@ impl State {
                 continue;
             };
             match record {
-                Record::Sent { dest, .. } => {
+                Record::Sent { dest, how, .. } => {
                     r.settled.insert(dest.clone());
+                    let asked = env.recipients[n].notify.is_some_and(|n| n.success);
+                    if asked && *how != Handed::Passed {
+                        s.unreported.push(i);
+                    }
                 }
                 Record::Failed { dest, .. } => {
                     r.settled.insert(dest.clone());
@@ -640,6 +687,7 @@ mod tests {
                 rcpt: 1,
                 at: 101,
                 dest: "\"john doe\"@example.org".into(),
+                how: Handed::Delivered,
             },
             Record::Failed {
                 rcpt: 2,
@@ -704,7 +752,7 @@ mod tests {
             "4.4.1".to_string()
         );
         assert!(s.recipients[1].settled.contains("\"john doe\"@example.org"));
-        assert_eq!(s.unreported, [2]);
+        assert_eq!(s.unreported, [1, 2]);
         // Recipient 1 has not been tried and is due now.
         assert_eq!(s.next_attempt(&policy), Some(i64::MIN));
 

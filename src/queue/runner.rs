@@ -11,7 +11,7 @@
 //! and how many there were), so a restart picks up exactly where the
 //! runner stopped. `queue flush` makes everything due now.
 
-use super::envelope::{Envelope, Policy, Rcpt, Record, State};
+use super::envelope::{Envelope, Handed, Notify, Policy, Rcpt, Record, Ret, State};
 use super::maildrop;
 use super::store::{Entry, OpenError, Place, Queue};
 use crate::clock::SYSTEM;
@@ -277,7 +277,7 @@ impl Runner {
             self.schedule(id, now + policy.retry_first as i64);
             return;
         }
-        self.report(&mut e, config, now);
+        self.report(&mut e, config, &policy, now);
         let state = e.state();
         if state.finished() {
             match self.queue.remove(Place::Active, id) {
@@ -292,46 +292,105 @@ impl Runner {
         }
     }
 
-    /// Queues a notice for each failure not yet reported, grouped by who
-    /// hears of it, and records that they are reported.
-    fn report(&mut self, e: &mut Entry, config: &Config, now: i64) {
+    /// Queues the notices that are due: one for the failures and one for
+    /// the successes not yet reported, for each who hears of them, and
+    /// the one delay warning; records that they are sent.
+    fn report(&mut self, e: &mut Entry, config: &Config, policy: &Policy, now: i64) {
         let state = e.state();
-        if state.unreported.is_empty() {
-            return;
-        }
-        let mut by_whom: Vec<(String, Vec<dsn::Entry>)> = Vec::new();
+        // (who, is it about successes, the recipients)
+        let mut notices: Vec<(String, bool, Vec<dsn::Entry>)> = Vec::new();
         for &i in &state.unreported {
-            let Record::Failed {
-                rcpt,
-                status,
-                dest,
-                notify,
-                reason,
-                ..
-            } = &e.records[i]
-            else {
-                continue;
+            let (rcpt, dest, to, entry) = match &e.records[i] {
+                Record::Failed {
+                    rcpt,
+                    status,
+                    dest,
+                    notify,
+                    reason,
+                    ..
+                } => {
+                    if !e.env.recipients[*rcpt].reports_failure() {
+                        log::info!(
+                            "{}: <{dest}> failed; NOTIFY=NEVER, nobody is told",
+                            e.env.id
+                        );
+                        continue;
+                    }
+                    let to = notify.clone().unwrap_or_else(|| e.env.sender.clone());
+                    (
+                        *rcpt,
+                        dest,
+                        to,
+                        (dsn::Action::Failed, status.as_str(), reason.as_str()),
+                    )
+                }
+                Record::Sent {
+                    rcpt, dest, how, ..
+                } => {
+                    let action = match how {
+                        Handed::Delivered => dsn::Action::Delivered,
+                        _ => dsn::Action::Relayed,
+                    };
+                    (*rcpt, dest, e.env.sender.clone(), (action, "2.0.0", ""))
+                }
+                _ => continue,
             };
-            let r = &e.env.recipients[*rcpt];
-            if !r.reports_failure() {
-                log::info!(
-                    "{}: <{dest}> failed; NOTIFY=NEVER, nobody is told",
-                    e.env.id
-                );
+            let r = &e.env.recipients[rcpt];
+            let success = entry.0 != dsn::Action::Failed;
+            if success && to.is_empty() {
                 continue;
             }
-            let to = notify.clone().unwrap_or_else(|| e.env.sender.clone());
-            let failed = dsn::Entry {
-                action: dsn::Action::Failed,
+            let item = dsn::Entry {
+                action: entry.0,
                 recipient: dest.clone(),
                 original: (r.address != *dest).then(|| r.address.clone()),
-                status: status.clone(),
-                diagnostic: reason.clone(),
+                status: entry.1.into(),
+                diagnostic: entry.2.into(),
             };
-            match by_whom.iter_mut().find(|(w, _)| *w == to) {
-                Some((_, list)) => list.push(failed),
-                None => by_whom.push((to, vec![failed])),
+            match notices
+                .iter_mut()
+                .find(|(w, s, _)| *w == to && *s == success)
+            {
+                Some((_, _, list)) => list.push(item),
+                None => notices.push((to, success, vec![item])),
             }
+        }
+        let warn = !state.warned
+            && policy.delay_warning > 0
+            && now >= e.env.arrived.saturating_add(policy.delay_warning as i64)
+            && !e.env.sender.is_empty();
+        let late: Vec<dsn::Entry> = if warn {
+            state
+                .pending()
+                .filter(|&n| e.env.recipients[n].reports_delay())
+                .map(|n| {
+                    let (status, why) = state.recipients[n]
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| ("4.0.0".into(), String::new()));
+                    dsn::Entry {
+                        action: dsn::Action::Delayed,
+                        recipient: e.env.recipients[n].address.clone(),
+                        original: None,
+                        status,
+                        diagnostic: why,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if notices.is_empty() && late.is_empty() {
+            if !state.unreported.is_empty() {
+                self.record(
+                    e,
+                    Record::Reported {
+                        at: now,
+                        id: "-".into(),
+                    },
+                );
+            }
+            return;
         }
         let header = match dsn::read_header(e.body()) {
             Ok(h) => h,
@@ -341,7 +400,7 @@ impl Runner {
             }
         };
         let mut ids = Vec::new();
-        for (to, failed) in by_whom {
+        for (to, success, entries) in notices {
             let (to, notify) = if !to.is_empty() {
                 (to, None)
             } else {
@@ -349,40 +408,116 @@ impl Runner {
                 // further: that one has NOTIFY=NEVER, so it is never
                 // reported on.
                 (
-                    format!("postmaster@{}", config.hostname),
-                    Some(super::envelope::Notify::NEVER),
+                    format!("postmaster@{}", config.session_settings().default_domain),
+                    Some(Notify::NEVER),
                 )
             };
-            match queue_notice(&self.queue, config, &e.env, &header, &to, notify, &failed) {
-                Ok(id) => {
-                    self.schedule(&id, i64::MIN);
-                    ids.push(id);
-                }
-                Err(err) => {
-                    log::error!("{}: queueing a notice to <{to}> failed: {err}", e.env.id);
-                    return;
-                }
+            let kind = if success {
+                dsn::Kind::Success
+            } else {
+                dsn::Kind::Failure
+            };
+            match self.notice(e, config, kind, &header, &to, notify, &entries) {
+                Some(id) => ids.push(id),
+                None => return,
             }
         }
-        let id = if ids.is_empty() {
-            "-".into()
-        } else {
-            ids.join(",")
-        };
-        if let Err(err) = e.append(&[Record::Reported { at: now, id }]) {
+        if !ids.is_empty() || !state.unreported.is_empty() {
+            let id = if ids.is_empty() {
+                "-".into()
+            } else {
+                ids.join(",")
+            };
+            self.record(e, Record::Reported { at: now, id });
+        }
+        if !late.is_empty() {
+            let until = e.env.arrived.saturating_add(policy.lifetime as i64);
+            let kind = dsn::Kind::Delay {
+                until: UnixTime::from_secs(until),
+            };
+            let sender = e.env.sender.clone();
+            if let Some(id) = self.notice(e, config, kind, &header, &sender, None, &late) {
+                self.record(e, Record::Warned { at: now, id });
+            }
+        } else if warn {
+            self.record(
+                e,
+                Record::Warned {
+                    at: now,
+                    id: "-".into(),
+                },
+            );
+        }
+    }
+
+    fn record(&self, e: &mut Entry, record: Record) {
+        if let Err(err) = e.append(&[record]) {
             log::error!("{}: recording its notices failed: {err}", e.env.id);
+        }
+    }
+
+    /// Queues one notice and schedules it; `None` (logged) if it could
+    /// not be queued.
+    #[allow(clippy::too_many_arguments)]
+    fn notice(
+        &mut self,
+        e: &Entry,
+        config: &Config,
+        kind: dsn::Kind,
+        header: &[u8],
+        to: &str,
+        notify: Option<Notify>,
+        entries: &[dsn::Entry],
+    ) -> Option<String> {
+        // RET=FULL returns the whole message with a bounce; delays and
+        // successes carry the header only, as Postfix's do.
+        let full = kind == dsn::Kind::Failure && e.env.ret == Some(Ret::Full);
+        let whole;
+        let returned = if full {
+            let mut all = Vec::with_capacity(e.env.size as usize);
+            if let Err(err) = std::io::Read::read_to_end(&mut e.body().reader(), &mut all) {
+                log::error!("{}: reading it for a notice: {err}", e.env.id);
+                return None;
+            }
+            whole = all;
+            &whole[..]
+        } else {
+            header
+        };
+        match queue_notice(
+            &self.queue,
+            config,
+            &e.env,
+            kind,
+            returned,
+            full,
+            to,
+            notify,
+            entries,
+        ) {
+            Ok(id) => {
+                self.schedule(&id, i64::MIN);
+                Some(id)
+            }
+            Err(err) => {
+                log::error!("{}: queueing a notice to <{to}> failed: {err}", e.env.id);
+                None
+            }
         }
     }
 }
 
-/// Queues a failure notice (RFC 3464) to `to`, from the null sender.
+/// Queues a notice (RFC 3464) to `to`, from the null sender.
+#[allow(clippy::too_many_arguments)]
 fn queue_notice(
     queue: &Queue,
     config: &Config,
     env: &Envelope,
-    header: &[u8],
+    kind: dsn::Kind,
+    returned: &[u8],
+    full: bool,
     to: &str,
-    notify: Option<super::envelope::Notify>,
+    notify: Option<Notify>,
     failed: &[dsn::Entry],
 ) -> std::io::Result<String> {
     let now = SYSTEM.now();
@@ -394,10 +529,10 @@ fn queue_notice(
         to,
         arrival: UnixTime::from_secs(env.arrived),
         now,
-        kind: dsn::Kind::Failure,
+        kind,
         entries: failed,
-        returned: header,
-        full: false,
+        returned,
+        full,
         envid: env.envid.as_deref(),
     });
     let mut spool = Spool::create(&config.spool_dir)?;
@@ -508,11 +643,12 @@ impl Runner {
         for (&n, outcome) in remote.iter().zip(outcomes) {
             let address = env.recipients[n].address.clone();
             match outcome {
-                relay::Outcome::Sent(_) => {
+                relay::Outcome::Sent { dsn, .. } => {
                     records.push(Record::Sent {
                         rcpt: n,
                         at: now,
                         dest: address,
+                        how: if dsn { Handed::Passed } else { Handed::Relayed },
                     });
                     records.push(Record::Done { rcpt: n, at: now });
                 }
@@ -669,6 +805,7 @@ fn deliver_here(
                     rcpt: *n,
                     at: now,
                     dest: d.address.clone(),
+                    how: Handed::Delivered,
                 });
             }
         }

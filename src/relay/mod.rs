@@ -78,8 +78,12 @@ impl Failed {
 /// What became of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The relay took it (its reply).
-    Sent(String),
+    /// The relay took it: its reply, and whether it took the DSN request
+    /// with it (then reporting is its job).
+    Sent {
+        reply: String,
+        dsn: bool,
+    },
     Failed(Failed),
 }
 
@@ -417,13 +421,16 @@ impl Session {
             .iter()
             .map(|r| {
                 if r.is_positive() {
-                    Outcome::Sent(String::new())
+                    Outcome::Sent {
+                        reply: String::new(),
+                        dsn: self.ext.dsn,
+                    }
                 } else {
                     Outcome::Failed(Failed::of(r, "RCPT TO"))
                 }
             })
             .collect();
-        if !outcomes.iter().any(|o| matches!(o, Outcome::Sent(_))) {
+        if !outcomes.iter().any(|o| matches!(o, Outcome::Sent { .. })) {
             return Ok(outcomes);
         }
         let r = self.command("DATA\r\n", command.min(Duration::from_secs(120)), "DATA")?;
@@ -436,8 +443,8 @@ impl Session {
             return Err(Failed::of(&r, "the message"));
         }
         for o in &mut outcomes {
-            if let Outcome::Sent(text) = o {
-                *text = r.to_string();
+            if let Outcome::Sent { reply, .. } = o {
+                *reply = r.to_string();
             }
         }
         log::info!("{}: relayed to {}: {r}", msg.id, self.relay.settings.host);
