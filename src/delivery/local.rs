@@ -457,6 +457,7 @@ mod tests {
             recipients: &all,
             body: Body::new(&file, envelope.len() as u64, message.len() as u64),
             received: crate::smtp::trace::UnixTime::from_secs(0),
+            dsn: crate::delivery::Dsn::default(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let a = l.attempt(&msg, deadline);
@@ -499,6 +500,7 @@ mod tests {
             recipients: &two,
             body: spool.body(),
             received: crate::smtp::trace::UnixTime::from_secs(0),
+            dsn: crate::delivery::Dsn::default(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let a = l.attempt(&msg, deadline);
@@ -546,6 +548,7 @@ mod tests {
                 recipients: &bob,
                 body: spool.body(),
                 received: crate::smtp::trace::UnixTime::from_secs(0),
+                dsn: crate::delivery::Dsn::default(),
             };
             let a = l.attempt(&msg, Instant::now() + Duration::from_secs(30));
             assert_eq!(a.failed.len(), 1, "the symbolic link is refused");

@@ -6,6 +6,7 @@
 //! session's spool is one such file, not the only one.
 
 use super::Recipient;
+use crate::smtp::command::{RcptParams, Ret};
 use crate::smtp::trace::UnixTime;
 use std::fs::File;
 use std::io::{self, Read};
@@ -21,6 +22,24 @@ pub struct Message<'a> {
     pub body: Body<'a>,
     /// When it arrived.
     pub received: UnixTime,
+    /// What its sender asked to hear of it (RFC 3461).
+    pub dsn: Dsn<'a>,
+}
+
+/// The DSN parameters of a message: RET and ENVID, and each recipient's
+/// NOTIFY and ORCPT (in the order of `recipients`; none given when empty).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dsn<'a> {
+    pub ret: Option<Ret>,
+    pub envid: Option<&'a str>,
+    pub rcpts: &'a [RcptParams],
+}
+
+impl Dsn<'_> {
+    /// The parameters of the `n`th recipient.
+    pub fn of(&self, n: usize) -> RcptParams {
+        self.rcpts.get(n).cloned().unwrap_or_default()
+    }
 }
 
 /// `len` octets of a file from `start` on.

@@ -20,7 +20,7 @@ pub mod spool;
 mod stage;
 
 pub use local::Local;
-pub use message::{Body, Message};
+pub use message::{Body, Dsn, Message};
 
 pub use crate::smtp::failure::{DeliveryError, Failure};
 

@@ -1,25 +1,29 @@
-//! What senders are told. When some copies of a message are made and
-//! others are not, whoever should hear of the failures (the sender, or a
-//! list's owner) gets a delivery status notification (RFC 3464, composed
-//! in [`dsn`]), delivered here like any message.
+//! What senders are told of a message received over SMTP. When some
+//! copies of a message are made and others are not, whoever should hear
+//! of the failures (the sender, or a list's owner) gets a delivery status
+//! notification (RFC 3464, composed in [`crate::queue::dsn`]); a sender
+//! who asked for it (NOTIFY=SUCCESS, RFC 3461) hears of the copies made
+//! too, and one who asked for NOTIFY=NEVER hears nothing.
 //!
 //! [`Immediate`] is the policy for a message whose client waits for the
 //! reply: every copy is tried ([`Local::attempt`]); if all were made they
 //! are kept, if none was the client is told; if some were, the
-//! notifications are written and held too, then everything is kept. Where
-//! a notification cannot be made (a null sender, a remote one, a full
-//! disk), everything is taken back and the client told, so that its own
-//! server reports it: a copy is never dropped without someone hearing of
-//! it. Only pipes, which cannot be taken back, may then run twice.
-
-pub mod dsn;
+//! notifications are written and held too (for a local sender), or queued
+//! for the relay (for a remote one, when there is a relay), then
+//! everything is kept. Where a notification cannot be made (a null
+//! sender, a remote one without a relay, a full disk), everything is taken
+//! back and the client told, so that its own server reports it: a copy is
+//! never dropped without someone hearing of it. Only pipes, which cannot
+//! be taken back, may then run twice.
 
 use crate::clock::SYSTEM;
 use crate::delivery::local::{Attempt, Held};
 use crate::delivery::plan::{self, Decision, Outcome, Status};
 use crate::delivery::spool::Spool;
 use crate::delivery::{Delivery, DeliveryError, Local, Lookup, Message, Target};
+use crate::queue::{dsn, Notice, Outbox};
 use crate::smtp::address::ForwardPath;
+use crate::smtp::command::Ret;
 use crate::smtp::failure;
 use crate::smtp::trace::Clock;
 use std::sync::Arc;
@@ -28,11 +32,15 @@ use std::time::Instant;
 /// Delivery while the client waits for its reply.
 pub struct Immediate {
     local: Arc<Local>,
+    /// The queue, where notices to remote senders go when there is a
+    /// relay to take them.
+    outbox: Option<Outbox>,
 }
 
 impl Immediate {
-    pub fn new(local: Arc<Local>) -> Immediate {
-        Immediate { local }
+    pub fn new(local: Arc<Local>, outbox: Option<Outbox>) -> Immediate {
+        let outbox = outbox.filter(|_| local.config().relay.is_some());
+        Immediate { local, outbox }
     }
 }
 
@@ -47,7 +55,7 @@ impl Delivery for Immediate {
         let failure = match plan::decide(&a.failed, a.kept()) {
             Decision::Keep => {
                 let late = failures(local.commit(a.held, msg.id, deadline));
-                return after_commit(local, msg, late, deadline);
+                return self.after_commit(msg, late, deadline);
             }
             Decision::Refuse(failure) => {
                 local.abort(a.held, deadline);
@@ -55,7 +63,8 @@ impl Delivery for Immediate {
             }
             Decision::Report { failure } => failure,
         };
-        match prepare(local, msg, &a.failed, deadline, &a.held) {
+        let reported = self.reported(msg, a.failed);
+        match self.prepare(msg, &reported, deadline, &a.held) {
             Ok(Notices::Staged(notices)) => {
                 let late = failures(local.commit(a.held, msg.id, deadline));
                 for n in notices {
@@ -63,12 +72,12 @@ impl Delivery for Immediate {
                     // gets one of its own.
                     local.commit(n, msg.id, deadline);
                 }
-                after_commit(local, msg, late, deadline)
+                self.after_commit(msg, late, deadline)
             }
             Ok(Notices::Afterwards) => {
-                let mut failed = a.failed;
+                let mut failed = reported;
                 failed.extend(failures(local.commit(a.held, msg.id, deadline)));
-                after_commit(local, msg, failed, deadline)
+                self.after_commit(msg, failed, deadline)
             }
             Err(why) => {
                 log::info!(
@@ -98,149 +107,332 @@ fn failures(outcomes: Vec<Outcome>) -> Vec<Outcome> {
 
 /// The notifications for a message's failed copies.
 enum Notices {
-    /// Written and held, to be committed with the message.
+    /// Written and held (or queued), to be committed with the message.
     Staged(Vec<Held>),
     /// To be written once the message's own copies are committed.
     Afterwards,
 }
 
-/// Copies that failed after others were committed (or whose notification
-/// had to wait for that): the rest cannot be taken back any more, so these
-/// are reported if that can be done, else the client is told (and a retry
-/// duplicates).
-fn after_commit(
-    local: &Local,
-    msg: &Message<'_>,
-    late: Vec<Outcome>,
-    deadline: Instant,
-) -> Result<(), DeliveryError> {
-    if late.is_empty() {
-        return Ok(());
-    }
-    match prepare(local, msg, &late, deadline, &Held::default()) {
-        Ok(Notices::Staged(notices)) => {
-            for n in notices {
-                local.commit(n, msg.id, deadline);
-            }
-            Ok(())
-        }
-        Ok(Notices::Afterwards) => unreachable!("nothing is held"),
-        Err(why) => {
-            log::error!(
-                "{}: copies failed after others were kept, and {why}",
-                msg.id
-            );
-            Err(summary(&late))
-        }
-    }
+/// Where one notification goes.
+enum Route {
+    Here(crate::delivery::Recipient),
+    Queue,
 }
 
-fn summary(failed: &[Outcome]) -> DeliveryError {
-    failure::summary(failed.iter().filter_map(|o| o.status.error()))
-        .expect("only failures are summed up")
-}
+impl Immediate {
+    /// The failures that are to be reported: not those of a recipient
+    /// whose sender asked never to hear of failures (NOTIFY without
+    /// FAILURE), which are logged only.
+    fn reported(&self, msg: &Message<'_>, failed: Vec<Outcome>) -> Vec<Outcome> {
+        failed
+            .into_iter()
+            .filter(|o| {
+                let wanted = msg
+                    .recipients
+                    .iter()
+                    .position(|r| r.address == o.original)
+                    .and_then(|i| msg.dsn.of(i).notify)
+                    .is_none_or(|n| n.failure);
+                if !wanted {
+                    log::info!(
+                        "{}: <{}> failed; NOTIFY says nobody is told",
+                        msg.id,
+                        o.recipient
+                    );
+                }
+                wanted
+            })
+            .collect()
+    }
 
-/// Writes and holds one notification per sender for the failed copies;
-/// `Err` (with everything written taken back) if any cannot be delivered
-/// in full.
-fn prepare(
-    local: &Local,
-    msg: &Message<'_>,
-    failed: &[Outcome],
-    deadline: Instant,
-    held: &Held,
-) -> Result<Notices, String> {
-    let header = dsn::read_header(msg.body).map_err(|e| format!("reading the spool: {e}"))?;
-    let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
-    senders.sort_unstable();
-    senders.dedup();
-    let mut plan = Vec::new();
-    for sender in senders {
-        match local.reachable(sender) {
-            Some(to) => plan.push((sender, to)),
-            None if sender.is_empty() => return Err("the null sender cannot be notified".into()),
-            None => {
-                return Err(format!(
-                    "<{sender}>, which is not local, cannot be notified"
-                ))
+    /// Copies that failed after others were committed (or whose
+    /// notification had to wait for that): the rest cannot be taken back
+    /// any more, so these are reported if that can be done, else the
+    /// client is told (and a retry duplicates). Then the successes the
+    /// sender asked to hear of are reported.
+    fn after_commit(
+        &self,
+        msg: &Message<'_>,
+        late: Vec<Outcome>,
+        deadline: Instant,
+    ) -> Result<(), DeliveryError> {
+        let late = self.reported(msg, late);
+        if !late.is_empty() {
+            match self.prepare(msg, &late, deadline, &Held::default()) {
+                Ok(Notices::Staged(notices)) => {
+                    for n in notices {
+                        self.local.commit(n, msg.id, deadline);
+                    }
+                }
+                Ok(Notices::Afterwards) => unreachable!("nothing is held"),
+                Err(why) => {
+                    log::error!(
+                        "{}: copies failed after others were kept, and {why}",
+                        msg.id
+                    );
+                    return Err(summary(&late));
+                }
             }
         }
+        self.successes(msg, &late, deadline);
+        Ok(())
     }
-    // A notification for a mailbox this message holds locked (the sender
-    // wrote to itself) can only be written once that copy is committed;
-    // the copy just worked, so it is very likely to.
-    if plan
-        .iter()
-        .flat_map(|(_, to)| &to.dests)
-        .any(|d| matches!(d.target, Target::Mbox(_)) && held.holds(&d.target))
-    {
-        return Ok(Notices::Afterwards);
-    }
-    let mut out: Vec<Held> = Vec::new();
-    let give_up = |out: Vec<Held>, why: String| {
-        for h in out {
-            local.abort(h, deadline);
+
+    /// Tells the sender of the recipients that have the message, where
+    /// it asked to hear of them (NOTIFY=SUCCESS); logged when it cannot.
+    fn successes(&self, msg: &Message<'_>, failed: &[Outcome], deadline: Instant) {
+        if msg.reverse_path.is_empty() {
+            return;
         }
-        Err(why)
-    };
-    let config = local.config();
-    for (sender, to) in plan {
-        let report: Vec<dsn::Entry> = failed
+        let entries: Vec<dsn::Entry> = msg
+            .recipients
             .iter()
-            .filter(|f| f.notify == sender)
-            .map(|f| dsn::Entry {
-                action: dsn::Action::Failed,
-                recipient: f.recipient.clone(),
-                original: (f.original != f.recipient).then(|| f.original.clone()),
-                status: f.code.to_string(),
-                diagnostic: f
-                    .status
-                    .error()
-                    .map_or_else(String::new, |e| e.reason.clone()),
+            .enumerate()
+            .filter(|(i, r)| {
+                msg.dsn.of(*i).notify.is_some_and(|n| n.success)
+                    && !failed.iter().any(|o| o.original == r.address)
+            })
+            .map(|(_, r)| dsn::Entry {
+                action: dsn::Action::Delivered,
+                recipient: r.address.clone(),
+                original: None,
+                status: "2.0.0".into(),
+                diagnostic: String::new(),
             })
             .collect();
-        let now = SYSTEM.now();
-        let id = SYSTEM.queue_id();
-        let text = dsn::compose(&dsn::Report {
-            hostname: &config.hostname,
-            id: &id,
-            original_id: msg.id,
-            to: sender,
-            arrival: msg.received,
-            now,
-            kind: dsn::Kind::Failure,
-            entries: &report,
-            returned: &header,
-            full: false,
-            envid: None,
-        });
-        let written =
-            Spool::create(&config.spool_dir).and_then(|mut body| body.write(&text).map(|()| body));
-        let body = match written {
-            Ok(b) => b,
-            Err(e) => return give_up(out, format!("spooling the notification: {e}")),
+        if entries.is_empty() {
+            return;
+        }
+        let sender = msg.reverse_path;
+        let sent = match self.route(sender) {
+            Some(Route::Here(to)) => self
+                .stage(msg, dsn::Kind::Success, sender, &to, &entries, deadline)
+                .map(|held| {
+                    self.local.commit(held, msg.id, deadline);
+                }),
+            Some(Route::Queue) => self.enqueue(msg, dsn::Kind::Success, sender, &entries),
+            None => Err(format!("<{sender}> cannot be reached from here")),
         };
+        if let Err(why) = sent {
+            log::warn!("{}: the success notice to <{sender}> failed: {why}", msg.id);
+        }
+    }
+
+    /// How a notification reaches `sender`, if it can.
+    fn route(&self, sender: &str) -> Option<Route> {
+        match self.local.reachable(sender) {
+            Some(to) => Some(Route::Here(to)),
+            None if !sender.is_empty() && self.outbox.is_some() => Some(Route::Queue),
+            None => None,
+        }
+    }
+
+    /// Writes and holds one notification per sender for the failed
+    /// copies (queueing those for remote senders last, once every local
+    /// one is held); `Err` (with everything written taken back) if any
+    /// cannot be made.
+    fn prepare(
+        &self,
+        msg: &Message<'_>,
+        failed: &[Outcome],
+        deadline: Instant,
+        held: &Held,
+    ) -> Result<Notices, String> {
+        let local = &*self.local;
+        let mut senders: Vec<&str> = failed.iter().map(|f| f.notify.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut plan = Vec::new();
+        for sender in senders {
+            match self.route(sender) {
+                Some(route) => plan.push((sender, route)),
+                None if sender.is_empty() => {
+                    return Err("the null sender cannot be notified".into())
+                }
+                None => {
+                    return Err(format!(
+                        "<{sender}>, which is not local, cannot be notified (no [relay])"
+                    ))
+                }
+            }
+        }
+        // A notification for a mailbox this message holds locked (the
+        // sender wrote to itself) can only be written once that copy is
+        // committed; the copy just worked, so it is very likely to.
+        let locked = |to: &crate::delivery::Recipient| {
+            to.dests
+                .iter()
+                .any(|d| matches!(d.target, Target::Mbox(_)) && held.holds(&d.target))
+        };
+        if plan
+            .iter()
+            .any(|(_, r)| matches!(r, Route::Here(to) if locked(to)))
+        {
+            return Ok(Notices::Afterwards);
+        }
+        let mut out: Vec<Held> = Vec::new();
+        let give_up = |out: Vec<Held>, why: String| {
+            for h in out {
+                local.abort(h, deadline);
+            }
+            Err(why)
+        };
+        let entries_for = |sender: &str| -> Vec<dsn::Entry> {
+            failed
+                .iter()
+                .filter(|f| f.notify == sender)
+                .map(|f| dsn::Entry {
+                    action: dsn::Action::Failed,
+                    recipient: f.recipient.clone(),
+                    original: (f.original != f.recipient).then(|| f.original.clone()),
+                    status: f.code.to_string(),
+                    diagnostic: f
+                        .status
+                        .error()
+                        .map_or_else(String::new, |e| e.reason.clone()),
+                })
+                .collect()
+        };
+        for (sender, route) in &plan {
+            if let Route::Here(to) = route {
+                match self.stage(
+                    msg,
+                    dsn::Kind::Failure,
+                    sender,
+                    to,
+                    &entries_for(sender),
+                    deadline,
+                ) {
+                    Ok(h) => out.push(h),
+                    Err(why) => return give_up(out, why),
+                }
+            }
+        }
+        for (sender, route) in &plan {
+            if let Route::Queue = route {
+                if let Err(why) =
+                    self.enqueue(msg, dsn::Kind::Failure, sender, &entries_for(sender))
+                {
+                    return give_up(out, why);
+                }
+            }
+        }
+        Ok(Notices::Staged(out))
+    }
+
+    /// The notification's text.
+    fn compose(
+        &self,
+        msg: &Message<'_>,
+        kind: dsn::Kind,
+        id: &str,
+        to: &str,
+        entries: &[dsn::Entry],
+    ) -> Result<Vec<u8>, String> {
+        let (returned, full) = returned(msg, kind)?;
+        Ok(dsn::compose(&dsn::Report {
+            hostname: &self.local.config().hostname,
+            id,
+            original_id: msg.id,
+            to,
+            arrival: msg.received,
+            now: SYSTEM.now(),
+            kind,
+            entries,
+            returned: &returned,
+            full,
+            envid: msg.dsn.envid,
+        }))
+    }
+
+    /// Writes and holds a notification to the local recipient `to`.
+    fn stage(
+        &self,
+        msg: &Message<'_>,
+        kind: dsn::Kind,
+        sender: &str,
+        to: &crate::delivery::Recipient,
+        entries: &[dsn::Entry],
+        deadline: Instant,
+    ) -> Result<Held, String> {
+        let local = &*self.local;
+        let id = SYSTEM.queue_id();
+        let text = self.compose(msg, kind, &id, sender, entries)?;
+        let mut body = Spool::create(&local.config().spool_dir)
+            .map_err(|e| format!("spooling the notification: {e}"))?;
+        body.write(&text)
+            .map_err(|e| format!("spooling the notification: {e}"))?;
         // With a null sender: a notification is never reported on.
         let Attempt { held, failed, .. } = local.attempt(
             &Message {
                 id: &id,
                 reverse_path: "",
-                recipients: std::slice::from_ref(&to),
+                recipients: std::slice::from_ref(to),
                 body: body.body(),
-                received: now,
+                received: SYSTEM.now(),
+                dsn: crate::delivery::Dsn::default(),
             },
             deadline,
         );
-        out.push(held);
         if let Some(f) = failed.first() {
             let why = f.status.error().map_or("", |e| e.reason.as_str());
-            return give_up(out, format!("the notification to <{sender}> failed: {why}"));
+            local.abort(held, deadline);
+            return Err(format!("the notification to <{sender}> failed: {why}"));
         }
         log::info!(
             "{}: notification {id} to <{sender}> for {} recipients",
             msg.id,
-            report.len()
+            entries.len()
         );
+        Ok(held)
     }
-    Ok(Notices::Staged(out))
+
+    /// Queues a notification to a remote sender, for the relay.
+    fn enqueue(
+        &self,
+        msg: &Message<'_>,
+        kind: dsn::Kind,
+        sender: &str,
+        entries: &[dsn::Entry],
+    ) -> Result<(), String> {
+        let outbox = self.outbox.as_ref().ok_or("there is no relay")?;
+        let (returned, full) = returned(msg, kind)?;
+        outbox
+            .notice(
+                self.local.config(),
+                &Notice {
+                    original_id: msg.id,
+                    arrival: msg.received,
+                    envid: msg.dsn.envid,
+                    kind,
+                    returned: &returned,
+                    full,
+                    to: sender,
+                    notify: None,
+                    entries,
+                },
+            )
+            .map(drop)
+            .map_err(|e| format!("queueing the notification to <{sender}>: {e}"))
+    }
+}
+
+/// What a notification returns of the message, and whether that is all
+/// of it: the header, or everything for a failure when the sender asked
+/// for RET=FULL.
+fn returned(msg: &Message<'_>, kind: dsn::Kind) -> Result<(Vec<u8>, bool), String> {
+    let full = kind == dsn::Kind::Failure && msg.dsn.ret == Some(Ret::Full);
+    let read = if full {
+        let mut all = Vec::with_capacity(msg.body.len() as usize);
+        std::io::Read::read_to_end(&mut msg.body.reader(), &mut all).map(|_| all)
+    } else {
+        dsn::read_header(msg.body)
+    };
+    read.map(|r| (r, full))
+        .map_err(|e| format!("reading the spool: {e}"))
+}
+
+fn summary(failed: &[Outcome]) -> DeliveryError {
+    failure::summary(failed.iter().filter_map(|o| o.status.error()))
+        .expect("only failures are summed up")
 }

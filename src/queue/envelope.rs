@@ -18,29 +18,7 @@ const MAGIC: &str = "mailroom-queue 1";
 /// The longest envelope header read back; a file past it is not ours.
 pub const MAX_HEADER: usize = 1 << 20;
 
-/// RFC 3461 RET: what a failure notice returns of the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-/// RFC 3461 NOTIFY, as a set; `None` in [`Rcpt::notify`] is "not given"
-/// (failures and delays are then reported).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl Notify {
-    pub const NEVER: Notify = Notify {
-        success: false,
-        failure: false,
-        delay: false,
-    };
-}
+pub use crate::smtp::command::{Notify, Ret};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rcpt {
@@ -113,20 +91,7 @@ impl Envelope {
             let _ = writeln!(s, "envid {}", enc(envid));
         }
         for r in &self.recipients {
-            let notify = match r.notify {
-                None => "-".to_string(),
-                Some(Notify::NEVER) => "never".to_string(),
-                Some(n) => [
-                    (n.success, "success"),
-                    (n.failure, "failure"),
-                    (n.delay, "delay"),
-                ]
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, name)| *name)
-                .collect::<Vec<_>>()
-                .join(","),
-            };
+            let notify = r.notify.map_or("-".to_string(), Notify::words);
             let orcpt = r.orcpt.as_deref().map_or("-".to_string(), enc);
             let _ = writeln!(s, "rcpt {notify} {orcpt} {}", enc(&r.address));
         }
@@ -199,19 +164,7 @@ impl Envelope {
 fn parse_notify(s: &str) -> Option<Option<Notify>> {
     match s {
         "-" => Some(None),
-        "never" => Some(Some(Notify::NEVER)),
-        _ => {
-            let mut n = Notify::NEVER;
-            for word in s.split(',') {
-                match word {
-                    "success" => n.success = true,
-                    "failure" => n.failure = true,
-                    "delay" => n.delay = true,
-                    _ => return None,
-                }
-            }
-            Some(Some(n))
-        }
+        _ => Notify::parse(s).map(Some),
     }
 }
 

@@ -2,8 +2,10 @@
 //! programs drop messages into it through the sendmail command
 //! ([`maildrop`]); the daemon keeps each one durably ([`store`], in the
 //! format of [`envelope`]) and a runner thread delivers it, retries it and
-//! reports on it ([`runner`]). [`list`] is what `mailq` shows.
+//! reports on it ([`runner`]), in notices composed by [`dsn`] and queued
+//! like any message ([`queue_notice`]). [`list`] is what `mailq` shows.
 
+pub mod dsn;
 pub mod envelope;
 pub mod list;
 pub mod maildrop;
@@ -16,3 +18,92 @@ pub use store::{Place, Queue};
 /// The daemon's socket in the queue directory: anyone may ask it to look
 /// in the maildrop, retry the queue, or list it.
 pub const SOCKET: &str = "mailroom.sock";
+
+/// The queue as the SMTP side sees it: where it puts what cannot be
+/// finished while its client waits (notices to remote senders), and how
+/// it tells the runner.
+#[derive(Clone)]
+pub struct Outbox {
+    pub queue: Queue,
+    pub wake: crossbeam_channel::Sender<Wake>,
+}
+
+impl Outbox {
+    /// Queues a notice and wakes the runner for it.
+    pub fn notice(
+        &self,
+        config: &crate::config::Config,
+        n: &Notice<'_>,
+    ) -> std::io::Result<String> {
+        let id = queue_notice(&self.queue, config, n)?;
+        // A full channel holds a wake-up already.
+        let _ = self.wake.try_send(Wake::Flush);
+        Ok(id)
+    }
+}
+
+/// A delivery status notification to queue (see [`dsn::compose`]).
+pub struct Notice<'a> {
+    /// The message reported on: its id, arrival and ENVID.
+    pub original_id: &'a str,
+    pub arrival: crate::smtp::trace::UnixTime,
+    pub envid: Option<&'a str>,
+    pub kind: dsn::Kind,
+    /// The message's header, or all of it when `full`.
+    pub returned: &'a [u8],
+    pub full: bool,
+    pub to: &'a str,
+    /// NOTIFY for the notice's own recipient: NEVER for one to postmaster.
+    pub notify: Option<envelope::Notify>,
+    pub entries: &'a [dsn::Entry],
+}
+
+/// Queues a notice from the null sender; its queue id. The runner is to
+/// be told of it.
+pub fn queue_notice(
+    queue: &Queue,
+    config: &crate::config::Config,
+    n: &Notice<'_>,
+) -> std::io::Result<String> {
+    use crate::smtp::trace::Clock as _;
+    let clock = &crate::clock::SYSTEM;
+    let now = clock.now();
+    let id = clock.queue_id();
+    let text = dsn::compose(&dsn::Report {
+        hostname: &config.hostname,
+        id: &id,
+        original_id: n.original_id,
+        to: n.to,
+        arrival: n.arrival,
+        now,
+        kind: n.kind,
+        entries: n.entries,
+        returned: n.returned,
+        full: n.full,
+        envid: n.envid,
+    });
+    let mut spool = crate::delivery::spool::Spool::create(&config.spool_dir)?;
+    spool.write(&text)?;
+    let notice = envelope::Envelope {
+        id: id.clone(),
+        arrived: now.secs,
+        sender: String::new(),
+        uid: None,
+        drop: None,
+        ret: None,
+        envid: None,
+        recipients: vec![envelope::Rcpt {
+            notify: n.notify,
+            ..envelope::Rcpt::new(n.to)
+        }],
+        size: text.len() as u64,
+    };
+    queue.put(&notice, b"", spool.body())?;
+    log::info!(
+        "{}: notice {id} to <{}> for {} recipients",
+        n.original_id,
+        n.to,
+        n.entries.len()
+    );
+    Ok(id)
+}

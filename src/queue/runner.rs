@@ -11,15 +11,14 @@
 //! and how many there were), so a restart picks up exactly where the
 //! runner stopped. `queue flush` makes everything due now.
 
-use super::envelope::{Envelope, Handed, Notify, Policy, Rcpt, Record, Ret, State};
+use super::dsn;
+use super::envelope::{Envelope, Handed, Notify, Policy, Record, Ret, State};
 use super::maildrop;
 use super::store::{Entry, OpenError, Place, Queue};
 use crate::clock::SYSTEM;
 use crate::config::Config;
 use crate::delivery::plan::Status;
-use crate::delivery::spool::Spool;
 use crate::delivery::{Local, Lookup, Message, Recipient};
-use crate::notices::dsn;
 use crate::relay::{self, Relay};
 use crate::smtp::address::{ForwardPath, Mailbox};
 use crate::smtp::trace::{Clock, UnixTime};
@@ -484,17 +483,18 @@ impl Runner {
         } else {
             header
         };
-        match queue_notice(
-            &self.queue,
-            config,
-            &e.env,
+        let notice = super::Notice {
+            original_id: &e.env.id,
+            arrival: UnixTime::from_secs(e.env.arrived),
+            envid: e.env.envid.as_deref(),
             kind,
             returned,
             full,
             to,
             notify,
             entries,
-        ) {
+        };
+        match super::queue_notice(&self.queue, config, &notice) {
             Ok(id) => {
                 self.schedule(&id, i64::MIN);
                 Some(id)
@@ -505,59 +505,6 @@ impl Runner {
             }
         }
     }
-}
-
-/// Queues a notice (RFC 3464) to `to`, from the null sender.
-#[allow(clippy::too_many_arguments)]
-fn queue_notice(
-    queue: &Queue,
-    config: &Config,
-    env: &Envelope,
-    kind: dsn::Kind,
-    returned: &[u8],
-    full: bool,
-    to: &str,
-    notify: Option<Notify>,
-    failed: &[dsn::Entry],
-) -> std::io::Result<String> {
-    let now = SYSTEM.now();
-    let id = SYSTEM.queue_id();
-    let text = dsn::compose(&dsn::Report {
-        hostname: &config.hostname,
-        id: &id,
-        original_id: &env.id,
-        to,
-        arrival: UnixTime::from_secs(env.arrived),
-        now,
-        kind,
-        entries: failed,
-        returned,
-        full,
-        envid: env.envid.as_deref(),
-    });
-    let mut spool = Spool::create(&config.spool_dir)?;
-    spool.write(&text)?;
-    let notice = Envelope {
-        id: id.clone(),
-        arrived: now.secs,
-        sender: String::new(),
-        uid: None,
-        drop: None,
-        ret: None,
-        envid: None,
-        recipients: vec![Rcpt {
-            notify,
-            ..Rcpt::new(to)
-        }],
-        size: text.len() as u64,
-    };
-    queue.put(&notice, b"", spool.body())?;
-    log::info!(
-        "{}: notice {id} to <{to}> for {} recipients",
-        env.id,
-        failed.len()
-    );
-    Ok(id)
 }
 
 impl Runner {
@@ -572,29 +519,11 @@ impl Runner {
         now: i64,
     ) -> Vec<Record> {
         let env = &e.env;
-        let notify_text = |n: &Option<super::envelope::Notify>| {
-            n.map(|n| {
-                if n == super::envelope::Notify::NEVER {
-                    "never".to_string()
-                } else {
-                    [
-                        (n.success, "success"),
-                        (n.failure, "failure"),
-                        (n.delay, "delay"),
-                    ]
-                    .iter()
-                    .filter(|(on, _)| *on)
-                    .map(|(_, w)| *w)
-                    .collect::<Vec<_>>()
-                    .join(",")
-                }
-            })
-        };
         let recipients: Vec<relay::Recipient<'_>> = remote
             .iter()
             .map(|&n| relay::Recipient {
                 address: &env.recipients[n].address,
-                notify: notify_text(&env.recipients[n].notify),
+                notify: env.recipients[n].notify.map(Notify::words),
                 orcpt: env.recipients[n].orcpt.as_deref(),
             })
             .collect();
@@ -603,8 +532,8 @@ impl Runner {
                 .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
         };
         let ret = env.ret.map(|r| match r {
-            super::envelope::Ret::Full => "FULL",
-            super::envelope::Ret::Hdrs => "HDRS",
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
         });
         let msg = relay::Outgoing {
             id: &env.id,
@@ -784,6 +713,8 @@ fn deliver_here(
         recipients: &recipients,
         body: e.body(),
         received: UnixTime::from_secs(e.env.arrived),
+        // What the sender asked to hear of is the runner's to report.
+        dsn: crate::delivery::Dsn::default(),
     };
     let deadline = Instant::now() + local.config().timeouts.delivery;
     let a = local.attempt(&msg, deadline);

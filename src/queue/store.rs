@@ -42,7 +42,7 @@ impl Place {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
 }

@@ -183,13 +183,8 @@ fn with_value(o: &mut Options, letter: char, value: String) -> Result<(), UsageE
 }
 
 fn check_notify(value: String) -> Result<String, UsageError> {
-    let v = value.to_ascii_lowercase();
-    let ok = v == "never"
-        || (!v.is_empty()
-            && v.split(',')
-                .all(|w| matches!(w, "success" | "failure" | "delay")));
-    if ok {
-        Ok(v)
+    if let Some(n) = crate::smtp::command::Notify::parse(&value) {
+        Ok(n.words())
     } else {
         Err(UsageError(format!(
             "-N {value}: must be never, or a list of success, failure and delay"

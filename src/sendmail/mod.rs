@@ -293,18 +293,7 @@ fn deliver(config: &Config, opts: &Options) -> Result<(), Fail> {
             format!("{}; nothing was sent", refused.join("; ")),
         ));
     }
-    let notify = opts.notify.as_deref().map(|n| {
-        let mut set = Notify::NEVER;
-        for word in n.split(',') {
-            match word {
-                "success" => set.success = true,
-                "failure" => set.failure = true,
-                "delay" => set.delay = true,
-                _ => {}
-            }
-        }
-        set
-    });
+    let notify = opts.notify.as_deref().and_then(Notify::parse);
     let env = Envelope {
         id: "drop".into(),
         arrived: now.secs,

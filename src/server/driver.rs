@@ -246,6 +246,11 @@ impl<S: Transport> Driver<'_, S> {
             recipients: &env.recipients,
             body: spool.body(),
             received: env.received,
+            dsn: crate::delivery::Dsn {
+                ret: env.ret,
+                envid: env.envid.as_deref(),
+                rcpts: &env.rcpt_params,
+            },
         };
         let result = self
             .ctx

@@ -43,6 +43,9 @@ pub struct Runtime {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The smarthost of `[relay]`, with its password and roots loaded.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// The queue, for what sessions cannot finish while their client
+    /// waits; fixed at start.
+    pub outbox: Option<crate::queue::Outbox>,
 }
 
 impl Runtime {
@@ -52,7 +55,11 @@ impl Runtime {
     /// loads the TLS certificate and key. A runtime that replaces an
     /// older one (on reload) takes over the interrupted mbox appends that
     /// are still to be undone.
-    pub fn new(config: Config, old: Option<&Runtime>) -> Result<Runtime, String> {
+    pub fn new(
+        config: Config,
+        old: Option<&Runtime>,
+        outbox: Option<crate::queue::Outbox>,
+    ) -> Result<Runtime, String> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let relay = crate::relay::Relay::new(&config)?.map(Arc::new);
         let config = Arc::new(config);
@@ -76,7 +83,8 @@ impl Runtime {
         }
         let local = Arc::new(local);
         Ok(Runtime {
-            delivery: Arc::new(Immediate::new(local.clone())),
+            delivery: Arc::new(Immediate::new(local.clone(), outbox.clone())),
+            outbox,
             local,
             settings: Arc::new(config.session_settings()),
             config,
@@ -148,7 +156,7 @@ impl Shared {
         {
             log::warn!("reload: changes to server.listen, server.smtps, server.workers and server.handoff_queue take effect only after a restart");
         }
-        let runtime = match Runtime::new(new, Some(&old)) {
+        let runtime = match Runtime::new(new, Some(&old), old.outbox.clone()) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("reload failed, keeping the old configuration: {e}");
@@ -317,7 +325,7 @@ pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
 /// names (aliases, certificate and key), without starting anything.
 pub fn check(path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
     let config = Config::load(path)?;
-    Runtime::new(config, None).map_err(|message| crate::config::ConfigError {
+    Runtime::new(config, None, None).map_err(|message| crate::config::ConfigError {
         file: path.display().to_string(),
         key: None,
         message,
@@ -351,7 +359,20 @@ fn config_dir(shared: &Shared) -> PathBuf {
 impl Server {
     /// Binds every listener, then starts the acceptor and the workers.
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
-        let runtime = Runtime::new(config, None).map_err(StartError::Config)?;
+        let queue = crate::queue::Queue::create(&config.queue.dir).map_err(|e| {
+            StartError::System(format!(
+                "queue directory {}: {e}",
+                config.queue.dir.display()
+            ))
+        })?;
+        // Wake-ups past these are redundant: the runner looks at
+        // everything when it wakes.
+        let (wake, wake_rx) = crossbeam_channel::bounded(16);
+        let outbox = crate::queue::Outbox {
+            queue: queue.clone(),
+            wake: wake.clone(),
+        };
+        let runtime = Runtime::new(config, None, Some(outbox)).map_err(StartError::Config)?;
         let config = &runtime.config;
         crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
             StartError::System(format!(
@@ -360,12 +381,6 @@ impl Server {
             ))
         })?;
         runtime.local.recover();
-        let queue = crate::queue::Queue::create(&config.queue.dir).map_err(|e| {
-            StartError::System(format!(
-                "queue directory {}: {e}",
-                config.queue.dir.display()
-            ))
-        })?;
         let (socket, socket_path) = control::bind(&config.queue.dir).map_err(|e| {
             StartError::System(format!("socket in {}: {e}", config.queue.dir.display()))
         })?;
@@ -407,9 +422,6 @@ impl Server {
             .map_err(|e| StartError::System(format!("cannot start the acceptor thread: {e}")))?;
         let workers = pool::start(workers_n, rx, shared.clone())
             .map_err(|e| StartError::System(format!("cannot start worker threads: {e}")))?;
-        // Wake-ups past these are redundant: the runner looks at
-        // everything when it wakes.
-        let (wake, wake_rx) = crossbeam_channel::bounded(16);
         let live = {
             let shared = shared.clone();
             Arc::new(move || {

@@ -6,6 +6,7 @@
 //! case. Whether a command is allowed *now* is the session's business.
 
 use super::address::{self, AddressError, ForwardPath, ReversePath};
+use super::encoding::xtext_decode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -17,6 +18,7 @@ pub enum Command {
     },
     Rcpt {
         path: ForwardPath,
+        params: RcptParams,
     },
     Data,
     Bdat {
@@ -53,6 +55,71 @@ impl BodyType {
     }
 }
 
+/// RFC 3461 RET: what a failure notice returns of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// RFC 3461 NOTIFY, as a set (all false: NEVER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Notify {
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    pub const NEVER: Notify = Notify {
+        success: false,
+        failure: false,
+        delay: false,
+    };
+
+    /// `never`, or the words of the set joined by commas, lower case.
+    pub fn words(self) -> String {
+        if self == Notify::NEVER {
+            return "never".into();
+        }
+        [
+            (self.success, "success"),
+            (self.failure, "failure"),
+            (self.delay, "delay"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, w)| *w)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+
+    /// The value of a NOTIFY parameter (or of sendmail's `-N`), in any
+    /// case: `NEVER` alone, or each of the others at most once.
+    pub fn parse(value: &str) -> Option<Notify> {
+        if value.eq_ignore_ascii_case("NEVER") {
+            return Some(Notify::NEVER);
+        }
+        let mut n = Notify::NEVER;
+        for word in value.split(',') {
+            let slot = if word.eq_ignore_ascii_case("SUCCESS") {
+                &mut n.success
+            } else if word.eq_ignore_ascii_case("FAILURE") {
+                &mut n.failure
+            } else if word.eq_ignore_ascii_case("DELAY") {
+                &mut n.delay
+            } else {
+                return None;
+            };
+            if *slot {
+                return None;
+            }
+            *slot = true;
+        }
+        Some(n)
+    }
+}
+
 /// ESMTP parameters of MAIL FROM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailParams {
@@ -60,6 +127,18 @@ pub struct MailParams {
     pub size: Option<u64>,
     pub body: Option<BodyType>,
     pub smtputf8: bool,
+    /// RFC 3461.
+    pub ret: Option<Ret>,
+    /// RFC 3461 ENVID, xtext decoded.
+    pub envid: Option<String>,
+}
+
+/// ESMTP parameters of RCPT TO (RFC 3461).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RcptParams {
+    pub notify: Option<Notify>,
+    /// ORCPT as `type;address`, the address xtext decoded.
+    pub orcpt: Option<String>,
 }
 
 impl MailParams {
@@ -137,10 +216,10 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         let arg =
             keyword_arg(rest, "TO:").ok_or(ParseError::Syntax("Syntax: RCPT TO:<address>"))?;
         let (path, params) = address::parse_forward_path(arg).map_err(ParseError::Recipient)?;
-        if let Some(param) = params.split([' ', '\t']).find(|p| !p.is_empty()) {
-            return Err(ParseError::UnknownParameter(keyword_of(param)));
-        }
-        return Ok(Command::Rcpt { path });
+        return Ok(Command::Rcpt {
+            path,
+            params: parse_rcpt_params(params)?,
+        });
     }
     if is("DATA") {
         return no_args(Command::Data, "Syntax: DATA");
@@ -236,6 +315,62 @@ fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
                 return Err(ParseError::BadParameter("Duplicate SMTPUTF8 parameter"));
             }
             params.smtputf8 = true;
+        } else if key.eq_ignore_ascii_case("RET") {
+            let ret = match value {
+                Some(v) if v.eq_ignore_ascii_case("FULL") => Ret::Full,
+                Some(v) if v.eq_ignore_ascii_case("HDRS") => Ret::Hdrs,
+                _ => return Err(ParseError::BadParameter("Bad RET parameter")),
+            };
+            if params.ret.replace(ret).is_some() {
+                return Err(ParseError::BadParameter("Duplicate RET parameter"));
+            }
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            // RFC 3461 4.4: at most 100 characters, printable ASCII.
+            let envid = value
+                .filter(|v| v.len() <= 100)
+                .and_then(xtext_decode)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                .ok_or(ParseError::BadParameter("Bad ENVID parameter"))?;
+            if params.envid.replace(envid).is_some() {
+                return Err(ParseError::BadParameter("Duplicate ENVID parameter"));
+            }
+        } else {
+            return Err(ParseError::UnknownParameter(keyword_of(param)));
+        }
+    }
+    Ok(params)
+}
+
+fn parse_rcpt_params(s: &str) -> Result<RcptParams, ParseError> {
+    let mut params = RcptParams::default();
+    for param in s.split([' ', '\t']).filter(|p| !p.is_empty()) {
+        let (key, value) = match param.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (param, None),
+        };
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            let n = value
+                .and_then(Notify::parse)
+                .ok_or(ParseError::BadParameter("Bad NOTIFY parameter"))?;
+            if params.notify.replace(n).is_some() {
+                return Err(ParseError::BadParameter("Duplicate NOTIFY parameter"));
+            }
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            // RFC 3461 4.2: addr-type ";" xtext, at most 500 characters.
+            let orcpt = value
+                .filter(|v| v.len() <= 500)
+                .and_then(|v| v.split_once(';'))
+                .filter(|(kind, _)| {
+                    !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .and_then(|(kind, addr)| {
+                    let addr = xtext_decode(addr).filter(|a| !a.is_empty())?;
+                    Some(format!("{};{addr}", kind.to_ascii_lowercase()))
+                })
+                .ok_or(ParseError::BadParameter("Bad ORCPT parameter"))?;
+            if params.orcpt.replace(orcpt).is_some() {
+                return Err(ParseError::BadParameter("Duplicate ORCPT parameter"));
+            }
         } else {
             return Err(ParseError::UnknownParameter(keyword_of(param)));
         }
@@ -309,6 +444,7 @@ mod tests {
                         size: Some(1000),
                         body: Some(BodyType::EightBitMime),
                         smtputf8: true,
+                        ..MailParams::default()
                     },
                 },
             ),
@@ -336,12 +472,14 @@ mod tests {
                 "RCPT TO:<postmaster>",
                 Command::Rcpt {
                     path: ForwardPath::Postmaster,
+                    params: RcptParams::default(),
                 },
             ),
             (
                 "rcpt to:<@relay.example:user@c.example>",
                 Command::Rcpt {
                     path: ForwardPath::Mailbox(mbox("user", "c.example")),
+                    params: RcptParams::default(),
                 },
             ),
             ("DATA", Command::Data),
@@ -414,12 +552,56 @@ mod tests {
                 UnknownParameter("FOO".into()),
             ),
             (
-                "MAIL FROM:<a@b.example> RET=HDRS",
-                UnknownParameter("RET".into()),
+                "RCPT TO:<a@b.example> FOO=1",
+                UnknownParameter("FOO".into()),
             ),
             (
-                "RCPT TO:<a@b.example> NOTIFY=NEVER",
-                UnknownParameter("NOTIFY".into()),
+                "MAIL FROM:<a@b.example> RET=MOST",
+                BadParameter("Bad RET parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> RET=FULL RET=HDRS",
+                BadParameter("Duplicate RET parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> ENVID=",
+                BadParameter("Bad ENVID parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> ENVID=a+2",
+                BadParameter("Bad ENVID parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> ENVID=a+0A",
+                BadParameter("Bad ENVID parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> NOTIFY=NEVER,SUCCESS",
+                BadParameter("Bad NOTIFY parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> NOTIFY=DELAY,DELAY",
+                BadParameter("Bad NOTIFY parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> NOTIFY",
+                BadParameter("Bad NOTIFY parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> NOTIFY=NEVER NOTIFY=NEVER",
+                BadParameter("Duplicate NOTIFY parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> ORCPT=a@b",
+                BadParameter("Bad ORCPT parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> ORCPT=;a@b",
+                BadParameter("Bad ORCPT parameter"),
+            ),
+            (
+                "RCPT TO:<a@b.example> ORCPT=rfc822;",
+                BadParameter("Bad ORCPT parameter"),
             ),
             (
                 "MAIL FROM:<a@b.example> SIZE=",
@@ -449,6 +631,42 @@ mod tests {
         for (line, err) in cases {
             check(line, &Err(err));
         }
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        assert_eq!(
+            parse(b"MAIL FROM:<a@b.example> ret=hdrs ENVID=QQ+2B314").unwrap(),
+            Command::Mail {
+                path: ReversePath::Mailbox(mbox("a", "b.example")),
+                params: MailParams {
+                    ret: Some(Ret::Hdrs),
+                    envid: Some("QQ+314".into()),
+                    ..MailParams::default()
+                },
+            }
+        );
+        assert_eq!(
+            parse(b"RCPT TO:<c@d.example> NOTIFY=success,Delay ORCPT=RFC822;c+2Bx@d.example")
+                .unwrap(),
+            Command::Rcpt {
+                path: ForwardPath::Mailbox(mbox("c", "d.example")),
+                params: RcptParams {
+                    notify: Some(Notify {
+                        success: true,
+                        failure: false,
+                        delay: true
+                    }),
+                    orcpt: Some("rfc822;c+x@d.example".into()),
+                },
+            }
+        );
+        assert_eq!(Notify::parse("never"), Some(Notify::NEVER));
+        assert_eq!(Notify::NEVER.words(), "never");
+        assert_eq!(
+            Notify::parse("FAILURE,SUCCESS").unwrap().words(),
+            "success,failure"
+        );
     }
 
     #[test]
@@ -486,7 +704,8 @@ mod tests {
         assert_eq!(
             cmd,
             Command::Rcpt {
-                path: ForwardPath::Mailbox(mbox("用户", "例子.example"))
+                path: ForwardPath::Mailbox(mbox("用户", "例子.example")),
+                params: RcptParams::default(),
             }
         );
     }

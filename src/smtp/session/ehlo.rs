@@ -50,7 +50,7 @@ const fn row(keyword: Keyword, verbs: &'static [Verb], when: When) -> Row {
 /// In the order EHLO lists them; HELP puts the verbs in their own order.
 /// VRFY and EXPN are RFC 5321 verbs that HELP always names (VRFY answers
 /// 252 when it is off); the keywords only say that they really answer.
-const ROWS: [Row; 12] = [
+const ROWS: [Row; 13] = [
     row(
         Keyword::None,
         &[
@@ -81,6 +81,7 @@ const ROWS: [Row; 12] = [
     row(Keyword::Plain("CHUNKING"), &[(6, "BDAT")], When::Always),
     row(Keyword::Plain("BINARYMIME"), &[], When::Always),
     row(Keyword::Plain("SMTPUTF8"), &[], When::Always),
+    row(Keyword::Plain("DSN"), &[], When::Always),
     row(Keyword::Plain("HELP"), &[(10, "HELP")], When::Always),
 ];
 
@@ -141,12 +142,13 @@ mod tests {
                 "CHUNKING",
                 "BINARYMIME",
                 "SMTPUTF8",
+                "DSN",
                 "HELP"
             ]
         );
         let all = offer(true, true, true).keywords();
         assert_eq!(all[2..5], ["VRFY", "EXPN", "STARTTLS"]);
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 12);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod ehlo;
 pub mod phase;
 
 use super::address::{self, Domain, ForwardPath, Mailbox, ReversePath};
-use super::command::{self, BodyType, Command, MailParams, ParseError};
+use super::command::{self, BodyType, Command, MailParams, ParseError, RcptParams, Ret};
 use super::failure::DeliveryError;
 use super::peer::Peer;
 use super::reply::{self, Enhanced, Reply};
@@ -158,6 +158,10 @@ pub struct Envelope<R> {
     /// Reverse path without angle brackets; empty for `<>`.
     pub reverse_path: String,
     pub recipients: Vec<R>,
+    /// The DSN parameters (RFC 3461) of each of `recipients`.
+    pub rcpt_params: Vec<RcptParams>,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
     pub size: u64,
     /// When the body was complete.
     pub received: UnixTime,
@@ -186,6 +190,8 @@ struct Transaction<R> {
     from: ReversePath,
     params: MailParams,
     rcpts: Vec<R>,
+    /// The DSN parameters of each recipient in `rcpts`.
+    rcpt_params: Vec<RcptParams>,
     rcpt_attempts: usize,
     /// The single recipient's address as given, for `Received: ... for`.
     first_rcpt: Option<String>,
@@ -203,7 +209,7 @@ struct Hello {
 #[derive(Debug)]
 enum Pending {
     /// The answer to a lookup, for the RCPT, VRFY or EXPN that asked.
-    Rcpt(ForwardPath),
+    Rcpt(ForwardPath, RcptParams),
     Vrfy(String),
     Expn(String),
     /// The end of a BDAT chunk that is read and dropped: then this reply.
@@ -321,7 +327,7 @@ impl<R: Resolved> Session<R> {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
             Command::Mail { path, params } => Response::reply(self.mail(path, params)),
-            Command::Rcpt { path } => self.rcpt(path),
+            Command::Rcpt { path, params } => self.rcpt(path, params),
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
@@ -472,6 +478,7 @@ impl<R: Resolved> Session<R> {
             from: path,
             params,
             rcpts: Vec::new(),
+            rcpt_params: Vec::new(),
             rcpt_attempts: 0,
             first_rcpt: None,
             body: BodyMode::None,
@@ -480,7 +487,13 @@ impl<R: Resolved> Session<R> {
         reply::sender_ok()
     }
 
-    fn rcpt(&mut self, path: ForwardPath) -> Response {
+    fn rcpt(&mut self, path: ForwardPath, params: RcptParams) -> Response {
+        let esmtp = self.hello.as_ref().is_some_and(|h| h.esmtp);
+        if !esmtp && params != RcptParams::default() {
+            return Response::reply(reply::parameter_not_implemented(
+                "ESMTP parameters need EHLO",
+            ));
+        }
         let tx = self.tx.as_mut().expect("the phase has a transaction");
         tx.rcpt_attempts += 1;
         if let ForwardPath::Mailbox(m) = &path {
@@ -491,7 +504,7 @@ impl<R: Resolved> Session<R> {
         if tx.rcpts.len() >= self.settings.limits.max_recipients {
             return Response::reply(reply::too_many_recipients());
         }
-        self.ask(Pending::Rcpt(path.clone()), path)
+        self.ask(Pending::Rcpt(path.clone(), params), path)
     }
 
     fn ask(&mut self, asked: Pending, path: ForwardPath) -> Response {
@@ -506,7 +519,7 @@ impl<R: Resolved> Session<R> {
     /// EXPN that asked.
     pub fn answer(&mut self, lookup: Lookup<R>) -> Response {
         let reply = match self.pending.take() {
-            Some(Pending::Rcpt(path)) => self.rcpt_answered(path, lookup),
+            Some(Pending::Rcpt(path, params)) => self.rcpt_answered(path, params, lookup),
             Some(Pending::Vrfy(shown)) => vrfy_reply(&shown, lookup),
             Some(Pending::Expn(shown)) => expn_reply(&shown, lookup),
             other => unreachable!("an answer to nothing asked, while {other:?}"),
@@ -514,7 +527,7 @@ impl<R: Resolved> Session<R> {
         Response::reply(reply)
     }
 
-    fn rcpt_answered(&mut self, path: ForwardPath, lookup: Lookup<R>) -> Reply {
+    fn rcpt_answered(&mut self, path: ForwardPath, params: RcptParams, lookup: Lookup<R>) -> Reply {
         let tx = self
             .tx
             .as_mut()
@@ -533,6 +546,7 @@ impl<R: Resolved> Session<R> {
                     });
                 }
                 tx.rcpts.push(r);
+                tx.rcpt_params.push(params);
                 reply::recipient_ok()
             }
             Lookup::UnknownUser => {
@@ -667,6 +681,9 @@ impl<R: Resolved> Session<R> {
             id: tx.id,
             reverse_path: reverse_path_text(&tx.from),
             recipients: tx.rcpts,
+            rcpt_params: tx.rcpt_params,
+            ret: tx.params.ret,
+            envid: tx.params.envid,
             size: report.size,
             received: self.clock.now(),
         })
@@ -1173,7 +1190,8 @@ mod tests {
                 ("MAIL FROM:<a b@c>", 501),
                 ("MAIL FROM:<ü@b.example>", 553),
                 ("MAIL FROM:<ü@b.example> SMTPUTF8", 250),
-                ("RCPT TO:<alice@example.org> NOTIFY=NEVER", 555),
+                ("RCPT TO:<alice@example.org> FOO=BAR", 555),
+                ("RCPT TO:<alice@example.org> NOTIFY=NEVERMORE", 501),
                 ("RCPT TO:<bob@example.org>", 550),
                 ("RCPT TO:<x@elsewhere.example>", 550),
                 ("RCPT TO:<Alice@EXAMPLE.ORG>", 250),
@@ -1352,6 +1370,9 @@ mod tests {
             id: "ID".into(),
             reverse_path: String::new(),
             recipients: Vec::new(),
+            rcpt_params: Vec::new(),
+            ret: None,
+            envid: None,
             size: 0,
             received: UnixTime::from_secs(0),
         };
