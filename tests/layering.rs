@@ -1,6 +1,7 @@
 //! The layering holds by construction, not by comment: the arrows between
-//! the parts of `src/` point one way (the sockets -> notices -> delivery ->
-//! the protocol core), nothing imports `server`, and the protocol core in
+//! the parts of `src/` point one way (the sockets and the sendmail front
+//! end -> notices -> the queue -> the relay and delivery -> the protocol
+//! core), nothing imports `server`, and the protocol core in
 //! `src/smtp/` uses nothing of the crate outside itself, none of std but
 //! a short list of modules without IO (no files, sockets, processes,
 //! clock, threads or environment), and no crate but `log`.
@@ -42,8 +43,11 @@ const CORE_STD: &[&str] = &[
 /// every part may not (the server).
 fn denied(part: &str) -> &'static [&'static str] {
     match part {
-        "config" => &["delivery", "notices", "clock"],
-        "delivery" => &["notices"],
+        "config" => &["delivery", "notices", "clock", "queue", "relay", "sendmail", "net"],
+        "delivery" => &["notices", "queue", "relay", "sendmail"],
+        "queue" => &["notices", "sendmail"],
+        "relay" => &["notices", "queue", "sendmail"],
+        "net" => &["delivery", "notices", "queue", "relay", "sendmail"],
         _ => &[],
     }
 }
