@@ -113,7 +113,7 @@ fn file_id(t: &Target) -> Option<FileId> {
     let meta = match t {
         Target::Maildir(dir) => std::fs::metadata(dir),
         Target::Mbox(path) => std::fs::symlink_metadata(path),
-        Target::Pipe(_) | Target::Discard => return None,
+        Target::Pipe(_) | Target::Discard | Target::Forward(_) => return None,
     };
     meta.ok().map(|m| FileId(m.dev(), m.ino()))
 }

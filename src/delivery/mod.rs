@@ -41,6 +41,9 @@ pub enum Target {
     /// `/dev/null` as a file: the copy is taken and kept nowhere, as
     /// sendmail and Postfix do.
     Discard,
+    /// An address elsewhere (an alias or `.forward` member on another
+    /// host): no copy is made here; the message is queued for the relay.
+    Forward(String),
 }
 
 impl Target {
@@ -96,6 +99,16 @@ pub struct Dest {
     pub sender: Option<String>,
 }
 
+impl Recipient {
+    /// The addresses elsewhere its copies go to (through the queue).
+    pub fn forwards(&self) -> impl Iterator<Item = &str> {
+        self.dests.iter().filter_map(|d| match &d.target {
+            Target::Forward(to) => Some(to.as_str()),
+            _ => None,
+        })
+    }
+}
+
 impl Dest {
     /// For logs: the mailbox or command, and whose privileges it has.
     pub fn describe(&self) -> String {
@@ -108,6 +121,7 @@ impl Dest {
             Target::Mbox(p) => format!("mbox {}{who}", p.display()),
             Target::Pipe(c) => format!("pipe {c:?}{who}"),
             Target::Discard => "/dev/null".into(),
+            Target::Forward(to) => format!("the relay, for <{to}>"),
         }
     }
 }

@@ -38,7 +38,12 @@ pub fn copies<'a>(reverse_path: &str, recipients: &'a [Recipient]) -> Vec<Copy<'
     let mut seen = HashSet::new();
     let mut copies: Vec<Copy<'a>> = Vec::new();
     for r in recipients {
-        for d in &r.dests {
+        // Addresses elsewhere are the queue's: no copy is made here.
+        for d in r
+            .dests
+            .iter()
+            .filter(|d| !matches!(d.target, Target::Forward(_)))
+        {
             if seen.insert(&d.target) {
                 copies.push(Copy {
                     recipient: r,
@@ -50,7 +55,7 @@ pub fn copies<'a>(reverse_path: &str, recipients: &'a [Recipient]) -> Vec<Copy<'
     }
     copies.sort_by(|a, b| {
         let rank = |t: &'a Target| match t {
-            Target::Pipe(_) | Target::Discard => (0, None),
+            Target::Pipe(_) | Target::Discard | Target::Forward(_) => (0, None),
             Target::Maildir(_) => (1, None),
             Target::Mbox(p) => (2, Some(p)),
         };

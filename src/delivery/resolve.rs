@@ -284,7 +284,17 @@ impl Resolver<'_> {
                         let m = Mailbox::parse(a)
                             .map_err(|e| Lookup::TempFail(format!("alias member {a}: {e}")))?;
                         if !super::is_local(self.config, &m.domain) {
-                            return Err(Lookup::Remote(a.to_string()));
+                            if self.config.relay.is_none() {
+                                return Err(Lookup::Remote(a.to_string()));
+                            }
+                            let to = m.to_string();
+                            return self.push_dest(
+                                w,
+                                Target::Forward(to.clone()),
+                                RunAs::Server,
+                                to,
+                                ctx,
+                            );
                         }
                         (m.local, m.domain.to_string().to_ascii_lowercase())
                     }

@@ -76,7 +76,9 @@ impl Stager<'_> {
                         opts,
                         group: self.spool_group(a, target),
                     },
-                    Target::Pipe(_) | Target::Discard => unreachable!("not staged"),
+                    Target::Pipe(_) | Target::Discard | Target::Forward(_) => {
+                        unreachable!("not staged")
+                    }
                 };
                 let mut slot = None;
                 let staged =
@@ -124,7 +126,9 @@ impl Stager<'_> {
                     }
                 }
             }
-            (_, Target::Pipe(_) | Target::Discard) => unreachable!("not staged"),
+            (_, Target::Pipe(_) | Target::Discard | Target::Forward(_)) => {
+                unreachable!("not staged")
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use crate::delivery::local::{Attempt, Held};
 use crate::delivery::plan::{self, Decision, Outcome, Status};
 use crate::delivery::spool::Spool;
 use crate::delivery::{Delivery, DeliveryError, Local, Lookup, Message, Target};
+use crate::queue::envelope::Rcpt;
 use crate::queue::{dsn, Notice, Outbox};
 use crate::smtp::address::ForwardPath;
 use crate::smtp::command::Ret;
@@ -52,8 +53,15 @@ impl Delivery for Immediate {
     fn deliver(&self, msg: &Message<'_>, deadline: Instant) -> Result<(), DeliveryError> {
         let local = &*self.local;
         let a = local.attempt(msg, deadline);
-        let failure = match plan::decide(&a.failed, a.kept()) {
+        // Members elsewhere are copies too, made by queueing the message
+        // for them just before the local ones are committed.
+        let forwards = forwards(msg);
+        let failure = match plan::decide(&a.failed, a.kept() + forwards.len()) {
             Decision::Keep => {
+                if let Err(e) = self.forward(msg, forwards) {
+                    local.abort(a.held, deadline);
+                    return Err(e);
+                }
                 let late = failures(local.commit(a.held, msg.id, deadline));
                 return self.after_commit(msg, late, deadline);
             }
@@ -66,6 +74,13 @@ impl Delivery for Immediate {
         let reported = self.reported(msg, a.failed);
         match self.prepare(msg, &reported, deadline, &a.held) {
             Ok(Notices::Staged(notices)) => {
+                if let Err(e) = self.forward(msg, forwards) {
+                    for n in notices {
+                        local.abort(n, deadline);
+                    }
+                    local.abort(a.held, deadline);
+                    return Err(e);
+                }
                 let late = failures(local.commit(a.held, msg.id, deadline));
                 for n in notices {
                     // A notification that fails now is logged: it never
@@ -75,6 +90,10 @@ impl Delivery for Immediate {
                 self.after_commit(msg, late, deadline)
             }
             Ok(Notices::Afterwards) => {
+                if let Err(e) = self.forward(msg, forwards) {
+                    local.abort(a.held, deadline);
+                    return Err(e);
+                }
                 let mut failed = reported;
                 failed.extend(failures(local.commit(a.held, msg.id, deadline)));
                 self.after_commit(msg, failed, deadline)
@@ -96,6 +115,23 @@ impl Delivery for Immediate {
             }
         }
     }
+}
+
+/// The addresses elsewhere the message's recipients lead to, each with
+/// what its recipient's sender asked to hear.
+fn forwards(msg: &Message<'_>) -> Vec<Rcpt> {
+    let mut out: Vec<Rcpt> = Vec::new();
+    for (i, r) in msg.recipients.iter().enumerate() {
+        for to in r.forwards() {
+            if !out.iter().any(|o| o.address == to) {
+                out.push(Rcpt {
+                    notify: msg.dsn.of(i).notify,
+                    ..Rcpt::new(to)
+                });
+            }
+        }
+    }
+    out
 }
 
 fn failures(outcomes: Vec<Outcome>) -> Vec<Outcome> {
@@ -120,6 +156,24 @@ enum Route {
 }
 
 impl Immediate {
+    /// Queues the message for the relay, for `forwards`.
+    fn forward(&self, msg: &Message<'_>, forwards: Vec<Rcpt>) -> Result<(), DeliveryError> {
+        if forwards.is_empty() {
+            return Ok(());
+        }
+        let temporary = |why: String| DeliveryError::new(failure::Failure::Temporary, why);
+        let outbox = self
+            .outbox
+            .as_ref()
+            .ok_or_else(|| temporary("members elsewhere, and no relay".into()))?;
+        let n = forwards.len();
+        let id = outbox
+            .forward(msg.reverse_path, forwards, msg.body)
+            .map_err(|e| temporary(format!("queueing for the relay: {e}")))?;
+        log::info!("{}: queued as {id} for {n} members elsewhere", msg.id);
+        Ok(())
+    }
+
     /// The failures that are to be reported: not those of a recipient
     /// whose sender asked never to hear of failures (NOTIFY without
     /// FAILURE), which are logged only.

@@ -29,6 +29,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// Queues a message for addresses elsewhere and wakes the runner.
+    pub fn forward(
+        &self,
+        sender: &str,
+        recipients: Vec<envelope::Rcpt>,
+        body: crate::delivery::Body<'_>,
+    ) -> std::io::Result<String> {
+        let id = queue_forward(&self.queue, sender, recipients, body)?;
+        let _ = self.wake.try_send(Wake::Flush);
+        Ok(id)
+    }
+
     /// Queues a notice and wakes the runner for it.
     pub fn notice(
         &self,
@@ -105,5 +117,32 @@ pub fn queue_notice(
         n.to,
         n.entries.len()
     );
+    Ok(id)
+}
+
+/// Queues a message as it is (`body` starts with its `Received:` field)
+/// for `recipients` elsewhere, alias and `.forward` members: from then on
+/// it is the queue's, with its own retries and bounces to `sender`.
+pub fn queue_forward(
+    queue: &Queue,
+    sender: &str,
+    recipients: Vec<envelope::Rcpt>,
+    body: crate::delivery::Body<'_>,
+) -> std::io::Result<String> {
+    use crate::smtp::trace::Clock as _;
+    let clock = &crate::clock::SYSTEM;
+    let id = clock.queue_id();
+    let env = envelope::Envelope {
+        id: id.clone(),
+        arrived: clock.now().secs,
+        sender: sender.to_string(),
+        uid: None,
+        drop: None,
+        ret: None,
+        envid: None,
+        recipients,
+        size: body.len(),
+    };
+    queue.put(&env, b"", body)?;
     Ok(id)
 }

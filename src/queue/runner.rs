@@ -12,7 +12,7 @@
 //! runner stopped. `queue flush` makes everything due now.
 
 use super::dsn;
-use super::envelope::{Envelope, Handed, Notify, Policy, Record, Ret, State};
+use super::envelope::{Envelope, Handed, Notify, Policy, Record, Ret};
 use super::maildrop;
 use super::store::{Entry, OpenError, Place, Queue};
 use crate::clock::SYSTEM;
@@ -257,14 +257,18 @@ impl Runner {
         let config = local.config();
         let policy = policy(config);
         let now = now();
+        let mut new = Vec::new();
         let (mut records, remote) = tries(
+            &self.queue,
             local,
             services.relay.is_some(),
             &e,
-            &e.state(),
-            &policy,
             now,
+            &mut new,
         );
+        for id in new {
+            self.schedule(&id, i64::MIN);
+        }
         if let (Some(relay), false) = (&services.relay, remote.is_empty()) {
             records.extend(self.relay_out(relay, local, &e, &remote, now));
         }
@@ -608,15 +612,19 @@ impl Runner {
 /// Tries the recipients of a message that are due, delivering the local
 /// ones; the records of what became of them, and the remote ones left
 /// for the relay (`relay`: there is one).
+/// Messages queued on the way (for members elsewhere) go into `new`.
+#[allow(clippy::too_many_arguments)]
 fn tries(
+    queue: &Queue,
     local: &Local,
     relay: bool,
     e: &Entry,
-    state: &State,
-    policy: &Policy,
     now: i64,
+    new: &mut Vec<String>,
 ) -> (Vec<Record>, Vec<usize>) {
     let config = local.config();
+    let state = e.state();
+    let policy = policy(config);
     let mut records = Vec::new();
     let expired = now >= e.env.arrived.saturating_add(policy.lifetime as i64);
     let fail = |records: &mut Vec<Record>, n: usize, status: &str, reason: String| {
@@ -670,6 +678,41 @@ fn tries(
         match local.lookup(&ForwardPath::Mailbox(mailbox)) {
             Lookup::Local(mut found) => {
                 found.dests.retain(|d| !r.settled.contains(&d.address));
+                let forwards: Vec<super::envelope::Rcpt> = found
+                    .forwards()
+                    .map(|to| super::envelope::Rcpt {
+                        notify: e.env.recipients[n].notify,
+                        ..super::envelope::Rcpt::new(to)
+                    })
+                    .collect();
+                if !forwards.is_empty() {
+                    let addresses: Vec<String> =
+                        forwards.iter().map(|f| f.address.clone()).collect();
+                    match super::queue_forward(queue, &e.env.sender, forwards, e.body()) {
+                        Ok(id) => {
+                            log::info!("{}: queued as {id} for members elsewhere", e.env.id);
+                            new.push(id);
+                            records.extend(addresses.into_iter().map(|dest| Record::Sent {
+                                rcpt: n,
+                                at: now,
+                                dest,
+                                how: Handed::Passed,
+                            }));
+                        }
+                        Err(err) => {
+                            records.push(Record::Deferred {
+                                rcpt: n,
+                                at: now,
+                                status: "4.3.0".into(),
+                                reason: format!("queueing for the relay: {err}"),
+                            });
+                            continue;
+                        }
+                    }
+                    found
+                        .dests
+                        .retain(|d| !matches!(d.target, crate::delivery::Target::Forward(_)));
+                }
                 here.push((n, found));
             }
             Lookup::UnknownUser => fail(&mut records, n, "5.1.1", "no such mailbox here".into()),
