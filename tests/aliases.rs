@@ -144,7 +144,7 @@ fn local_parts_never_name_paths() {
     assert!(
         entries
             .iter()
-            .all(|n| ["mail", "spool", "mailroom.toml"].contains(&n.to_str().unwrap())),
+            .all(|n| ["mail", "spool", "queue", "mailroom.toml"].contains(&n.to_str().unwrap())),
         "{entries:?}"
     );
 }

@@ -7,6 +7,14 @@ use super::store::{Place, Queue};
 use crate::smtp::trace::{asctime, UnixTime};
 use std::fmt::Write as _;
 
+/// The first line of a listing that is not empty.
+const HEADER: &str = "-Queue ID-          --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+/// The columns the header sets: a size ends just before `SIZE_END`, under
+/// `--Size--`; the sender, the recipients and the reasons start at
+/// `SENDER`, under `-Sender/Recipient-`.
+const SIZE_END: usize = 28;
+const SENDER: usize = 50;
+
 /// The listing; unreadable files are named, not skipped in silence.
 pub fn render(queue: &Queue) -> std::io::Result<String> {
     let mut out = String::new();
@@ -22,9 +30,7 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
                 }
             };
             if count == 0 {
-                out.push_str(
-                    "-Queue ID-          --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
-                );
+                out.push_str(HEADER);
             }
             count += 1;
             octets += e.env.size;
@@ -43,14 +49,14 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
                 out,
                 "{id}{mark}{:>width$} {arrived}  {sender}",
                 e.env.size,
-                width = 29usize.saturating_sub(id.len()),
+                width = SIZE_END.saturating_sub(id.len() + 1),
             );
             let state: State = e.state();
             for n in state.pending() {
                 if let Some((status, why)) = &state.recipients[n].last_error {
-                    let _ = writeln!(out, "{:47}({status} {why})", "");
+                    let _ = writeln!(out, "{:SENDER$}({status} {why})", "");
                 }
-                let _ = writeln!(out, "{:47}{}", "", e.env.recipients[n].address);
+                let _ = writeln!(out, "{:SENDER$}{}", "", e.env.recipients[n].address);
             }
             out.push('\n');
         }
@@ -66,4 +72,15 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_are_the_headers() {
+        assert_eq!(HEADER.find("--Size--").map(|at| at + 8), Some(SIZE_END));
+        assert_eq!(HEADER.find("-Sender/Recipient-"), Some(SENDER));
+    }
 }

@@ -253,12 +253,15 @@ fn verify(config: &Config, opts: &Options) -> Result<(), Fail> {
 /// Reads, checks and drops a message.
 fn deliver(config: &Config, opts: &Options) -> Result<(), Fail> {
     let max = config.server.max_message_size;
+    let too_big = || {
+        Fail(
+            EX_DATAERR,
+            format!("the message is larger than max_message_size ({max} octets)"),
+        )
+    };
     let input = message::read_message(std::io::stdin().lock(), opts.ignore_dots, max).map_err(
         |e| match e {
-            message::InputError::TooBig(max) => Fail(
-                EX_DATAERR,
-                format!("the message is larger than max_message_size ({max} octets)"),
-            ),
+            message::InputError::TooBig(_) => too_big(),
             message::InputError::Io(e) => Fail(EX_TEMPFAIL, format!("reading the message: {e}")),
         },
     )?;
@@ -281,6 +284,10 @@ fn deliver(config: &Config, opts: &Options) -> Result<(), Fail> {
     };
     let prepared =
         message::prepare(&input, opts.extract, &origin).map_err(|e| Fail(EX_DATAERR, e))?;
+    // With the fields added: the daemon sets a larger drop aside unread.
+    if prepared.message.len() as u64 > max {
+        return Err(too_big());
+    }
     let rcpts = recipients(config, opts, &prepared.header_recipients)?;
     let local = local_for_checks(config);
     let refused: Vec<String> = rcpts

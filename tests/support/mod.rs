@@ -37,6 +37,7 @@ pub fn base_config(dir: &Path, top: &str, server: &str, tables: &str) -> String 
         r#"hostname = "mx.test.example"
 local_domains = ["test.example", "localhost"]
 spool_dir = "{d}/spool"
+queue_dir = "{d}/queue"
 {top}
 [server]
 listen = ["127.0.0.1:0"]
@@ -259,6 +260,11 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// The queue directory of [`base_config`].
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("queue")
+    }
+
     pub fn maildir(&self, user: &str) -> PathBuf {
         self.dir.path().join("mail").join(user).join("Maildir")
     }
@@ -287,19 +293,42 @@ pub struct Run {
 
 /// Runs the binary to its end (bounded; killed and failed past `limit`).
 pub fn run_bin(args: &[&std::ffi::OsStr], dir: &Path, limit: Duration) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir);
+    run_bounded(&mut cmd, None, limit)
+}
+
+/// Runs `cmd` to its end with `input` as its standard input (bounded:
+/// killed and failed past 20 s).
+pub fn run_command(cmd: &mut Command, input: &[u8]) -> Run {
+    run_bounded(cmd, Some(input), Duration::from_secs(20))
+}
+
+/// Runs `cmd` to its end, its standard input `input` or nothing, and
+/// panics if it has not ended within `limit`.
+fn run_bounded(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn mailroom");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let feed = child.stdin.take().map(|mut stdin| {
+        let input = input.unwrap_or_default().to_vec();
+        // A command may end without reading all of it; that is its business.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        })
+    });
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
         })
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
@@ -313,16 +342,63 @@ pub fn run_bin(args: &[&std::ffi::OsStr], dir: &Path, limit: Duration) -> Run {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "mailroom {args:?} did not exit within {limit:?}; stderr:\n{}",
+                "{cmd:?} did not exit within {limit:?}; stderr:\n{}",
                 err.join().unwrap()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    if let Some(feed) = feed {
+        let _ = feed.join();
+    }
     Run {
         code: status.code(),
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
+    }
+}
+
+/// The binary as local programs and people run it, `mailroom ARGS`, from
+/// `/`: only its configuration says where the queue is.
+pub fn local_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir("/");
+    cmd
+}
+
+/// `mailroom sendmail -C CONFIG ARGS` with `input` as the message
+/// (bounded).
+pub fn sendmail(config: &Path, args: &[&str], input: &[u8]) -> Run {
+    let mut cmd = local_command(&["sendmail", "-C"]);
+    cmd.arg(config).args(args);
+    run_command(&mut cmd, input)
+}
+
+/// `mailq -C CONFIG`, the binary called by that name (bounded).
+pub fn mailq(config: &Path) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = local_command(&["-C"]);
+    cmd.arg0("mailq").arg(config);
+    run_command(&mut cmd, b"")
+}
+
+/// `mailroom queue -C CONFIG ARGS` (bounded).
+pub fn queue_command(config: &Path, args: &[&str]) -> Run {
+    let mut cmd = local_command(&["queue", "-C"]);
+    cmd.arg(config).args(args);
+    run_command(&mut cmd, b"")
+}
+
+/// Waits (at most 10 s, failing with `what` past that) until `ready`
+/// gives something.
+pub fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = ready() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "waited 10 s for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
