@@ -43,7 +43,9 @@ const CORE_STD: &[&str] = &[
 /// every part may not (the server).
 fn denied(part: &str) -> &'static [&'static str] {
     match part {
-        "config" => &["delivery", "notices", "clock", "queue", "relay", "sendmail", "net"],
+        "config" => &[
+            "delivery", "notices", "clock", "queue", "relay", "sendmail", "net",
+        ],
         "delivery" => &["notices", "queue", "relay", "sendmail"],
         "queue" => &["notices", "sendmail"],
         "relay" => &["notices", "queue", "sendmail"],

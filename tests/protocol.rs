@@ -30,7 +30,11 @@ fn reply_codes_for_each_error() {
         ("MAIL FROM:<a@remote.example> SIZE=1000", 250, "2.1.0"),
         ("MAIL FROM:<a@remote.example>", 503, "5.5.1"),
         ("RCPT TO:<alice@test.example> XFOO=1", 555, "5.5.4"),
-        ("RCPT TO:<alice@test.example> NOTIFY=SOMETIMES", 501, "5.5.4"),
+        (
+            "RCPT TO:<alice@test.example> NOTIFY=SOMETIMES",
+            501,
+            "5.5.4",
+        ),
         ("RCPT TO:<a b@test.example>", 501, "5.1.3"),
         ("RCPT TO:<nobody@test.example>", 550, "5.1.1"),
         ("RCPT TO:<alice@elsewhere.example>", 550, "5.7.1"),

@@ -35,11 +35,7 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
             count += 1;
             octets += e.env.size;
             let mark = if place == Place::Hold { "!" } else { " " };
-            // "Sun Nov 22 14:40:00", without the year.
-            let arrived: String = asctime(UnixTime::from_secs(e.env.arrived))
-                .chars()
-                .take(19)
-                .collect();
+            let arrived = arrival(e.env.arrived);
             let sender = if e.env.sender.is_empty() {
                 "MAILER-DAEMON"
             } else {
@@ -61,6 +57,35 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
             out.push('\n');
         }
     }
+    // Drops the daemon has not taken yet: it does not run, or is about to.
+    let drops = super::maildrop::peek(queue);
+    for w in &drops {
+        if count == 0 {
+            out.push_str(HEADER);
+        }
+        count += 1;
+        octets += w.env.size;
+        let id: String = w.name.chars().take(18).collect();
+        let sender = if w.env.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &w.env.sender
+        };
+        let _ = writeln!(
+            out,
+            "{id}+{:>width$} {}  {sender}",
+            w.env.size,
+            arrival(w.dropped),
+            width = SIZE_END.saturating_sub(id.len() + 1),
+        );
+        for r in &w.env.recipients {
+            let _ = writeln!(out, "{:SENDER$}{}", "", r.address);
+        }
+        out.push('\n');
+    }
+    if !drops.is_empty() {
+        out.push_str("(+: in the maildrop, waiting for the daemon to take it)\n");
+    }
     if count == 0 {
         out.push_str("Mail queue is empty\n");
     } else {
@@ -72,6 +97,14 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// "Sun Nov 22 14:40:00": asctime without the year.
+fn arrival(secs: i64) -> String {
+    asctime(UnixTime::from_secs(secs))
+        .chars()
+        .take(19)
+        .collect()
 }
 
 #[cfg(test)]

@@ -110,6 +110,42 @@ pub fn waiting(queue: &Queue) -> io::Result<Vec<String>> {
     Ok(found.into_iter().map(|(_, n)| n).collect())
 }
 
+/// A complete drop, as `mailq` shows one while the daemon does not run.
+pub struct Waiting {
+    pub name: String,
+    pub env: Envelope,
+    /// When it was dropped (seconds since the epoch).
+    pub dropped: i64,
+}
+
+/// The complete drops that can be read, oldest first, without taking or
+/// removing anything.
+pub fn peek(queue: &Queue) -> Vec<Waiting> {
+    let Ok(entries) = std::fs::read_dir(queue.dir().join(DIR)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Waiting> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+            if meta.mode() & 0o100 == 0 {
+                return None;
+            }
+            let file = File::open(entry.path()).ok()?;
+            let mut head = vec![0u8; meta.len().min(MAX_HEADER as u64) as usize];
+            file.read_exact_at(&mut head, 0).ok()?;
+            let (env, _) = Envelope::decode(&head).ok()?;
+            Some(Waiting {
+                name: entry.file_name().into_string().ok()?,
+                env,
+                dropped: meta.mtime(),
+            })
+        })
+        .collect();
+    found.sort_by_key(|w| w.dropped);
+    found
+}
+
 /// Why a drop was not taken.
 #[derive(Debug)]
 pub enum Refused {

@@ -99,9 +99,12 @@ impl Runner {
         loop {
             while let Some(id) = self.next_due(now()) {
                 self.attempt(&id);
-                if let Ok(Wake::Stop) = wake.try_recv() {
-                    self.hang_up();
-                    return;
+                // What was asked meanwhile is done now, not dropped.
+                while let Ok(w) = wake.try_recv() {
+                    if !self.handle(w) {
+                        self.hang_up();
+                        return;
+                    }
                 }
             }
             self.hang_up();
@@ -110,24 +113,38 @@ impl Runner {
             });
             let wait = until_due.min(SCAN_EVERY.saturating_sub(last_scan.elapsed()));
             match wake.recv_timeout(wait) {
-                Ok(Wake::Pickup) => self.pick_up(),
-                Ok(Wake::Flush) => {
-                    self.pick_up();
-                    self.rescan();
-                    let ids: Vec<String> = self.when.keys().cloned().collect();
-                    for id in ids {
-                        self.schedule(&id, i64::MIN);
+                Ok(w) => {
+                    if !self.handle(w) {
+                        return;
                     }
                 }
-                Ok(Wake::Rescan) => self.rescan(),
-                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if last_scan.elapsed() >= SCAN_EVERY {
                 self.pick_up();
+                self.rescan();
                 last_scan = Instant::now();
             }
         }
+    }
+
+    /// Does what was asked; false for a stop.
+    fn handle(&mut self, w: Wake) -> bool {
+        match w {
+            Wake::Pickup => self.pick_up(),
+            Wake::Flush => {
+                self.pick_up();
+                self.rescan();
+                let ids: Vec<String> = self.when.keys().cloned().collect();
+                for id in ids {
+                    self.schedule(&id, i64::MIN);
+                }
+            }
+            Wake::Rescan => self.rescan(),
+            Wake::Stop => return false,
+        }
+        true
     }
 
     /// Nothing more is due now: the relay connection is closed.

@@ -65,13 +65,23 @@ const QUEUE_USAGE: &str =
 
 /// `mailroom queue ...`.
 pub fn main(args: &[String]) -> ExitCode {
-    let (config_path, rest) = match args {
-        [flag, path, rest @ ..] if flag == "-C" || flag == "--config" => {
-            (Some(Path::new(path)), rest)
+    // `-C FILE` may come anywhere.
+    let mut config_path = None;
+    let mut rest: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-C" || a == "--config" {
+            match it.next() {
+                Some(p) => config_path = Some(Path::new(p)),
+                None => {
+                    return super::finish("mailroom queue", Err(Fail(EX_USAGE, QUEUE_USAGE.into())))
+                }
+            }
+        } else {
+            rest.push(a.clone());
         }
-        rest => (None, rest),
-    };
-    let done = load_config(config_path).and_then(|config| match rest {
+    }
+    let done = load_config(config_path).and_then(|config| match rest.as_slice() {
         [cmd] if cmd == "list" => list(&config),
         [cmd] if cmd == "flush" => flush(&config),
         [cmd, ids @ ..]

@@ -73,6 +73,15 @@ pub struct Prepared {
 
 /// The message as it is queued.
 pub fn prepare(input: &[u8], extract: bool, origin: &Origin<'_>) -> Result<Prepared, String> {
+    // An mbox "From " line first is not part of the message (Sendmail and
+    // Postfix drop it too).
+    let input = match input.strip_prefix(b"From ") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&b""[..], |i| &rest[i + 1..]),
+        None => input,
+    };
     let split = header::split(input);
     let head = &input[..split.header];
     let body = &input[split.body..];
@@ -248,6 +257,22 @@ mod tests {
         assert!(prepare(b"To: <unclosed\n\n", true, &origin())
             .unwrap_err()
             .contains("To"));
+    }
+
+    #[test]
+    fn a_leading_mbox_from_line_is_dropped() {
+        let p = prepare(
+            b"From someone Mon Dec  7 09:00:00 2026\nSubject: x\nFrom: a@b.example\n\nbody\n",
+            false,
+            &origin(),
+        )
+        .unwrap();
+        let text = String::from_utf8(p.message).unwrap();
+        assert!(
+            text.starts_with("Subject: x\nFrom: a@b.example\nDate: "),
+            "{text}"
+        );
+        assert!(text.ends_with("\n\nbody\n"));
     }
 
     #[test]
