@@ -21,7 +21,7 @@ use crate::delivery::local::{Attempt, Held};
 use crate::delivery::plan::{self, Decision, Outcome, Status};
 use crate::delivery::spool::Spool;
 use crate::delivery::{Delivery, DeliveryError, Local, Lookup, Message, Target};
-use crate::queue::envelope::Rcpt;
+use crate::queue::envelope::{Handed, Rcpt, Record};
 use crate::queue::{dsn, Notice, Outbox};
 use crate::smtp::address::ForwardPath;
 use crate::smtp::command::Ret;
@@ -33,14 +33,14 @@ use std::time::Instant;
 /// Delivery while the client waits for its reply.
 pub struct Immediate {
     local: Arc<Local>,
-    /// The queue, where notices to remote senders go when there is a
-    /// relay to take them.
+    /// The queue: for copies that failed temporarily while others were
+    /// made, for members elsewhere, and for notices to remote senders
+    /// when there is a relay to take them.
     outbox: Option<Outbox>,
 }
 
 impl Immediate {
     pub fn new(local: Arc<Local>, outbox: Option<Outbox>) -> Immediate {
-        let outbox = outbox.filter(|_| local.config().relay.is_some());
         Immediate { local, outbox }
     }
 }
@@ -58,7 +58,7 @@ impl Delivery for Immediate {
         let forwards = forwards(msg);
         let failure = match plan::decide(&a.failed, a.kept() + forwards.len()) {
             Decision::Keep => {
-                if let Err(e) = self.forward(msg, forwards) {
+                if let Err(e) = self.queue_rest(msg, forwards, &[]) {
                     local.abort(a.held, deadline);
                     return Err(e);
                 }
@@ -71,10 +71,17 @@ impl Delivery for Immediate {
             }
             Decision::Report { failure } => failure,
         };
-        let reported = self.reported(msg, a.failed);
+        // Some copies are made. Those that failed temporarily are queued
+        // and retried, as the client's queue would do for the message; the
+        // others are reported now.
+        let (later, failed): (Vec<Outcome>, Vec<Outcome>) = a
+            .failed
+            .into_iter()
+            .partition(|o| self.outbox.is_some() && matches!(o.status, Status::Deferred(_)));
+        let reported = self.reported(msg, failed);
         match self.prepare(msg, &reported, deadline, &a.held) {
             Ok(Notices::Staged(notices)) => {
-                if let Err(e) = self.forward(msg, forwards) {
+                if let Err(e) = self.queue_rest(msg, forwards, &later) {
                     for n in notices {
                         local.abort(n, deadline);
                     }
@@ -90,7 +97,7 @@ impl Delivery for Immediate {
                 self.after_commit(msg, late, deadline)
             }
             Ok(Notices::Afterwards) => {
-                if let Err(e) = self.forward(msg, forwards) {
+                if let Err(e) = self.queue_rest(msg, forwards, &later) {
                     local.abort(a.held, deadline);
                     return Err(e);
                 }
@@ -156,21 +163,64 @@ enum Route {
 }
 
 impl Immediate {
-    /// Queues the message for the relay, for `forwards`.
-    fn forward(&self, msg: &Message<'_>, forwards: Vec<Rcpt>) -> Result<(), DeliveryError> {
-        if forwards.is_empty() {
+    /// Queues what is left of the message in one queue file: for the
+    /// members elsewhere (`forwards`), and for the recipients some of
+    /// whose copies failed temporarily (`later`), with the copies made
+    /// recorded, so that a retry makes only the others.
+    fn queue_rest(
+        &self,
+        msg: &Message<'_>,
+        mut recipients: Vec<Rcpt>,
+        later: &[Outcome],
+    ) -> Result<(), DeliveryError> {
+        if recipients.is_empty() && later.is_empty() {
             return Ok(());
         }
         let temporary = |why: String| DeliveryError::new(failure::Failure::Temporary, why);
         let outbox = self
             .outbox
             .as_ref()
-            .ok_or_else(|| temporary("members elsewhere, and no relay".into()))?;
-        let n = forwards.len();
+            .ok_or_else(|| temporary("nowhere to queue the rest".into()))?;
+        let forwards = recipients.len();
+        let now = SYSTEM.now().secs;
+        let mut records = Vec::new();
+        for (i, r) in msg.recipients.iter().enumerate() {
+            let failed: Vec<&str> = later
+                .iter()
+                .filter(|o| o.original == r.address)
+                .map(|o| o.recipient.as_str())
+                .collect();
+            if failed.is_empty() {
+                continue;
+            }
+            let n = recipients.len();
+            let params = msg.dsn.of(i);
+            recipients.push(Rcpt {
+                notify: params.notify,
+                orcpt: params.orcpt,
+                ..Rcpt::new(r.address.clone())
+            });
+            // Everything else it leads to is made (or queued above).
+            records.extend(
+                r.dests
+                    .iter()
+                    .filter(|d| !failed.contains(&d.address.as_str()))
+                    .map(|d| Record::Sent {
+                        rcpt: n,
+                        at: now,
+                        dest: d.address.clone(),
+                        how: Handed::Passed,
+                    }),
+            );
+        }
         let id = outbox
-            .forward(msg.reverse_path, forwards, msg.body)
-            .map_err(|e| temporary(format!("queueing for the relay: {e}")))?;
-        log::info!("{}: queued as {id} for {n} members elsewhere", msg.id);
+            .put(msg.reverse_path, recipients, msg.body, &records)
+            .map_err(|e| temporary(format!("queueing the rest: {e}")))?;
+        log::info!(
+            "{}: queued as {id}: {forwards} members elsewhere, {} copies to retry",
+            msg.id,
+            later.len()
+        );
         Ok(())
     }
 
@@ -274,9 +324,10 @@ impl Immediate {
 
     /// How a notification reaches `sender`, if it can.
     fn route(&self, sender: &str) -> Option<Route> {
+        let relay = self.outbox.is_some() && self.local.config().relay.is_some();
         match self.local.reachable(sender) {
             Some(to) => Some(Route::Here(to)),
-            None if !sender.is_empty() && self.outbox.is_some() => Some(Route::Queue),
+            None if !sender.is_empty() && relay => Some(Route::Queue),
             None => None,
         }
     }

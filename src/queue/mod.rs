@@ -29,14 +29,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queues a message for addresses elsewhere and wakes the runner.
-    pub fn forward(
+    /// Queues a message for recipients whose copies are not all made
+    /// (`records` says which are) and wakes the runner; see
+    /// [`queue_message`].
+    pub fn put(
         &self,
         sender: &str,
         recipients: Vec<envelope::Rcpt>,
         body: crate::delivery::Body<'_>,
+        records: &[envelope::Record],
     ) -> std::io::Result<String> {
-        let id = queue_forward(&self.queue, sender, recipients, body)?;
+        let id = queue_message(&self.queue, sender, recipients, body, records)?;
         let _ = self.wake.try_send(Wake::Flush);
         Ok(id)
     }
@@ -121,13 +124,15 @@ pub fn queue_notice(
 }
 
 /// Queues a message as it is (`body` starts with its `Received:` field)
-/// for `recipients` elsewhere, alias and `.forward` members: from then on
-/// it is the queue's, with its own retries and bounces to `sender`.
-pub fn queue_forward(
+/// for `recipients` (alias and `.forward` members elsewhere, or local ones
+/// to retry): from then on it is the queue's, with its own retries and
+/// bounces to `sender`. `records` are what is already known of them.
+pub fn queue_message(
     queue: &Queue,
     sender: &str,
     recipients: Vec<envelope::Rcpt>,
     body: crate::delivery::Body<'_>,
+    records: &[envelope::Record],
 ) -> std::io::Result<String> {
     use crate::smtp::trace::Clock as _;
     let clock = &crate::clock::SYSTEM;
@@ -143,6 +148,6 @@ pub fn queue_forward(
         recipients,
         size: body.len(),
     };
-    queue.put(&env, b"", body)?;
+    queue.put_with(&env, b"", body, records)?;
     Ok(id)
 }

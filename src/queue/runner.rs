@@ -705,7 +705,7 @@ fn tries(
                 if !forwards.is_empty() {
                     let addresses: Vec<String> =
                         forwards.iter().map(|f| f.address.clone()).collect();
-                    match super::queue_forward(queue, &e.env.sender, forwards, e.body()) {
+                    match super::queue_message(queue, &e.env.sender, forwards, e.body(), &[]) {
                         Ok(id) => {
                             log::info!("{}: queued as {id} for members elsewhere", e.env.id);
                             new.push(id);

@@ -109,6 +109,17 @@ impl Queue {
     /// Queues a message: `env`, then `prefix` and `body` as its octets
     /// (`env.size` must be their length). Durable when this returns.
     pub fn put(&self, env: &Envelope, prefix: &[u8], body: Body<'_>) -> io::Result<()> {
+        self.put_with(env, prefix, body, &[])
+    }
+
+    /// Queues a message with what is already known of its recipients.
+    pub fn put_with(
+        &self,
+        env: &Envelope,
+        prefix: &[u8],
+        body: Body<'_>,
+        records: &[Record],
+    ) -> io::Result<()> {
         debug_assert_eq!(env.size, prefix.len() as u64 + body.len());
         let tmp = self.dir.join("tmp").join(&env.id);
         let written = (|| {
@@ -121,6 +132,9 @@ impl Queue {
             out.write_all(env.encode().as_bytes())?;
             out.write_all(prefix)?;
             io::copy(&mut body.reader(), &mut out)?;
+            for r in records {
+                out.write_all(r.encode().as_bytes())?;
+            }
             out.flush()?;
             drop(out);
             f.sync_all()?;
