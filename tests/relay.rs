@@ -774,7 +774,6 @@ fn a_relay_that_never_answers_the_final_dot_defers_and_a_flush_delivers() {
 /// (here: a relay that hangs after DATA, 2 s timeouts) is delivered once
 /// the runner is free again, not a minute later.
 #[test]
-#[ignore = "queue/runner.rs: the Stop check after each attempt (`wake.try_recv()`) takes and drops any other wake, so a pickup (or flush) sent during an attempt is lost until the 60 s rescan"]
 fn mail_handed_in_while_the_runner_is_busy_is_picked_up_after_it() {
     needs_python!();
     let sink = Smarthost::start(&["--hang-after", "DATA", "--hang-connections", "1"]);
@@ -1433,7 +1432,6 @@ fn dsn_parameters_are_not_sent_to_a_relay_without_dsn() {
 /// message is stored with LF line ends, so every line adds one octet on
 /// the wire.
 #[test]
-#[ignore = "relay/mod.rs declares SIZE= with the stored length (LF line ends): one octet per line short of the size on the wire that RFC 1870 asks for"]
 fn the_declared_size_counts_the_message_as_sent() {
     needs_python!();
     let sink = Smarthost::start(&["--size", "0"]);
@@ -1461,7 +1459,6 @@ fn the_declared_size_counts_the_message_as_sent() {
 /// What follows from it: a relay limit between the stored size and the
 /// size on the wire is only found out after the whole message was sent.
 #[test]
-#[ignore = "relay/mod.rs compares the relay's SIZE with the stored length (LF line ends): a message over the limit only on the wire is sent whole, then refused with 552 after the dot"]
 fn a_message_over_the_limit_only_on_the_wire_is_not_sent() {
     needs_python!();
     let body = "a line of text\n".repeat(200);
@@ -1533,7 +1530,6 @@ fn a_utf8_header_needs_smtputf8_from_the_relay() {
 /// has sent QUIT. A 451 to one message says nothing against the
 /// connection.
 #[test]
-#[ignore = "relay/mod.rs, queue/runner.rs: a 4xx reply to MAIL, DATA or the final dot fails the session, which is dropped: the connection is closed without QUIT"]
 fn a_temporary_refusal_of_a_message_still_ends_the_connection_with_quit() {
     needs_python!();
     let sink = Smarthost::start(&["--dot-reply", "451", "--dot-reply-times", "1"]);

@@ -572,9 +572,10 @@ impl Runner {
         }
         .and_then(|mut session| {
             let r = session.send(&msg);
-            // A session whose message failed for its own sake (a 5xx for
-            // this message) can carry the next one; a broken one cannot.
-            if r.is_ok() || r.as_ref().is_err_and(|f| f.permanent) {
+            // A session whose message failed for its own sake (a reply
+            // about this message) can carry the next one; a broken one
+            // cannot.
+            if r.as_ref().map_or_else(|f| !f.broken, |_| true) {
                 self.relay = Some(session);
             }
             r

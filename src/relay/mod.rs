@@ -46,31 +46,47 @@ pub struct Failed {
     /// RFC 3463.
     pub status: String,
     pub reason: String,
+    /// The connection cannot carry another message (it broke, timed out
+    /// or never got going); otherwise only this message failed.
+    pub broken: bool,
 }
 
 impl Failed {
+    /// The connection's failure: temporary, and the end of it.
     fn temporary(status: &str, reason: String) -> Failed {
         Failed {
             permanent: false,
             status: status.into(),
             reason,
+            broken: true,
         }
     }
 
+    /// This message cannot go to the relay, ever.
     fn permanent(status: &str, reason: String) -> Failed {
         Failed {
             permanent: true,
             status: status.into(),
             reason,
+            broken: false,
         }
     }
 
-    /// The relay's own reply, by its class.
+    /// The relay's own reply about this message, by its class. A demand
+    /// to log in (530, 535) is about the configuration, not the message:
+    /// it defers, never bounces.
     fn of(reply: &Reply, during: &str) -> Failed {
+        let login = matches!(reply.code, 530 | 535)
+            || reply.status().is_some_and(|s| s == "5.7.0" || s == "5.7.8");
         Failed {
-            permanent: reply.is_permanent(),
-            status: reply.status_or_class(),
+            permanent: reply.is_permanent() && !login,
+            status: if login {
+                "4.7.0".into()
+            } else {
+                reply.status_or_class()
+            },
             reason: format!("the relay said, after {during}: {reply}"),
+            broken: false,
         }
     }
 }
@@ -150,25 +166,36 @@ impl Relay {
             })?
             .collect();
         let mut errors = Vec::new();
+        // The status of the last address's failure stands for all.
+        let mut status = "4.4.1".to_string();
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, s.connect_timeout) {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     match Session::start(self.clone(), Socket::new(tcp)) {
                         Ok(session) => return Ok(session),
-                        Err(f) => errors.push(format!("{addr}: {}", f.reason)),
+                        Err(f) => {
+                            errors.push(format!("{addr}: {}", f.reason));
+                            status = f.status;
+                        }
                     }
                 }
-                Err(e) => errors.push(format!("connect to {addr}: {e}")),
+                Err(e) => {
+                    errors.push(format!("connect to {addr}: {e}"));
+                    status = "4.4.1".into();
+                }
             }
         }
         if errors.is_empty() {
             errors.push(format!("{} has no address", s.host));
         }
-        Err(Failed::temporary(
-            "4.4.1",
-            format!("relay {}:{}: {}", s.host, s.port, errors.join("; ")),
-        ))
+        let named = format!("{}:{}", s.host, s.port);
+        let reason = if errors.len() == 1 && errors[0].contains(&named) {
+            format!("relay {}", errors[0])
+        } else {
+            format!("relay {named}: {}", errors.join("; "))
+        };
+        Err(Failed::temporary(&status, reason))
     }
 }
 
@@ -348,21 +375,15 @@ impl Session {
     pub fn send(&mut self, msg: &Outgoing<'_>) -> Result<Vec<Outcome>, Failed> {
         let s = &self.relay.settings;
         let (command, data, dot) = (s.command_timeout, s.data_timeout, s.dot_timeout);
-        if self.sent > 0 {
-            let r = self.command("RSET\r\n", command, "RSET")?;
-            if r.code != 250 {
-                return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
-            }
-        }
-        self.sent += 1;
-        let (eight_bit, utf8) = scan(msg)?;
-        if let Some(max) = self.ext.size.filter(|&m| m > 0 && msg.body.len() > m) {
+        let Scan {
+            eight_bit,
+            utf8,
+            wire,
+        } = scan(msg)?;
+        if let Some(max) = self.ext.size.filter(|&m| m > 0 && wire > m) {
             return Err(Failed::permanent(
                 "5.3.4",
-                format!(
-                    "the message is {} octets, more than the relay takes ({max})",
-                    msg.body.len()
-                ),
+                format!("the message is {wire} octets, more than the relay takes ({max})"),
             ));
         }
         if utf8 && !self.ext.smtputf8 {
@@ -377,14 +398,14 @@ impl Session {
                 "the message has 8-bit content, and the relay does not offer 8BITMIME".into(),
             ));
         }
-        let mail = client::mail_from(
-            msg.sender,
-            msg.body.len(),
-            &self.ext,
-            eight_bit,
-            utf8,
-            &msg.dsn,
-        );
+        if self.sent > 0 {
+            let r = self.command("RSET\r\n", command, "RSET")?;
+            if r.code != 250 {
+                return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
+            }
+        }
+        self.sent += 1;
+        let mail = client::mail_from(msg.sender, wire, &self.ext, eight_bit, utf8, &msg.dsn);
         let rcpts: Vec<String> = msg
             .recipients
             .iter()
@@ -589,15 +610,25 @@ fn handshake(relay: &Relay, sock: Socket) -> Result<TlsStream<Socket>, Failed> {
         .map_err(|e| Failed::temporary("4.7.0", format!("TLS with {host}: {e}")))
 }
 
-/// Whether the message has 8-bit octets, and whether it needs SMTPUTF8
-/// (non-ASCII addresses, or a header with UTF-8 in it, RFC 6532).
-fn scan(msg: &Outgoing<'_>) -> Result<(bool, bool), Failed> {
+/// What a message needs of the relay.
+struct Scan {
+    /// It has 8-bit octets (8BITMIME).
+    eight_bit: bool,
+    /// It needs SMTPUTF8: non-ASCII addresses, or UTF-8 in its header
+    /// (RFC 6532).
+    utf8: bool,
+    /// Its size as sent (RFC 1870): CRLF line ends and stuffed dots.
+    wire: u64,
+}
+
+fn scan(msg: &Outgoing<'_>) -> Result<Scan, Failed> {
     let mut reader = msg.body.reader();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut eight_bit = false;
     let mut in_header = true;
     let mut header_utf8 = false;
     let mut last = b'\n';
+    let mut wire = 0u64;
     loop {
         let n = reader
             .read(&mut chunk)
@@ -613,12 +644,18 @@ fn scan(msg: &Outgoing<'_>) -> Result<(bool, bool), Failed> {
                 eight_bit = true;
                 header_utf8 |= in_header;
             }
+            // LF goes as CRLF, and a dot starting a line is doubled.
+            wire += 1 + u64::from(b == b'\n') + u64::from(b == b'.' && last == b'\n');
             last = b;
         }
-        if eight_bit && !in_header {
-            break;
-        }
+    }
+    if last != b'\n' && wire > 0 {
+        wire += 2;
     }
     let addresses = !msg.sender.is_ascii() || msg.recipients.iter().any(|r| !r.address.is_ascii());
-    Ok((eight_bit, addresses || header_utf8))
+    Ok(Scan {
+        eight_bit,
+        utf8: addresses || header_utf8,
+        wire,
+    })
 }
