@@ -798,7 +798,6 @@ fn mail_handed_in_while_the_runner_is_busy_is_picked_up_after_it() {
 /// relay's command_timeout is 8 s here, and alice's message, handed in
 /// while the relay hangs, should arrive well before that.
 #[test]
-#[ignore = "queue/runner.rs: one thread delivers locally and relays; while it waits on a hung relay (each queued remote message up to connect_timeout + command_timeout), queued local mail waits too"]
 fn queued_local_mail_is_not_held_up_by_a_hung_relay() {
     needs_python!();
     let sink = Smarthost::start(&["--hang-after", "EHLO", "--hang-seconds", "20"]);

@@ -9,6 +9,7 @@ pub mod dsn;
 pub mod envelope;
 pub mod list;
 pub mod maildrop;
+mod outbound;
 pub mod runner;
 pub mod store;
 
@@ -40,7 +41,7 @@ impl Outbox {
         records: &[envelope::Record],
     ) -> std::io::Result<String> {
         let id = queue_message(&self.queue, sender, recipients, body, records)?;
-        let _ = self.wake.try_send(Wake::Flush);
+        let _ = self.wake.try_send(Wake::Rescan);
         Ok(id)
     }
 
@@ -52,7 +53,7 @@ impl Outbox {
     ) -> std::io::Result<String> {
         let id = queue_notice(&self.queue, config, n)?;
         // A full channel holds a wake-up already.
-        let _ = self.wake.try_send(Wake::Flush);
+        let _ = self.wake.try_send(Wake::Rescan);
         Ok(id)
     }
 }

@@ -14,16 +14,17 @@
 use super::dsn;
 use super::envelope::{Envelope, Handed, Notify, Policy, Record, Ret};
 use super::maildrop;
+use super::outbound;
 use super::store::{Entry, OpenError, Place, Queue};
 use crate::clock::SYSTEM;
 use crate::config::Config;
 use crate::delivery::plan::Status;
 use crate::delivery::{Local, Lookup, Message, Recipient};
-use crate::relay::{self, Relay};
+use crate::relay::Relay;
 use crate::smtp::address::{ForwardPath, Mailbox};
 use crate::smtp::trace::{Clock, UnixTime};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use std::collections::{BTreeSet, HashMap};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,9 +58,10 @@ pub type Live = Arc<dyn Fn() -> Services + Send + Sync>;
 pub struct Runner {
     queue: Queue,
     live: Live,
-    /// A connection to the relay, kept for the next message while
-    /// messages are due.
-    relay: Option<relay::Session>,
+    /// Where messages go to be relayed, and the ones out there now (their
+    /// files are the relay thread's until they come back).
+    relay: Option<Sender<outbound::Work>>,
+    out: HashSet<String>,
     /// Messages by when they are due (seconds), and the other way round.
     due: BTreeSet<(i64, String)>,
     when: HashMap<String, i64>,
@@ -85,6 +87,7 @@ impl Runner {
             queue,
             live,
             relay: None,
+            out: HashSet::new(),
             due: BTreeSet::new(),
             when: HashMap::new(),
         }
@@ -92,6 +95,20 @@ impl Runner {
 
     /// Runs until told to stop.
     pub fn run(mut self, wake: Receiver<Wake>) {
+        // The relay's thread ends when this end of its channel goes. It is
+        // not waited for: a crash at any point loses nothing, and a stop
+        // should not wait for a hung relay.
+        let (jobs, jobs_rx) = crossbeam_channel::bounded(64);
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let queue = self.queue.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || outbound::run(queue, jobs_rx, done_tx))
+        {
+            log::error!("queue: cannot start the relay thread, mail for the relay waits: {e}");
+        } else {
+            self.relay = Some(jobs);
+        }
         self.forget_taken_drops();
         self.rescan();
         self.pick_up();
@@ -102,24 +119,32 @@ impl Runner {
                 // What was asked meanwhile is done now, not dropped.
                 while let Ok(w) = wake.try_recv() {
                     if !self.handle(w) {
-                        self.hang_up();
                         return;
                     }
                 }
+                while let Ok(id) = done.try_recv() {
+                    self.back(&id);
+                }
             }
-            self.hang_up();
             let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
                 Duration::from_secs((t - now()).max(0) as u64)
             });
             let wait = until_due.min(SCAN_EVERY.saturating_sub(last_scan.elapsed()));
-            match wake.recv_timeout(wait) {
-                Ok(w) => {
-                    if !self.handle(w) {
-                        return;
+            crossbeam_channel::select! {
+                recv(wake) -> w => match w {
+                    Ok(w) => {
+                        if !self.handle(w) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                recv(done) -> id => {
+                    if let Ok(id) = id {
+                        self.back(&id);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {}
+                default(wait) => {}
             }
             if last_scan.elapsed() >= SCAN_EVERY {
                 self.pick_up();
@@ -134,6 +159,9 @@ impl Runner {
         match w {
             Wake::Pickup => self.pick_up(),
             Wake::Flush => {
+                if let Some(jobs) = &self.relay {
+                    let _ = jobs.try_send(outbound::Work::Retry);
+                }
                 self.pick_up();
                 self.rescan();
                 let ids: Vec<String> = self.when.keys().cloned().collect();
@@ -145,13 +173,6 @@ impl Runner {
             Wake::Stop => return false,
         }
         true
-    }
-
-    /// Nothing more is due now: the relay connection is closed.
-    fn hang_up(&mut self) {
-        if let Some(session) = self.relay.take() {
-            session.close();
-        }
     }
 
     fn next_due(&mut self, now: i64) -> Option<String> {
@@ -205,6 +226,10 @@ impl Runner {
         let policy = policy(local.config());
         self.due.clear();
         self.when.clear();
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.out.contains(id))
+            .collect();
         for id in ids {
             match self.queue.open(Place::Active, &id) {
                 Ok(e) => {
@@ -275,7 +300,7 @@ impl Runner {
         let policy = policy(config);
         let now = now();
         let mut new = Vec::new();
-        let (mut records, remote) = tries(
+        let (records, remote) = tries(
             &self.queue,
             local,
             services.relay.is_some(),
@@ -286,9 +311,6 @@ impl Runner {
         for id in new {
             self.schedule(&id, i64::MIN);
         }
-        if let (Some(relay), false) = (&services.relay, remote.is_empty()) {
-            records.extend(self.relay_out(relay, local, &e, &remote, now));
-        }
         if let Err(err) = e.append(&records) {
             // Not recorded: the attempt counts as not made, and copies it
             // made are made again (the 250-then-crash window, widened by
@@ -297,14 +319,54 @@ impl Runner {
             self.schedule(id, now + policy.retry_first as i64);
             return;
         }
-        self.report(&mut e, config, &policy, now);
+        if let (Some(relay), Some(jobs), false) = (&services.relay, &self.relay, remote.is_empty())
+        {
+            drop(e);
+            let job = outbound::Job {
+                id: id.to_string(),
+                remote,
+                relay: relay.clone(),
+                local: local.clone(),
+            };
+            match jobs.try_send(outbound::Work::Job(job)) {
+                Ok(()) => {
+                    self.out.insert(id.to_string());
+                }
+                // The relay thread is busy with many: this one waits for
+                // the next pass.
+                Err(_) => self.schedule(id, now + 1),
+            }
+            return;
+        }
+        self.conclude(&mut e, config, &policy, now);
+    }
+
+    /// A message is back from the relay thread: its records are complete
+    /// for this attempt.
+    fn back(&mut self, id: &str) {
+        self.out.remove(id);
+        let mut e = match self.queue.open(Place::Active, id) {
+            Ok(e) => e,
+            Err(err) => return self.unreadable(id, err),
+        };
+        let services = (self.live)();
+        let config = services.local.config();
+        self.conclude(&mut e, config, &policy(config), now());
+    }
+
+    /// Reports what is to be reported, then removes the message if its
+    /// work is done, or schedules its next attempt.
+    fn conclude(&mut self, e: &mut Entry, config: &Config, policy: &Policy, now: i64) {
+        let id = e.env.id.clone();
+        let id = id.as_str();
+        self.report(e, config, policy, now);
         let state = e.state();
         if state.finished() {
             match self.queue.remove(Place::Active, id) {
                 Ok(()) => log::info!("{id}: done, removed from the queue"),
                 Err(err) => log::error!("{id}: done, but removing it failed: {err}"),
             }
-        } else if let Some(at) = state.next_attempt(&policy) {
+        } else if let Some(at) = state.next_attempt(policy) {
             self.schedule(id, at.max(now + 1));
         } else {
             // Only reports are left, and they could not be queued.
@@ -525,105 +587,6 @@ impl Runner {
                 None
             }
         }
-    }
-}
-
-impl Runner {
-    /// Sends the message to the relay for the recipients `remote`; the
-    /// records of what became of them.
-    fn relay_out(
-        &mut self,
-        relay: &Arc<Relay>,
-        local: &Local,
-        e: &Entry,
-        remote: &[usize],
-        now: i64,
-    ) -> Vec<Record> {
-        let env = &e.env;
-        let recipients: Vec<relay::Recipient<'_>> = remote
-            .iter()
-            .map(|&n| relay::Recipient {
-                address: &env.recipients[n].address,
-                notify: env.recipients[n].notify.map(Notify::words),
-                orcpt: env.recipients[n].orcpt.as_deref(),
-            })
-            .collect();
-        let is_local = |address: &str| {
-            Mailbox::parse(address)
-                .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
-        };
-        let ret = env.ret.map(|r| match r {
-            Ret::Full => "FULL",
-            Ret::Hdrs => "HDRS",
-        });
-        let msg = relay::Outgoing {
-            id: &env.id,
-            sender: relay.sender_for(&env.sender, is_local),
-            recipients: &recipients,
-            dsn: crate::smtp::client::Dsn {
-                ret,
-                envid: env.envid.as_deref(),
-            },
-            body: e.body(),
-        };
-        let sent = match self.relay.take() {
-            Some(session) => Ok(session),
-            None => relay.open(),
-        }
-        .and_then(|mut session| {
-            let r = session.send(&msg);
-            // A session whose message failed for its own sake (a reply
-            // about this message) can carry the next one; a broken one
-            // cannot.
-            if r.as_ref().map_or_else(|f| !f.broken, |_| true) {
-                self.relay = Some(session);
-            }
-            r
-        });
-        let mut records = Vec::new();
-        let outcomes: Vec<relay::Outcome> = match sent {
-            Ok(o) => o,
-            Err(f) => {
-                log::info!("{}: relay: {}", env.id, f.reason);
-                remote
-                    .iter()
-                    .map(|_| relay::Outcome::Failed(f.clone()))
-                    .collect()
-            }
-        };
-        for (&n, outcome) in remote.iter().zip(outcomes) {
-            let address = env.recipients[n].address.clone();
-            match outcome {
-                relay::Outcome::Sent { dsn, .. } => {
-                    records.push(Record::Sent {
-                        rcpt: n,
-                        at: now,
-                        dest: address,
-                        how: if dsn { Handed::Passed } else { Handed::Relayed },
-                    });
-                    records.push(Record::Done { rcpt: n, at: now });
-                }
-                relay::Outcome::Failed(f) if f.permanent => {
-                    log::info!("{}: <{address}> failed: {}", env.id, f.reason);
-                    records.push(Record::Failed {
-                        rcpt: n,
-                        at: now,
-                        status: f.status,
-                        dest: address,
-                        notify: None,
-                        reason: f.reason,
-                    });
-                    records.push(Record::Done { rcpt: n, at: now });
-                }
-                relay::Outcome::Failed(f) => records.push(Record::Deferred {
-                    rcpt: n,
-                    at: now,
-                    status: f.status,
-                    reason: f.reason,
-                }),
-            }
-        }
-        records
     }
 }
 

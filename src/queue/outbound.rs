@@ -1,0 +1,219 @@
+//! The relay's side of the queue: one thread of its own that takes
+//! messages from the runner, sends their remote recipients to the relay,
+//! appends what became of them to their queue files, and hands them back.
+//! Local delivery goes on meanwhile, whatever the relay does: a relay that
+//! hangs holds up only mail for the relay.
+//!
+//! While a message is out here the runner leaves its file alone, so that
+//! each file has one writer at a time. One connection carries the
+//! messages that come one after another (RSET between them), and is
+//! closed when no more come. A relay that could not be reached is not
+//! tried again for [`DOWN_FOR`]: the messages that come meanwhile are
+//! deferred with the same reason, instead of each waiting out its own
+//! timeouts.
+
+use super::envelope::{Handed, Notify, Record, Ret};
+use super::store::{Entry, Place, Queue};
+use crate::clock::SYSTEM;
+use crate::delivery::Local;
+use crate::relay::{self, Relay};
+use crate::smtp::address::Mailbox;
+use crate::smtp::trace::Clock;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a relay that could not be reached is left alone.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+/// How long an idle connection is kept for the next message.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// What the runner sends the relay thread.
+pub enum Work {
+    Job(Job),
+    /// Someone asked for the queue to be retried now (`queue flush`): a
+    /// relay that was down is tried again at once.
+    Retry,
+}
+
+/// A message to relay: its id, its remote recipients (by their place in
+/// its envelope), and the services of the moment.
+pub struct Job {
+    pub id: String,
+    pub remote: Vec<usize>,
+    pub relay: Arc<Relay>,
+    pub local: Arc<Local>,
+}
+
+struct Outbound {
+    queue: Queue,
+    session: Option<relay::Session>,
+    /// The last failure to reach the relay, and when it happened.
+    down: Option<(relay::Failed, Instant)>,
+}
+
+/// Runs until the runner drops its end; each job done is sent back on
+/// `done` (its id).
+pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<String>) {
+    let mut o = Outbound {
+        queue,
+        session: None,
+        down: None,
+    };
+    loop {
+        let job = match jobs.recv_timeout(IDLE) {
+            Ok(Work::Job(job)) => job,
+            Ok(Work::Retry) => {
+                o.down = None;
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                o.hang_up();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                o.hang_up();
+                return;
+            }
+        };
+        o.send(&job);
+        if done.send(job.id).is_err() {
+            return;
+        }
+    }
+}
+
+impl Outbound {
+    fn hang_up(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close();
+        }
+    }
+
+    /// Relays one message and records what became of its recipients.
+    fn send(&mut self, job: &Job) {
+        let mut e = match self.queue.open(Place::Active, &job.id) {
+            Ok(e) => e,
+            // Deleted or held meanwhile, or unreadable: the runner sees
+            // to it when it is handed back.
+            Err(_) => return,
+        };
+        let now = SYSTEM.now().secs;
+        let records = self.relay_out(&job.relay, &job.local, &e, &job.remote, now);
+        if let Err(err) = e.append(&records) {
+            log::error!(
+                "{}: recording what the relay said failed, retrying later: {err}",
+                job.id
+            );
+        }
+    }
+
+    /// The open session, or a new one; a relay found down a moment ago
+    /// is not tried again yet.
+    fn session(&mut self, relay: &Arc<Relay>) -> Result<relay::Session, relay::Failed> {
+        if let Some(s) = self.session.take() {
+            return Ok(s);
+        }
+        if let Some((f, at)) = &self.down {
+            if at.elapsed() < DOWN_FOR {
+                return Err(f.clone());
+            }
+        }
+        relay.open().inspect_err(|f| {
+            self.down = Some((f.clone(), Instant::now()));
+        })
+    }
+
+    /// Sends the message to the relay for the recipients `remote`; the
+    /// records of what became of them.
+    fn relay_out(
+        &mut self,
+        relay: &Arc<Relay>,
+        local: &Local,
+        e: &Entry,
+        remote: &[usize],
+        now: i64,
+    ) -> Vec<Record> {
+        let env = &e.env;
+        let recipients: Vec<relay::Recipient<'_>> = remote
+            .iter()
+            .map(|&n| relay::Recipient {
+                address: &env.recipients[n].address,
+                notify: env.recipients[n].notify.map(Notify::words),
+                orcpt: env.recipients[n].orcpt.as_deref(),
+            })
+            .collect();
+        let is_local = |address: &str| {
+            Mailbox::parse(address)
+                .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
+        };
+        let ret = env.ret.map(|r| match r {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        });
+        let msg = relay::Outgoing {
+            id: &env.id,
+            sender: relay.sender_for(&env.sender, is_local),
+            recipients: &recipients,
+            dsn: crate::smtp::client::Dsn {
+                ret,
+                envid: env.envid.as_deref(),
+            },
+            body: e.body(),
+        };
+        let sent = self.session(relay).and_then(|mut session| {
+            let r = session.send(&msg);
+            // A session whose message failed for its own sake (a reply
+            // about this message) can carry the next one; a broken one
+            // cannot.
+            if r.as_ref().map_or_else(|f| !f.broken, |_| true) {
+                self.session = Some(session);
+            }
+            r
+        });
+        let mut records = Vec::new();
+        let outcomes: Vec<relay::Outcome> = match sent {
+            Ok(o) => o,
+            Err(f) => {
+                log::info!("{}: relay: {}", env.id, f.reason);
+                remote
+                    .iter()
+                    .map(|_| relay::Outcome::Failed(f.clone()))
+                    .collect()
+            }
+        };
+        for (&n, outcome) in remote.iter().zip(outcomes) {
+            let address = env.recipients[n].address.clone();
+            match outcome {
+                relay::Outcome::Sent { dsn, .. } => {
+                    records.push(Record::Sent {
+                        rcpt: n,
+                        at: now,
+                        dest: address,
+                        how: if dsn { Handed::Passed } else { Handed::Relayed },
+                    });
+                    records.push(Record::Done { rcpt: n, at: now });
+                }
+                relay::Outcome::Failed(f) if f.permanent => {
+                    log::info!("{}: <{address}> failed: {}", env.id, f.reason);
+                    records.push(Record::Failed {
+                        rcpt: n,
+                        at: now,
+                        status: f.status,
+                        dest: address,
+                        notify: None,
+                        reason: f.reason,
+                    });
+                    records.push(Record::Done { rcpt: n, at: now });
+                }
+                relay::Outcome::Failed(f) => records.push(Record::Deferred {
+                    rcpt: n,
+                    at: now,
+                    status: f.status,
+                    reason: f.reason,
+                }),
+            }
+        }
+        records
+    }
+}
