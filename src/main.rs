@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         // Commands for people and scripts: only warnings are logged.
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         return match front {
-            Some((name, rest)) => mailroom::sendmail::main(name, rest),
+            Some((name, rest)) => mailroom::sendmail::main(name, rest, server::stdio::serve),
             None => mailroom::sendmail::control::main(&args[2..]),
         };
     }

@@ -814,3 +814,45 @@ fn sendmail_bv_says_what_becomes_of_each_recipient() {
     assert!(!dir.path().join("queue").exists());
     assert!(!dir.path().join("mail").exists());
 }
+
+/// `sendmail -bs` speaks SMTP on its standard input and output, here to
+/// swaks's `--pipe` (as mutt and some PHP setups use it): recipients are
+/// checked as the plain command checks them, and an accepted message is
+/// dropped and delivered, stamped with the caller's uid.
+#[test]
+fn sendmail_bs_speaks_smtp_on_its_standard_input_and_output() {
+    if !tool("swaks") {
+        return;
+    }
+    let srv = with_aliases("", "", "");
+    let (uid, _) = me();
+    let pipe = format!("{BIN} sendmail -C {} -bs", srv.config_path.display());
+    let mut cmd = Command::new("swaks");
+    cmd.args(["--pipe", &pipe])
+        .args(["--from", "bob@test.example", "--to", "alice@test.example"])
+        .args(["--header", "Subject: over -bs"])
+        .current_dir("/");
+    let r = run_command(&mut cmd, b"");
+    assert_eq!(r.code, Some(0), "swaks: {}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("250-DSN"), "{}", r.stdout);
+    let copies = wait_messages(&srv, "alice", 1);
+    let text = String::from_utf8_lossy(&copies[0]).into_owned();
+    assert!(text.contains("Subject: over -bs"), "{text}");
+    assert!(
+        text.contains(&format!("(mailroom, from userid {uid})\n\tid ")),
+        "{text}"
+    );
+
+    let mut cmd = Command::new("swaks");
+    cmd.args(["--pipe", &pipe])
+        .args(["--from", "bob@test.example", "--to", "nobody@test.example"])
+        .current_dir("/");
+    let r = run_command(&mut cmd, b"");
+    assert_ne!(r.code, Some(0), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("550 5.1.1 <nobody@test.example>"),
+        "{}",
+        r.stdout
+    );
+    assert!(drops(&srv.queue_dir()).is_empty());
+}

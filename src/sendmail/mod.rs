@@ -12,6 +12,7 @@
 //! Exit codes are sysexits(3); 0 only once the message is durably stored.
 
 pub mod args;
+pub mod bs;
 pub mod control;
 pub mod message;
 
@@ -47,8 +48,13 @@ const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-C config]
 /// A failure: its exit code and the one line said about it.
 pub struct Fail(pub u8, pub String);
 
+/// Runs an SMTP session on standard input and output with a delivery,
+/// as the given user (uid and login): the server's, handed in by `main`,
+/// since nothing here may use the server.
+pub type StdioSession = fn(Arc<Config>, Arc<dyn crate::delivery::Delivery>, u32, String);
+
 /// `sendmail ARGS` (or `mailq` when called so).
-pub fn main(name: &str, args: &[String]) -> ExitCode {
+pub fn main(name: &str, args: &[String], stdio: StdioSession) -> ExitCode {
     let opts = match args::parse(args::mode_of_name(name), args) {
         Ok(o) => o,
         Err(e) => {
@@ -65,10 +71,17 @@ pub fn main(name: &str, args: &[String]) -> ExitCode {
             println!("{name}: the aliases file is read as it is; there is no database to rebuild");
             Ok(())
         }
-        Mode::Smtp => Err(Fail(
-            EX_USAGE,
-            "-bs is not available yet: speak SMTP to the daemon's listener instead".into(),
-        )),
+        Mode::Smtp => {
+            ensure_queue(&config)?;
+            let me = caller();
+            // Bodies past the in-memory size go to a file where the caller
+            // may write, not to the daemon's spool.
+            let mut own = config.clone();
+            own.spool_dir = std::env::temp_dir();
+            let delivery = Arc::new(bs::Dropper::new(config));
+            stdio(Arc::new(own), delivery, me.uid, me.login);
+            Ok(())
+        }
     });
     finish(name, done)
 }
@@ -130,7 +143,7 @@ fn caller() -> Caller {
 
 /// The domain bare names are completed with: the first local domain, as
 /// in SMTP sessions.
-fn default_domain(config: &Config) -> &str {
+pub(crate) fn default_domain(config: &Config) -> &str {
     config.local_domains.first().unwrap_or(&config.hostname)
 }
 
@@ -222,7 +235,7 @@ fn check(config: &Config, local: Option<&Local>, m: &Mailbox) -> Result<String, 
 
 /// The delivery to check recipients with; without it (an aliases file
 /// the caller may not read, say) the daemon checks them later.
-fn local_for_checks(config: &Config) -> Option<Local> {
+pub(crate) fn local_for_checks(config: &Config) -> Option<Local> {
     Local::new(Arc::new(config.clone())).ok()
 }
 
@@ -248,6 +261,21 @@ fn verify(config: &Config, opts: &Options) -> Result<(), Fail> {
             "some recipients are not deliverable".into(),
         ))
     }
+}
+
+/// The daemon has never run here: whoever may create its queue (its own
+/// user) creates it now.
+fn ensure_queue(config: &Config) -> Result<(), Fail> {
+    let dir = &config.queue.dir;
+    if dir.join(maildrop::DIR).exists() {
+        return Ok(());
+    }
+    Queue::create(dir).map(drop).map_err(|e| {
+        Fail(
+            EX_TEMPFAIL,
+            format!("cannot create the queue {}: {e}", dir.display()),
+        )
+    })
 }
 
 /// Reads, checks and drops a message.

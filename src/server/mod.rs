@@ -14,6 +14,7 @@ pub mod conn;
 mod control;
 mod driver;
 mod pool;
+pub mod stdio;
 mod tls;
 
 use crate::config::Config;
