@@ -670,6 +670,14 @@ fn rewrite_sender_is_for_local_mail_and_bounces_leave_with_the_null_sender() {
     );
     let got = relayed(&sink, &server, 1);
     assert_eq!(got[0].mail_from(), "box@provider.example");
+    // So is its From:, which named the local user; the rest is as it was.
+    let text = String::from_utf8(got[0].data_lf()).unwrap();
+    let header = text.split("\n\n").next().unwrap();
+    let from: Vec<&str> = header.lines().filter(|l| l.starts_with("From:")).collect();
+    assert_eq!(from.len(), 1, "{header}");
+    assert!(from[0].ends_with("<box@provider.example>"), "{header}");
+    assert!(header.contains("Subject: mine"), "{header}");
+    assert!(text.ends_with("\n\nx\n"), "{text}");
     // A remote sender's is not; its bounce goes out with <>.
     send(
         &server,

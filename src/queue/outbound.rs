@@ -144,22 +144,34 @@ impl Outbound {
             })
             .collect();
         let is_local = |address: &str| {
-            Mailbox::parse(address)
-                .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
+            !address.contains('@')
+                || Mailbox::parse(address)
+                    .is_ok_and(|m| crate::delivery::is_local(local.config(), &m.domain))
         };
         let ret = env.ret.map(|r| match r {
             Ret::Full => "FULL",
             Ret::Hdrs => "HDRS",
         });
+        let sender = relay.sender_for(&env.sender, is_local);
+        // Where the sender is rewritten, so is a From: naming a local
+        // address alone: the relay may check both.
+        let rewritten = (sender != env.sender)
+            .then(|| from_rewritten(e.body(), sender, is_local))
+            .flatten();
+        let (head, body) = match &rewritten {
+            Some((head, rest)) => (&head[..], *rest),
+            None => (&[][..], e.body()),
+        };
         let msg = relay::Outgoing {
             id: &env.id,
-            sender: relay.sender_for(&env.sender, is_local),
+            sender,
             recipients: &recipients,
             dsn: crate::smtp::client::Dsn {
                 ret,
                 envid: env.envid.as_deref(),
             },
-            body: e.body(),
+            head,
+            body,
         };
         let sent = self.session(relay).and_then(|mut session| {
             let r = session.send(&msg);
@@ -216,4 +228,26 @@ impl Outbound {
         }
         records
     }
+}
+
+/// The message's header section with its From: rewritten to `to`, and
+/// the rest of the message after it; `None` when there is nothing to
+/// rewrite (or the header is too long to read here).
+fn from_rewritten<'a>(
+    body: crate::delivery::Body<'a>,
+    to: &str,
+    local: impl Fn(&str) -> bool,
+) -> Option<(Vec<u8>, crate::delivery::Body<'a>)> {
+    const MAX: usize = 64 * 1024;
+    let mut buf = vec![0u8; (body.len() as usize).min(MAX)];
+    let n = body.read_at(&mut buf, 0).ok()?;
+    buf.truncate(n);
+    let split = crate::smtp::header::split(&buf);
+    if split.header == buf.len() && (body.len() as usize) > buf.len() {
+        return None;
+    }
+    let head = relay::rewrite_from(&buf[..split.header], to, local)?;
+    let skip = split.header as u64;
+    let rest = crate::delivery::Body::new(body.file(), body.start() + skip, body.len() - skip);
+    Some((head, rest))
 }

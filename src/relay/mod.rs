@@ -117,8 +117,36 @@ pub struct Outgoing<'a> {
     pub sender: &'a str,
     pub recipients: &'a [Recipient<'a>],
     pub dsn: Dsn<'a>,
-    /// The stored message (LF line ends).
+    /// Sent first: a header section rewritten here, or nothing.
+    pub head: &'a [u8],
+    /// The stored message (LF line ends), or what follows `head` of it.
     pub body: Body<'a>,
+}
+
+/// The message's header section with a `From:` that names a local
+/// address alone rewritten to `to` (a display name is kept), for relays
+/// that take only their account's own address; `None` when there is
+/// nothing to rewrite.
+pub fn rewrite_from(header: &[u8], to: &str, local: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let field = crate::smtp::header::fields(header).find(|f| f.is("From"))?;
+    let list = crate::smtp::header::address_list(field.value).ok()?;
+    let [address] = list.as_slice() else {
+        return None;
+    };
+    if !local(address) {
+        return None;
+    }
+    let value = String::from_utf8_lossy(&crate::smtp::header::unfold(field.value)).into_owned();
+    let new_value = match (value.rfind('<'), value.ends_with('>')) {
+        (Some(open), true) => format!("{}<{to}>", &value[..open]),
+        _ => to.to_string(),
+    };
+    let name = String::from_utf8_lossy(field.name);
+    let mut out = Vec::with_capacity(header.len() + to.len());
+    out.extend_from_slice(&header[..field.range.start]);
+    out.extend_from_slice(format!("{name}: {new_value}\n").as_bytes());
+    out.extend_from_slice(&header[field.range.end..]);
+    Some(out)
 }
 
 impl Relay {
@@ -458,7 +486,7 @@ impl Session {
         if r.code != 354 {
             return Err(Failed::of(&r, "DATA"));
         }
-        self.body(msg.body, data)?;
+        self.body(msg.head, msg.body, data)?;
         let r = self.reply(dot, "the message")?;
         if !r.is_positive() {
             return Err(Failed::of(&r, "the message"));
@@ -481,11 +509,13 @@ impl Session {
         }
     }
 
-    fn body(&mut self, body: Body<'_>, timeout: Duration) -> Result<(), Failed> {
+    fn body(&mut self, head: &[u8], body: Body<'_>, timeout: Duration) -> Result<(), Failed> {
         let mut reader = body.reader();
         let mut chunk = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);
         let mut writer = DataWriter::default();
+        writer.write(head, &mut out);
+        self.write_bytes(&out, timeout)?;
         loop {
             let n = reader.read(&mut chunk).map_err(|e| {
                 Failed::temporary("4.3.0", format!("reading the queued message: {e}"))
@@ -658,4 +688,43 @@ fn scan(msg: &Outgoing<'_>) -> Result<Scan, Failed> {
         utf8: addresses || header_utf8,
         wire,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(a: &str) -> bool {
+        a.ends_with("@box.lan") || !a.contains('@')
+    }
+
+    #[test]
+    fn a_local_from_is_rewritten_and_others_are_not() {
+        let to = "box@provider.example";
+        let cases: [(&[u8], Option<&[u8]>); 6] = [
+            (
+                b"Subject: x\nFrom: root@box.lan\nTo: a@b\n",
+                Some(b"Subject: x\nFrom: box@provider.example\nTo: a@b\n"),
+            ),
+            (
+                b"From: Cron Daemon <root@box.lan>\n",
+                Some(b"From: Cron Daemon <box@provider.example>\n"),
+            ),
+            (
+                b"From: \"Root, the\"\n <root>\nX: y\n",
+                Some(b"From: \"Root, the\" <box@provider.example>\nX: y\n"),
+            ),
+            (b"From: someone@elsewhere.example\n", None),
+            (b"From: a@box.lan, b@box.lan\n", None),
+            (b"Subject: no from\n", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(
+                rewrite_from(header, to, local).as_deref(),
+                want,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
 }
