@@ -37,7 +37,7 @@ pub(super) fn validate(
     e.range(
         "queue.max_queue_lifetime",
         q.max_queue_lifetime,
-        60,
+        1,
         100 * 86400,
         "",
     )?;
