@@ -8,9 +8,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::smarthost::{Relayed, Smarthost};
 use support::*;
@@ -87,49 +86,12 @@ fn start_relaying(sink: &Smarthost, keys: &[(&str, &str)]) -> Server {
     start(Some(&relay_table(sink.port, keys)), SLOW_RETRIES)
 }
 
-/// Runs `program args` with `input` on its standard input, to its end
-/// (bounded: killed and failed past `limit`).
-fn run_with_input(program: &str, args: &[&str], dir: &Path, input: &[u8], limit: Duration) -> Run {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = feeder.join();
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+/// Runs `program args` in `dir` with `input` on its standard input, to
+/// its end (bounded: killed and failed past 20 s).
+fn run_with_input(program: &str, args: &[&str], dir: &Path, input: &[u8]) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(dir);
+    run_command(&mut cmd, input)
 }
 
 /// `mailroom sendmail -C CONFIG args < input`.
@@ -137,7 +99,7 @@ fn sendmail(server: &Server, args: &[&str], input: &str) -> Run {
     let config = server.config_path.to_str().unwrap();
     let mut all = vec!["sendmail", "-C", config];
     all.extend_from_slice(args);
-    run_with_input(BIN, &all, server.dir.path(), input.as_bytes(), T)
+    run_with_input(BIN, &all, server.dir.path(), input.as_bytes())
 }
 
 /// `sendmail` that must succeed.
@@ -155,7 +117,7 @@ fn send(server: &Server, args: &[&str], input: &str) {
 /// `mailroom mailq -C CONFIG`.
 fn mailq(server: &Server) -> String {
     let config = server.config_path.to_str().unwrap();
-    let r = run_with_input(BIN, &["mailq", "-C", config], server.dir.path(), b"", T);
+    let r = run_with_input(BIN, &["mailq", "-C", config], server.dir.path(), b"");
     assert_eq!(r.code, Some(0), "mailq failed: {}", r.stderr);
     r.stdout
 }
@@ -168,7 +130,6 @@ fn flush(server: &Server) {
         &["queue", "-C", config, "flush"],
         server.dir.path(),
         b"",
-        T,
     );
     assert_eq!(r.code, Some(0), "queue flush failed: {}", r.stderr);
 }
@@ -308,13 +269,7 @@ struct Report {
 }
 
 fn read_report(raw: &[u8]) -> Report {
-    let r = run_with_input(
-        "python3",
-        &["-c", DSN_READER],
-        Path::new("/"),
-        raw,
-        Duration::from_secs(20),
-    );
+    let r = run_with_input("python3", &["-c", DSN_READER], Path::new("/"), raw);
     assert_eq!(r.code, Some(0), "the DSN reader failed: {}", r.stderr);
     let mut rep = Report {
         content_type: String::new(),

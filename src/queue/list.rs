@@ -2,7 +2,7 @@
 //! per message with its id, size, arrival time and sender, then each
 //! recipient still waiting with the reason of its last failure.
 
-use super::envelope::State;
+use super::envelope::{Envelope, State};
 use super::store::{Place, Queue};
 use crate::smtp::trace::{asctime, UnixTime};
 use std::fmt::Write as _;
@@ -34,19 +34,8 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
             }
             count += 1;
             octets += e.env.size;
-            let mark = if place == Place::Hold { "!" } else { " " };
-            let arrived = arrival(e.env.arrived);
-            let sender = if e.env.sender.is_empty() {
-                "MAILER-DAEMON"
-            } else {
-                &e.env.sender
-            };
-            let _ = writeln!(
-                out,
-                "{id}{mark}{:>width$} {arrived}  {sender}",
-                e.env.size,
-                width = SIZE_END.saturating_sub(id.len() + 1),
-            );
+            let mark = if place == Place::Hold { '!' } else { ' ' };
+            first_line(&mut out, &id, mark, &e.env, e.env.arrived);
             let state: State = e.state();
             for n in state.pending() {
                 if let Some((status, why)) = &state.recipients[n].last_error {
@@ -66,18 +55,7 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
         count += 1;
         octets += w.env.size;
         let id: String = w.name.chars().take(18).collect();
-        let sender = if w.env.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &w.env.sender
-        };
-        let _ = writeln!(
-            out,
-            "{id}+{:>width$} {}  {sender}",
-            w.env.size,
-            arrival(w.dropped),
-            width = SIZE_END.saturating_sub(id.len() + 1),
-        );
+        first_line(&mut out, &id, '+', &w.env, w.dropped);
         for r in &w.env.recipients {
             let _ = writeln!(out, "{:SENDER$}{}", "", r.address);
         }
@@ -97,6 +75,22 @@ pub fn render(queue: &Queue) -> std::io::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// An entry's first line: id and mark, size, arrival and sender.
+fn first_line(out: &mut String, id: &str, mark: char, env: &Envelope, arrived: i64) {
+    let sender = if env.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        &env.sender
+    };
+    let _ = writeln!(
+        out,
+        "{id}{mark}{:>width$} {}  {sender}",
+        env.size,
+        arrival(arrived),
+        width = SIZE_END.saturating_sub(id.len() + 1),
+    );
 }
 
 /// "Sun Nov 22 14:40:00": asctime without the year.
