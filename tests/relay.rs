@@ -1640,3 +1640,39 @@ fn killed_while_relaying_it_loses_nothing_and_repeats_nothing_recorded_as_sent()
         sent_at_kill.len()
     );
 }
+
+/// Every address of the relay's name is tried in turn: a name whose IPv6
+/// address refuses (nothing listens on ::1 here) and whose IPv4 one is
+/// the sink still works. The name is given in an /etc/hosts of the
+/// server's own (a mount namespace; root only).
+#[test]
+fn every_address_of_the_relay_is_tried_in_turn() {
+    needs_python!();
+    if !namespaces_or_skip("every_address_of_the_relay_is_tried_in_turn") {
+        return;
+    }
+    let sink = Smarthost::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "::1 relay.test\n127.0.0.1 relay.test\n").unwrap();
+    let table = relay_table(sink.port, &[("host", "\"relay.test\"")]);
+    let text = config_text(dir.path(), Some(&table), SLOW_RETRIES);
+    let server = Server::start_in_namespace(
+        dir,
+        &text,
+        &[(hosts.as_path(), Path::new("/etc/hosts"))],
+        &[],
+    );
+    send(
+        &server,
+        &["-i", "someone@remote.example"],
+        "Subject: any address\n\nx\n",
+    );
+    relayed(&sink, &server, 1);
+    assert!(
+        server.log().contains("[::1]:") && server.log().contains("trying the next address"),
+        "the IPv6 address was tried first:\n{}",
+        server.log()
+    );
+    wait_queue_empty(&server);
+}

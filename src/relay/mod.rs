@@ -203,12 +203,14 @@ impl Relay {
                     match Session::start(self.clone(), Socket::new(tcp)) {
                         Ok(session) => return Ok(session),
                         Err(f) => {
+                            log::info!("relay: {addr}: {}; trying the next address", f.reason);
                             errors.push(format!("{addr}: {}", f.reason));
                             status = f.status;
                         }
                     }
                 }
                 Err(e) => {
+                    log::info!("relay: connect to {addr}: {e}; trying the next address");
                     errors.push(format!("connect to {addr}: {e}"));
                     status = "4.4.1".into();
                 }
