@@ -52,9 +52,14 @@ struct Outbound {
     down: Option<(relay::Failed, Instant)>,
 }
 
+/// A job handed back: its id, and whether what the relay said is
+/// recorded (when it is not, the message must not be tried again soon:
+/// the relay may have it already).
+pub type Done = (String, bool);
+
 /// Runs until the runner drops its end; each job done is sent back on
-/// `done` (its id).
-pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<String>) {
+/// `done`.
+pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<Done>) {
     let mut o = Outbound {
         queue,
         session: None,
@@ -76,8 +81,8 @@ pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<String>) {
                 return;
             }
         };
-        o.send(&job);
-        if done.send(job.id).is_err() {
+        let recorded = o.send(&job);
+        if done.send((job.id, recorded)).is_err() {
             return;
         }
     }
@@ -90,21 +95,26 @@ impl Outbound {
         }
     }
 
-    /// Relays one message and records what became of its recipients.
-    fn send(&mut self, job: &Job) {
+    /// Relays one message and records what became of its recipients;
+    /// false if that could not be recorded.
+    fn send(&mut self, job: &Job) -> bool {
         let mut e = match self.queue.open(Place::Active, &job.id) {
             Ok(e) => e,
             // Deleted or held meanwhile, or unreadable: the runner sees
             // to it when it is handed back.
-            Err(_) => return,
+            Err(_) => return true,
         };
         let now = SYSTEM.now().secs;
         let records = self.relay_out(&job.relay, &job.local, &e, &job.remote, now);
-        if let Err(err) = e.append(&records) {
-            log::error!(
-                "{}: recording what the relay said failed, retrying later: {err}",
-                job.id
-            );
+        match e.append(&records) {
+            Ok(()) => true,
+            Err(err) => {
+                log::error!(
+                    "{}: recording what the relay said failed, retrying later: {err}",
+                    job.id
+                );
+                false
+            }
         }
     }
 

@@ -122,8 +122,8 @@ impl Runner {
                         return;
                     }
                 }
-                while let Ok(id) = done.try_recv() {
-                    self.back(&id);
+                while let Ok((id, recorded)) = done.try_recv() {
+                    self.back(&id, recorded);
                 }
             }
             let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
@@ -139,9 +139,9 @@ impl Runner {
                     }
                     Err(_) => return,
                 },
-                recv(done) -> id => {
-                    if let Ok(id) = id {
-                        self.back(&id);
+                recv(done) -> back => {
+                    if let Ok((id, recorded)) = back {
+                        self.back(&id, recorded);
                     }
                 }
                 default(wait) => {}
@@ -342,9 +342,16 @@ impl Runner {
     }
 
     /// A message is back from the relay thread: its records are complete
-    /// for this attempt.
-    fn back(&mut self, id: &str) {
+    /// for this attempt, unless they could not be written (then it waits,
+    /// as a failed attempt would).
+    fn back(&mut self, id: &str, recorded: bool) {
         self.out.remove(id);
+        if !recorded {
+            let local = (self.live)().local;
+            let wait = policy(local.config()).retry_first as i64;
+            self.schedule(id, now() + wait);
+            return;
+        }
         let mut e = match self.queue.open(Place::Active, id) {
             Ok(e) => e,
             Err(err) => return self.unreadable(id, err),

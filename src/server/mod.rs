@@ -154,8 +154,9 @@ impl Shared {
         if new.server.listen != self.bound
             || new.server.workers != old.config.server.workers
             || new.server.handoff_queue != old.config.server.handoff_queue
+            || new.queue.dir != old.config.queue.dir
         {
-            log::warn!("reload: changes to server.listen, server.smtps, server.workers and server.handoff_queue take effect only after a restart");
+            log::warn!("reload: changes to server.listen, server.smtps, server.workers, server.handoff_queue and queue_dir take effect only after a restart");
         }
         let runtime = match Runtime::new(new, Some(&old), old.outbox.clone()) {
             Ok(r) => r,
