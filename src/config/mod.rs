@@ -365,6 +365,34 @@ maildir = "var/mail/alice/Maildir"
                 "[mailbox.Bob]\nmaildir = \"x\"\n[mailbox.bob]\nmaildir = \"y\"",
                 "mailbox.bob",
             ),
+            ("queue_dir = \"\"", "queue_dir"),
+            ("[queue]\nretry_first = 0", "queue.retry_first"),
+            (
+                "[queue]\nretry_first = 600\nretry_max = 300",
+                "queue.retry_max",
+            ),
+            (
+                "[queue]\nmax_queue_lifetime = 3600\ndelay_warning = 3600",
+                "queue.delay_warning",
+            ),
+            ("[relay]\nhost = \"bad host\"", "relay.host"),
+            ("[relay]\nhost = \"r.example\"\nport = 0", "relay.port"),
+            (
+                "[relay]\nhost = \"r.example\"\nusername = \"u\"",
+                "relay.username",
+            ),
+            (
+                "[relay]\nhost = \"r.example\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"p\"",
+                "relay.username",
+            ),
+            (
+                "[relay]\nhost = \"r.example\"\nrewrite_sender = \"not an address\"",
+                "relay.rewrite_sender",
+            ),
+            (
+                "[relay]\nhost = \"r.example\"\ncommand_timeout = 0",
+                "relay.command_timeout",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(text, "f.toml").unwrap_err();
@@ -374,6 +402,31 @@ maildir = "var/mail/alice/Maildir"
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn relay_ports_follow_tls_and_the_queue_has_its_defaults() {
+        let port = |tls: &str| {
+            let text = format!("[relay]\nhost = \"192.0.2.1\"\ntls = \"{tls}\"");
+            Config::parse(&text, "f").unwrap().relay.unwrap().port
+        };
+        assert_eq!(
+            (port("starttls"), port("tls"), port("none")),
+            (587, 465, 25)
+        );
+        let c = Config::parse("", "f").unwrap();
+        assert!(c.relay.is_none());
+        assert_eq!(c.queue.dir, std::path::PathBuf::from("var/queue"));
+        assert_eq!(c.queue.retry_first.as_secs(), 300);
+        assert_eq!(c.queue.max_lifetime.as_secs(), 5 * 86400);
+        let c = Config::parse(
+            "[relay]\nhost = \"smtp.example.net\"\nusername = \"box\"\npassword_file = \"/etc/p\"",
+            "f",
+        )
+        .unwrap();
+        let r = c.relay.unwrap();
+        assert_eq!(r.tls, RelayTls::StartTls);
+        assert_eq!(r.auth, Some(("box".into(), "/etc/p".into())));
     }
 
     #[test]
