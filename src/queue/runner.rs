@@ -319,6 +319,12 @@ impl Runner {
             self.schedule(id, now + policy.retry_first as i64);
             return;
         }
+        if !remote.is_empty() && self.relay.is_none() {
+            // Never so: the relay thread would not start. The message
+            // waits, as after a failed attempt.
+            self.schedule(id, now + policy.retry_first as i64);
+            return;
+        }
         if let (Some(relay), Some(jobs), false) = (&services.relay, &self.relay, remote.is_empty())
         {
             drop(e);
