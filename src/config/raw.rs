@@ -70,6 +70,8 @@ pub struct RawRelay {
     pub data_timeout: u64,
     #[serde(default = "six_hundred")]
     pub dot_timeout: u64,
+    #[serde(default = "four")]
+    pub connections: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -92,6 +94,9 @@ fn one_eighty() -> u64 {
 }
 fn six_hundred() -> u64 {
     600
+}
+fn four() -> usize {
+    4
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,9 @@ pub struct Relay {
     pub data_timeout: Duration,
     /// The reply to the final dot (10 min).
     pub dot_timeout: Duration,
+    /// Connections to the relay at once, each carrying one message after
+    /// another; fixed at start.
+    pub connections: usize,
 }
 
 pub(super) fn validate(r: RawRelay, e: &Errors) -> Result<Relay, ConfigError> {
@@ -78,6 +81,7 @@ pub(super) fn validate(r: RawRelay, e: &Errors) -> Result<Relay, ConfigError> {
     e.range("relay.command_timeout", r.command_timeout, 1, 3600, "")?;
     e.range("relay.data_timeout", r.data_timeout, 1, 3600, "")?;
     e.range("relay.dot_timeout", r.dot_timeout, 1, 3600, "")?;
+    e.range("relay.connections", r.connections as u64, 1, 32, "")?;
     Ok(Relay {
         host: r.host,
         port,
@@ -89,5 +93,6 @@ pub(super) fn validate(r: RawRelay, e: &Errors) -> Result<Relay, ConfigError> {
         command_timeout: Duration::from_secs(r.command_timeout),
         data_timeout: Duration::from_secs(r.data_timeout),
         dot_timeout: Duration::from_secs(r.dot_timeout),
+        connections: r.connections,
     })
 }

@@ -13,7 +13,7 @@ mod outbound;
 pub mod runner;
 pub mod store;
 
-pub use runner::{Runner, Wake};
+pub use runner::{Inbox, Runner, Wake};
 pub use store::{Place, Queue};
 
 /// The daemon's socket in the queue directory: anyone may ask it to look
@@ -27,6 +27,7 @@ pub const SOCKET: &str = "mailroom.sock";
 pub struct Outbox {
     pub queue: Queue,
     pub wake: crossbeam_channel::Sender<Wake>,
+    pub inbox: std::sync::Arc<Inbox>,
 }
 
 impl Outbox {
@@ -41,7 +42,7 @@ impl Outbox {
         records: &[envelope::Record],
     ) -> std::io::Result<String> {
         let id = queue_message(&self.queue, sender, recipients, body, records)?;
-        let _ = self.wake.try_send(Wake::Rescan);
+        self.tell(&id);
         Ok(id)
     }
 
@@ -52,9 +53,16 @@ impl Outbox {
         n: &Notice<'_>,
     ) -> std::io::Result<String> {
         let id = queue_notice(&self.queue, config, n)?;
-        // A full channel holds a wake-up already.
-        let _ = self.wake.try_send(Wake::Rescan);
+        self.tell(&id);
         Ok(id)
+    }
+
+    /// Hands the runner a message just queued.
+    fn tell(&self, id: &str) {
+        self.inbox.push(id.to_string());
+        // A full channel holds a wake-up already, and the inbox keeps the
+        // id until the runner looks.
+        let _ = self.wake.try_send(Wake::Queued);
     }
 }
 

@@ -1,13 +1,14 @@
-//! The relay's side of the queue: one thread of its own that takes
-//! messages from the runner, sends their remote recipients to the relay,
-//! appends what became of them to their queue files, and hands them back.
+//! The relay's side of the queue: threads of their own (`[relay]
+//! connections` of them, one connection to the relay each) that take
+//! messages from the runner, send their remote recipients to the relay,
+//! append what became of them to their queue files, and hand them back.
 //! Local delivery goes on meanwhile, whatever the relay does: a relay that
 //! hangs holds up only mail for the relay.
 //!
 //! While a message is out here the runner leaves its file alone, so that
-//! each file has one writer at a time. One connection carries the
-//! messages that come one after another (RSET between them), and is
-//! closed when no more come. A relay that could not be reached is not
+//! each file has one writer at a time. A connection carries the messages
+//! that come one after another (RSET between them), and is closed when no
+//! more come. A relay that could not be reached is not
 //! tried again for [`DOWN_FOR`]: the messages that come meanwhile are
 //! deferred with the same reason, instead of each waiting out its own
 //! timeouts.
@@ -20,7 +21,7 @@ use crate::relay::{self, Relay};
 use crate::smtp::address::Mailbox;
 use crate::smtp::trace::Clock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a relay that could not be reached is left alone.
@@ -45,31 +46,59 @@ pub struct Job {
     pub local: Arc<Local>,
 }
 
+/// The last failure to reach the relay, and when it happened: shared by
+/// the connections, since the relay is down for all of them.
+type Down = Arc<Mutex<Option<(relay::Failed, Instant)>>>;
+
 struct Outbound {
     queue: Queue,
     session: Option<relay::Session>,
-    /// The last failure to reach the relay, and when it happened.
-    down: Option<(relay::Failed, Instant)>,
+    down: Down,
 }
 
-/// A job handed back: its id, and whether what the relay said is
-/// recorded (when it is not, the message must not be tried again soon:
-/// the relay may have it already).
-pub type Done = (String, bool);
+/// A job handed back: its id, whether what the relay said is recorded
+/// (when it is not, the message must not be tried again soon: the relay
+/// may have it already), and which thread did it.
+pub struct Done {
+    pub id: String,
+    pub recorded: bool,
+    pub worker: usize,
+}
 
-/// Runs until the runner drops its end; each job done is sent back on
-/// `done`.
-pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<Done>) {
-    let mut o = Outbound {
-        queue,
-        session: None,
-        down: None,
-    };
+/// Starts `connections` threads, each with a connection of its own to
+/// the relay and a channel for its jobs (returned, in order: the runner
+/// gives the first ones work first, so that more connections are opened
+/// only when messages wait); they end when the runner drops its ends.
+/// Each job done is sent back on `done`, with the thread's number.
+pub fn start(
+    queue: &Queue,
+    connections: usize,
+    done: &Sender<Done>,
+) -> std::io::Result<Vec<Sender<Work>>> {
+    let down = Down::default();
+    let mut workers = Vec::new();
+    for n in 0..connections.max(1) {
+        let o = Outbound {
+            queue: queue.clone(),
+            session: None,
+            down: down.clone(),
+        };
+        let (tx, jobs) = crossbeam_channel::bounded(64);
+        let done = done.clone();
+        std::thread::Builder::new()
+            .name(format!("relay-{n}"))
+            .spawn(move || run(o, n, jobs, done))?;
+        workers.push(tx);
+    }
+    Ok(workers)
+}
+
+fn run(mut o: Outbound, worker: usize, jobs: Receiver<Work>, done: Sender<Done>) {
     loop {
         let job = match jobs.recv_timeout(IDLE) {
             Ok(Work::Job(job)) => job,
             Ok(Work::Retry) => {
-                o.down = None;
+                *o.down.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -82,7 +111,12 @@ pub fn run(queue: Queue, jobs: Receiver<Work>, done: Sender<Done>) {
             }
         };
         let recorded = o.send(&job);
-        if done.send((job.id, recorded)).is_err() {
+        let back = Done {
+            id: job.id,
+            recorded,
+            worker,
+        };
+        if done.send(back).is_err() {
             return;
         }
     }
@@ -124,13 +158,14 @@ impl Outbound {
         if let Some(s) = self.session.take() {
             return Ok(s);
         }
-        if let Some((f, at)) = &self.down {
+        if let Some((f, at)) = &*self.down.lock().unwrap_or_else(|e| e.into_inner()) {
             if at.elapsed() < DOWN_FOR {
                 return Err(f.clone());
             }
         }
         relay.open().inspect_err(|f| {
-            self.down = Some((f.clone(), Instant::now()));
+            *self.down.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((f.clone(), Instant::now()));
         })
     }
 

@@ -38,8 +38,29 @@ pub enum Wake {
     /// Read the queue's directories again (after `queue hold`, `release`
     /// or `delete`).
     Rescan,
+    /// Messages were queued by a session: they are in the [`Inbox`].
+    Queued,
     Stop,
 }
+
+/// The ids of messages sessions have just queued, for the runner to take
+/// up at once without reading the whole queue again.
+#[derive(Default)]
+pub struct Inbox(std::sync::Mutex<Vec<String>>);
+
+impl Inbox {
+    pub fn push(&self, id: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A relay connection with this many messages waiting for it is behind:
+/// the next message goes to another.
+const BEHIND: usize = 8;
 
 /// The maildrop and the queue are looked at this often without being
 /// asked, in case a wake-up was missed.
@@ -58,9 +79,11 @@ pub type Live = Arc<dyn Fn() -> Services + Send + Sync>;
 pub struct Runner {
     queue: Queue,
     live: Live,
-    /// Where messages go to be relayed, and the ones out there now (their
-    /// files are the relay thread's until they come back).
-    relay: Option<Sender<outbound::Work>>,
+    inbox: Arc<Inbox>,
+    /// Where messages go to be relayed: a channel per connection, with the
+    /// number of messages each has now; and the messages out there (their
+    /// files are the relay threads' until they come back).
+    relay: Vec<(Sender<outbound::Work>, usize)>,
     out: HashSet<String>,
     /// Messages by when they are due (seconds), and the other way round.
     due: BTreeSet<(i64, String)>,
@@ -82,11 +105,12 @@ pub fn policy(config: &Config) -> Policy {
 }
 
 impl Runner {
-    pub fn new(queue: Queue, live: Live) -> Runner {
+    pub fn new(queue: Queue, live: Live, inbox: Arc<Inbox>) -> Runner {
         Runner {
             queue,
             live,
-            relay: None,
+            inbox,
+            relay: Vec::new(),
             out: HashSet::new(),
             due: BTreeSet::new(),
             when: HashMap::new(),
@@ -95,25 +119,31 @@ impl Runner {
 
     /// Runs until told to stop.
     pub fn run(mut self, wake: Receiver<Wake>) {
-        // The relay's thread ends when this end of its channel goes. It is
-        // not waited for: a crash at any point loses nothing, and a stop
-        // should not wait for a hung relay.
-        let (jobs, jobs_rx) = crossbeam_channel::bounded(64);
+        // The relay's threads end when the runner's ends of their channels
+        // go. They are not waited for: a crash at any point loses nothing,
+        // and a stop should not wait for a hung relay.
         let (done_tx, done) = crossbeam_channel::unbounded();
-        let queue = self.queue.clone();
-        if let Err(e) = std::thread::Builder::new()
-            .name("relay".into())
-            .spawn(move || outbound::run(queue, jobs_rx, done_tx))
-        {
-            log::error!("queue: cannot start the relay thread, mail for the relay waits: {e}");
-        } else {
-            self.relay = Some(jobs);
+        let connections = (self.live)()
+            .local
+            .config()
+            .relay
+            .as_ref()
+            .map_or(1, |r| r.connections);
+        match outbound::start(&self.queue, connections, &done_tx) {
+            Ok(workers) => self.relay = workers.into_iter().map(|w| (w, 0)).collect(),
+            Err(e) => {
+                log::error!("queue: cannot start the relay threads, mail for the relay waits: {e}")
+            }
         }
+        drop(done_tx);
         self.forget_taken_drops();
         self.rescan();
         self.pick_up();
         let mut last_scan = Instant::now();
         loop {
+            for id in self.inbox.take() {
+                self.schedule(&id, i64::MIN);
+            }
             while let Some(id) = self.next_due(now()) {
                 self.attempt(&id);
                 // What was asked meanwhile is done now, not dropped.
@@ -122,8 +152,8 @@ impl Runner {
                         return;
                     }
                 }
-                while let Ok((id, recorded)) = done.try_recv() {
-                    self.back(&id, recorded);
+                while let Ok(d) = done.try_recv() {
+                    self.back(d);
                 }
             }
             let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
@@ -140,8 +170,8 @@ impl Runner {
                     Err(_) => return,
                 },
                 recv(done) -> back => {
-                    if let Ok((id, recorded)) = back {
-                        self.back(&id, recorded);
+                    if let Ok(d) = back {
+                        self.back(d);
                     }
                 }
                 default(wait) => {}
@@ -159,7 +189,7 @@ impl Runner {
         match w {
             Wake::Pickup => self.pick_up(),
             Wake::Flush => {
-                if let Some(jobs) = &self.relay {
+                for (jobs, _) in &self.relay {
                     let _ = jobs.try_send(outbound::Work::Retry);
                 }
                 self.pick_up();
@@ -170,6 +200,11 @@ impl Runner {
                 }
             }
             Wake::Rescan => self.rescan(),
+            Wake::Queued => {
+                for id in self.inbox.take() {
+                    self.schedule(&id, i64::MIN);
+                }
+            }
             Wake::Stop => return false,
         }
         true
@@ -319,14 +354,13 @@ impl Runner {
             self.schedule(id, now + policy.retry_first as i64);
             return;
         }
-        if !remote.is_empty() && self.relay.is_none() {
+        if !remote.is_empty() && self.relay.is_empty() {
             // Never so: the relay thread would not start. The message
             // waits, as after a failed attempt.
             self.schedule(id, now + policy.retry_first as i64);
             return;
         }
-        if let (Some(relay), Some(jobs), false) = (&services.relay, &self.relay, remote.is_empty())
-        {
+        if let (Some(relay), false) = (&services.relay, remote.is_empty()) {
             drop(e);
             let job = outbound::Job {
                 id: id.to_string(),
@@ -334,12 +368,22 @@ impl Runner {
                 relay: relay.clone(),
                 local: local.clone(),
             };
-            match jobs.try_send(outbound::Work::Job(job)) {
+            // The first connection that is not behind takes it: another
+            // is opened only while messages wait for the ones open.
+            let w = (0..self.relay.len())
+                .find(|&w| self.relay[w].1 < BEHIND)
+                .unwrap_or_else(|| {
+                    (0..self.relay.len())
+                        .min_by_key(|&w| self.relay[w].1)
+                        .unwrap_or(0)
+                });
+            match self.relay[w].0.try_send(outbound::Work::Job(job)) {
                 Ok(()) => {
+                    self.relay[w].1 += 1;
                     self.out.insert(id.to_string());
                 }
-                // The relay thread is busy with many: this one waits for
-                // the next pass.
+                // That thread is busy with many: this one waits for the
+                // next pass.
                 Err(_) => self.schedule(id, now + 1),
             }
             return;
@@ -350,8 +394,17 @@ impl Runner {
     /// A message is back from the relay thread: its records are complete
     /// for this attempt, unless they could not be written (then it waits,
     /// as a failed attempt would).
-    fn back(&mut self, id: &str, recorded: bool) {
+    fn back(&mut self, done: outbound::Done) {
+        let outbound::Done {
+            id,
+            recorded,
+            worker,
+        } = done;
+        let id = id.as_str();
         self.out.remove(id);
+        if let Some((_, n)) = self.relay.get_mut(worker) {
+            *n = n.saturating_sub(1);
+        }
         if !recorded {
             let local = (self.live)().local;
             let wait = policy(local.config()).retry_first as i64;
@@ -375,7 +428,7 @@ impl Runner {
         self.report(e, config, policy, now);
         let state = e.state();
         if state.finished() {
-            match self.queue.remove(Place::Active, id) {
+            match self.queue.remove_done(id) {
                 Ok(()) => log::info!("{id}: done, removed from the queue"),
                 Err(err) => log::error!("{id}: done, but removing it failed: {err}"),
             }

@@ -202,10 +202,18 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Removes a message whose work is done.
+    /// Removes a message, durably (`queue delete`: a message deleted must
+    /// not come back after a crash).
     pub fn remove(&self, place: Place, id: &str) -> io::Result<()> {
         std::fs::remove_file(self.path(place, id))?;
         sync_dir(&self.dir.join(place.dir()))
+    }
+
+    /// Removes a message whose work is done. Not made durable: if a crash
+    /// brings the file back, its records say everything is done, and it
+    /// is removed again without anything being sent.
+    pub fn remove_done(&self, id: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(Place::Active, id))
     }
 
     /// Moves a message between `active/` and `hold/`.

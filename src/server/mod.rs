@@ -370,9 +370,11 @@ impl Server {
         // Wake-ups past these are redundant: the runner looks at
         // everything when it wakes.
         let (wake, wake_rx) = crossbeam_channel::bounded(16);
+        let inbox = Arc::new(crate::queue::Inbox::default());
         let outbox = crate::queue::Outbox {
             queue: queue.clone(),
             wake: wake.clone(),
+            inbox: inbox.clone(),
         };
         let runtime = Runtime::new(config, None, Some(outbox)).map_err(StartError::Config)?;
         let config = &runtime.config;
@@ -434,7 +436,7 @@ impl Server {
                 }
             }) as crate::queue::runner::Live
         };
-        let runner = crate::queue::Runner::new(queue, live);
+        let runner = crate::queue::Runner::new(queue, live, inbox);
         let runner = std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || runner.run(wake_rx))
