@@ -35,17 +35,16 @@
 //! For the same reason a benchmark started within six minutes of the
 //! previous one's clean-up first waits out the rest of those minutes.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{find, lf, message, smtp_open, smtp_quit, smtp_send, Daemon};
 use support::{Client, BIN};
 
 #[derive(Clone)]
@@ -84,53 +83,15 @@ impl Workload {
 /// connection per message, no pipelining.
 const DEFAULT: &[&str] = &["a:1:2000:1024", "b:20:20000:4096", "c:4:40:10485760"];
 
-/// One message: its headers and 80-column body lines, about `size` octets,
-/// CRLF line ends (no line starts with a dot).
-fn message(n: usize, size: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: <load@client.example>\r\nTo: <benchuser@localhost>\r\nSubject: bench {n}\r\nMessage-ID: <{n}@client.example>\r\n\r\n"
-    )
-    .into_bytes();
-    let mut line = 0usize;
-    while m.len() < size {
-        let text = format!("{n:08} {line:08} ");
-        m.extend_from_slice(text.as_bytes());
-        m.extend(std::iter::repeat_n(
-            b'a' + (line % 26) as u8,
-            78 - text.len(),
-        ));
-        m.extend_from_slice(b"\r\n");
-        line += 1;
-    }
-    m
-}
+/// Where a run's mail is to be delivered: `benchuser`'s Maildir.
+const RCPT: &str = "benchuser@localhost";
 
-fn lf(m: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.len());
-    let mut i = 0;
-    while i < m.len() {
-        if m[i] == b'\r' && m.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
-        }
-        out.push(m[i]);
-        i += 1;
-    }
-    out
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(bin: &Path, dir: &Path, workers: usize) -> Server {
-        std::fs::create_dir_all(dir).unwrap();
-        let d = dir.display();
-        let config = format!(
-            r#"hostname = "bench.example"
+/// Starts mailroom in `dir` with `workers` workers, delivering
+/// `benchuser`'s mail to `dir/mail/benchuser/Maildir`.
+fn start(bin: &Path, dir: &Path, workers: usize) -> Daemon {
+    let d = dir.display();
+    let config = format!(
+        r#"hostname = "bench.example"
 local_domains = ["localhost"]
 spool_dir = "{d}/spool"
 [server]
@@ -144,121 +105,20 @@ maildir = "{d}/mail/benchuser/Maildir"
 [mailbox.postmaster]
 maildir = "{d}/mail/postmaster/Maildir"
 "#
-        );
-        let path = dir.join("mailroom.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(&path)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mailroom");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(i) = line.find("listening on ") {
-                addr = line[i + 13..]
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse().ok());
-            }
-            if line.contains(" ready: ") {
-                break;
-            }
-        }
-        // Keep reading the log (at info level, as deployed) so the server
-        // never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            addr: addr.expect("mailroom started"),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn proc_field(&self, file: &str, key: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Resident set now and at its peak, in KiB.
-    fn rss_kib(&self) -> (u64, u64) {
-        (
-            self.proc_field("status", "VmRSS:"),
-            self.proc_field("status", "VmHWM:"),
-        )
-    }
-
-    /// User plus system CPU time so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th of the whole line.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
-        let ticks = f[11] + f[12];
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as u64;
-        Duration::from_micros(ticks * 1_000_000 / hz)
-    }
-
-    fn maildir(&self) -> PathBuf {
-        self.dir.join("mail/benchuser/Maildir/new")
-    }
+    );
+    Daemon::start(bin, dir, &config)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Resident set now and at its peak, in KiB.
+fn rss_kib(srv: &Daemon) -> (u64, u64) {
+    (
+        common::proc::status_kib(srv.pid(), "VmRSS:"),
+        common::proc::status_kib(srv.pid(), "VmHWM:"),
+    )
 }
 
-/// A new session: the greeting, then EHLO.
-fn open(addr: SocketAddr) -> Client {
-    let mut c = Client::connect_with(addr, Duration::from_secs(120));
-    assert_eq!(c.reply_code(), 220, "greeting");
-    c.send(b"EHLO load.client.example\r\n");
-    assert_eq!(c.reply_code(), 250, "EHLO");
-    c
-}
-
-/// Sends one message; the time from the final dot to its 250.
-fn send(c: &mut Client, msg: &[u8], pipelining: bool) -> Duration {
-    let envelope = b"MAIL FROM:<load@client.example>\r\nRCPT TO:<benchuser@localhost>\r\nDATA\r\n";
-    if pipelining {
-        c.send(envelope);
-        assert_eq!(c.reply_code(), 250, "MAIL");
-        assert_eq!(c.reply_code(), 250, "RCPT");
-        assert_eq!(c.reply_code(), 354, "DATA");
-    } else {
-        for (cmd, code) in envelope
-            .split_inclusive(|&b| b == b'\n')
-            .zip([250, 250, 354])
-        {
-            c.send(cmd);
-            assert_eq!(c.reply_code(), code, "envelope");
-        }
-    }
-    c.send(msg);
-    let t = Instant::now();
-    c.send(b".\r\n");
-    assert_eq!(c.reply_code(), 250, "end of data");
-    t.elapsed()
-}
-
-fn quit(mut c: Client) {
-    c.send(b"QUIT\r\n");
-    assert_eq!(c.reply_code(), 221, "QUIT");
+fn maildir(srv: &Daemon) -> PathBuf {
+    srv.dir.join("mail/benchuser/Maildir/new")
 }
 
 struct Outcome {
@@ -270,26 +130,26 @@ struct Outcome {
 }
 
 fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
-    let srv = Server::start(
+    let srv = start(
         bin,
         &base.join(format!("{n}-{}-{workers}", w.name)),
         workers,
     );
     std::thread::sleep(Duration::from_millis(200));
-    let (idle_rss, _) = srv.rss_kib();
+    let (idle_rss, _) = rss_kib(&srv);
     // Messages are made before the clock starts: the client's own work
     // should not slow the server it measures.
     let messages: Arc<Vec<Vec<u8>>> = Arc::new(if w.size >= 1 << 20 {
         // Large ones share a body; each differs in its first line.
         (0..w.messages.min(w.sessions * 2))
-            .map(|n| message(n, w.size))
+            .map(|n| message(n, w.size, RCPT))
             .collect()
     } else {
-        (0..w.messages).map(|n| message(n, w.size)).collect()
+        (0..w.messages).map(|n| message(n, w.size, RCPT)).collect()
     });
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu0 = srv.cpu();
-    let started = Instant::now();
+    let cpu0 = common::proc::cpu(srv.pid());
+    let started = std::time::Instant::now();
     let threads: Vec<_> = (0..w.sessions)
         .map(|_| {
             let (w, messages, next, addr) = (w.clone(), messages.clone(), next.clone(), srv.addr);
@@ -301,14 +161,19 @@ fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outco
                     if n >= w.messages {
                         break;
                     }
-                    let c = session.get_or_insert_with(|| open(addr));
-                    lat.push(send(c, &messages[n % messages.len()], w.pipelining));
+                    let c = session.get_or_insert_with(|| smtp_open(addr));
+                    lat.push(smtp_send(
+                        c,
+                        RCPT,
+                        &messages[n % messages.len()],
+                        w.pipelining,
+                    ));
                     if !w.reuse {
-                        quit(session.take().unwrap());
+                        smtp_quit(session.take().unwrap());
                     }
                 }
                 if let Some(c) = session {
-                    quit(c);
+                    smtp_quit(c);
                 }
                 lat
             })
@@ -319,8 +184,8 @@ fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outco
         .flat_map(|t| t.join().unwrap())
         .collect();
     let wall = started.elapsed();
-    let cpu = srv.cpu() - cpu0;
-    let (_, peak_rss) = srv.rss_kib();
+    let cpu = common::proc::cpu(srv.pid()) - cpu0;
+    let (_, peak_rss) = rss_kib(&srv);
     verify(&srv, w, &messages);
     latencies.sort();
     Outcome {
@@ -334,10 +199,10 @@ fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outco
 
 /// Every message arrived once, intact: the file ends with exactly what was
 /// sent (LF line ends), after the three fields delivery adds.
-fn verify(srv: &Server, w: &Workload, messages: &[Vec<u8>]) {
+fn verify(srv: &Daemon, w: &Workload, messages: &[Vec<u8>]) {
     let mut seen = vec![0u32; messages.len()];
     let mut count = 0;
-    for entry in std::fs::read_dir(srv.maildir()).unwrap() {
+    for entry in std::fs::read_dir(maildir(srv)).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let at = find(&data, b"\nSubject: bench ").expect("a bench message");
         let n: usize = std::str::from_utf8(&data[at + 16..at + 16 + 12])
@@ -365,10 +230,6 @@ fn verify(srv: &Server, w: &Workload, messages: &[Vec<u8>]) {
             w.name
         );
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
