@@ -24,7 +24,7 @@ use crate::relay::Relay;
 use crate::smtp::address::{ForwardPath, Mailbox};
 use crate::smtp::trace::{Clock, UnixTime};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,8 @@ impl Inbox {
 /// A relay connection with this many messages waiting for it is behind:
 /// the next message goes to another.
 const BEHIND: usize = 8;
+/// The most messages handed to one relay connection at a time.
+const FILL: usize = 64;
 
 /// The maildrop and the queue are looked at this often without being
 /// asked, in case a wake-up was missed.
@@ -85,6 +87,9 @@ pub struct Runner {
     /// files are the relay threads' until they come back).
     relay: Vec<(Sender<outbound::Work>, usize)>,
     out: HashSet<String>,
+    /// Messages for the relay while every connection has its fill: handed
+    /// over as they free up.
+    waiting: VecDeque<outbound::Job>,
     /// Messages by when they are due (seconds), and the other way round.
     due: BTreeSet<(i64, String)>,
     when: HashMap<String, i64>,
@@ -112,6 +117,7 @@ impl Runner {
             inbox,
             relay: Vec::new(),
             out: HashSet::new(),
+            waiting: VecDeque::new(),
             due: BTreeSet::new(),
             when: HashMap::new(),
         }
@@ -368,27 +374,45 @@ impl Runner {
                 relay: relay.clone(),
                 local: local.clone(),
             };
-            // The first connection that is not behind takes it: another
-            // is opened only while messages wait for the ones open.
-            let w = (0..self.relay.len())
-                .find(|&w| self.relay[w].1 < BEHIND)
-                .unwrap_or_else(|| {
-                    (0..self.relay.len())
-                        .min_by_key(|&w| self.relay[w].1)
-                        .unwrap_or(0)
-                });
-            match self.relay[w].0.try_send(outbound::Work::Job(job)) {
-                Ok(()) => {
-                    self.relay[w].1 += 1;
-                    self.out.insert(id.to_string());
-                }
-                // That thread is busy with many: this one waits for the
-                // next pass.
-                Err(_) => self.schedule(id, now + 1),
-            }
+            self.out.insert(id.to_string());
+            self.waiting.push_back(job);
+            self.hand_over();
             return;
         }
         self.conclude(&mut e, config, &policy, now);
+    }
+
+    /// Hands the waiting messages to the relay threads: the first
+    /// connection that is not behind takes the next one, so that a few
+    /// messages share one connection and a backlog spreads over more;
+    /// when all have their fill, the rest wait here.
+    fn hand_over(&mut self) {
+        while let Some(job) = self.waiting.pop_front() {
+            let free = (0..self.relay.len())
+                .find(|&w| self.relay[w].1 < BEHIND)
+                .or_else(|| {
+                    (0..self.relay.len())
+                        .filter(|&w| self.relay[w].1 < FILL)
+                        .min_by_key(|&w| self.relay[w].1)
+                });
+            let Some(w) = free else {
+                self.waiting.push_front(job);
+                return;
+            };
+            match self.relay[w].0.try_send(outbound::Work::Job(job)) {
+                Ok(()) => self.relay[w].1 += 1,
+                Err(e) => {
+                    // The thread is gone: its message waits for a retry.
+                    let job = e.into_inner();
+                    let outbound::Work::Job(job) = job else {
+                        continue;
+                    };
+                    log::error!("{}: the relay thread {w} is gone", job.id);
+                    self.out.remove(&job.id);
+                    self.schedule(&job.id, now() + 60);
+                }
+            }
+        }
     }
 
     /// A message is back from the relay thread: its records are complete
@@ -405,6 +429,7 @@ impl Runner {
         if let Some((_, n)) = self.relay.get_mut(worker) {
             *n = n.saturating_sub(1);
         }
+        self.hand_over();
         if !recorded {
             let local = (self.live)().local;
             let wait = policy(local.config()).retry_first as i64;

@@ -428,12 +428,7 @@ impl Session {
                 "the message has 8-bit content, and the relay does not offer 8BITMIME".into(),
             ));
         }
-        if self.sent > 0 {
-            let r = self.command("RSET\r\n", command, "RSET")?;
-            if r.code != 250 {
-                return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
-            }
-        }
+        let reset = self.sent > 0;
         self.sent += 1;
         let mail = client::mail_from(msg.sender, wire, &self.ext, eight_bit, utf8, &msg.dsn);
         let rcpts: Vec<String> = msg
@@ -441,33 +436,45 @@ impl Session {
             .iter()
             .map(|r| client::rcpt_to(r.address, &self.ext, r.notify.as_deref(), r.orcpt))
             .collect();
-        // With PIPELINING, MAIL and the RCPTs go in one write (RFC 2920);
-        // DATA waits for their replies.
-        let replies: Vec<Reply> = if self.ext.pipelining {
-            self.write(
-                &[mail.as_str()]
-                    .into_iter()
-                    .chain(rcpts.iter().map(String::as_str))
-                    .collect::<String>(),
-                command,
-            )?;
+        let data_wait = command.min(Duration::from_secs(120));
+        // With PIPELINING, RSET, MAIL, the RCPTs and DATA go in one write
+        // (RFC 2920: DATA last), and their replies are read in order.
+        let (replies, data_reply) = if self.ext.pipelining {
+            let mut group = String::with_capacity(64 * (rcpts.len() + 3));
+            if reset {
+                group.push_str("RSET\r\n");
+            }
+            group.push_str(&mail);
+            rcpts.iter().for_each(|r| group.push_str(r));
+            group.push_str("DATA\r\n");
+            self.write(&group, command)?;
+            if reset {
+                let r = self.reply(command, "RSET")?;
+                if r.code != 250 {
+                    return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
+                }
+            }
             let mut replies = Vec::with_capacity(rcpts.len() + 1);
             for _ in 0..=rcpts.len() {
                 replies.push(self.reply(command, "MAIL/RCPT")?);
             }
-            replies
+            let data = self.reply(data_wait, "DATA")?;
+            (replies, Some(data))
         } else {
+            if reset {
+                let r = self.command("RSET\r\n", command, "RSET")?;
+                if r.code != 250 {
+                    return Err(Failed::temporary("4.4.0", format!("RSET: {r}")));
+                }
+            }
             let mut replies = vec![self.command(&mail, command, "MAIL FROM")?];
             if replies[0].is_positive() {
                 for r in &rcpts {
                     replies.push(self.command(r, command, "RCPT TO")?);
                 }
             }
-            replies
+            (replies, None)
         };
-        if !replies[0].is_positive() {
-            return Err(Failed::of(&replies[0], "MAIL FROM"));
-        }
         let mut outcomes: Vec<Outcome> = replies[1..]
             .iter()
             .map(|r| {
@@ -481,10 +488,24 @@ impl Session {
                 }
             })
             .collect();
-        if !outcomes.iter().any(|o| matches!(o, Outcome::Sent { .. })) {
+        let nobody = !replies[0].is_positive()
+            || !outcomes.iter().any(|o| matches!(o, Outcome::Sent { .. }));
+        if nobody {
+            // A pipelined DATA a relay took anyway gets an empty message,
+            // which it must refuse: then the connection is in step again.
+            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                self.write(".\r\n", data)?;
+                self.reply(dot, "an empty message")?;
+            }
+            if !replies[0].is_positive() {
+                return Err(Failed::of(&replies[0], "MAIL FROM"));
+            }
             return Ok(outcomes);
         }
-        let r = self.command("DATA\r\n", command.min(Duration::from_secs(120)), "DATA")?;
+        let r = match data_reply {
+            Some(r) => r,
+            None => self.command("DATA\r\n", data_wait, "DATA")?,
+        };
         if r.code != 354 {
             return Err(Failed::of(&r, "DATA"));
         }
