@@ -50,7 +50,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -181,22 +181,8 @@ struct Seen {
 /// A pseudo-terminal: its master end, and the slave end for a child's
 /// output; neither is inherited by other children.
 fn pty() -> (File, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty stores two new descriptors in the integers it is
-    // given; a null name, terminal mode and window size are allowed.
-    let r = unsafe {
-        nix::libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened and belong to nobody
-    // else.
-    let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let pair = nix::pty::openpty(None, None).expect("openpty");
+    let (master, slave) = (File::from(pair.master), pair.slave);
     for fd in [&master as &dyn std::os::fd::AsFd, &slave] {
         nix::fcntl::fcntl(
             fd.as_fd(),
