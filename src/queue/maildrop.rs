@@ -155,15 +155,69 @@ pub enum Refused {
     Bad(String),
 }
 
-/// Takes a complete drop into the queue, stamped with its owner's uid;
-/// returns the queue id. Limits: `max_size` octets of message.
+/// Takes complete drops into the queue, each stamped with its owner's
+/// uid; for each name, its queue id or why it was not taken. The queue
+/// files are fsynced one by one and their directory once, and only then
+/// are the drops removed (their directory fsynced once too): a crash
+/// before that leaves the drops to be taken again (a queue file whose
+/// name was not yet durable is gone with it), and one after, the queue
+/// files naming their drops (see [`forget`]).
 pub fn pick_up(
     queue: &Queue,
+    names: &[String],
+    hostname: &str,
+    max_size: u64,
+) -> Vec<(String, Result<String, Refused>)> {
+    let dir = queue.dir().join(DIR);
+    let mut out: Vec<(String, Result<String, Refused>)> = names
+        .iter()
+        .map(|name| (name.clone(), take(queue, &dir, name, hostname, max_size)))
+        .collect();
+    let taken: Vec<&str> = out
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(String::as_str))
+        .collect();
+    if taken.is_empty() {
+        return out;
+    }
+    if let Err(e) = queue.sync(super::store::Place::Active) {
+        // Not durable: taken back, and the drops stay to be taken later.
+        for id in taken {
+            let _ = std::fs::remove_file(queue.dir().join("active").join(id));
+        }
+        for (_, r) in &mut out {
+            if r.is_ok() {
+                *r = Err(Refused::Io(std::io::Error::new(e.kind(), e.to_string())));
+            }
+        }
+        return out;
+    }
+    let mut removed = false;
+    for (name, r) in &out {
+        if r.is_ok() {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => removed = true,
+                Err(e) => log::error!("maildrop: removing {name}, which is queued: {e}"),
+            }
+        }
+    }
+    if removed {
+        if let Err(e) = sync_dir(&dir) {
+            log::error!("maildrop: fsync after removing what was taken: {e}");
+        }
+    }
+    out
+}
+
+/// Writes one drop into the queue (its file fsynced, its name not yet
+/// durable); a bad one is set aside.
+fn take(
+    queue: &Queue,
+    dir: &Path,
     name: &str,
     hostname: &str,
     max_size: u64,
 ) -> Result<String, Refused> {
-    let dir = queue.dir().join(DIR);
     let path = dir.join(name);
     let file = OpenOptions::new()
         .read(true)
@@ -180,7 +234,12 @@ pub fn pick_up(
         let body_len = env.size;
         env.size += received.len() as u64;
         queue
-            .put(&env, received.as_bytes(), Body::new(&file, start, body_len))
+            .put_unsynced(
+                &env,
+                received.as_bytes(),
+                Body::new(&file, start, body_len),
+                &[],
+            )
             .map_err(Refused::Io)?;
         log::info!(
             "{}: picked up from uid {uid}: from=<{}>, {} recipients, {} octets",
@@ -191,19 +250,12 @@ pub fn pick_up(
         );
         Ok(env.id)
     });
-    match taken {
-        Ok(id) => {
-            forget(&dir, name);
-            Ok(id)
-        }
-        Err(Refused::Bad(why)) => {
-            let owner = file.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
-            log::warn!("maildrop: {name} from uid {owner} set aside: {why}");
-            let _ = std::fs::rename(&path, queue.dir().join("corrupt").join(name));
-            Err(Refused::Bad(why))
-        }
-        Err(e) => Err(e),
+    if let Err(Refused::Bad(why)) = &taken {
+        let owner = file.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);
+        log::warn!("maildrop: {name} from uid {owner} set aside: {why}");
+        let _ = std::fs::rename(&path, queue.dir().join("corrupt").join(name));
     }
+    taken
 }
 
 /// A drop's envelope, where its message starts, and its owner; checked
@@ -285,7 +337,8 @@ mod tests {
         let name =
             drop_message(q.dir(), &env(&["bob@box.example"], text.len() as u64), text).unwrap();
         assert_eq!(waiting(&q).unwrap(), std::slice::from_ref(&name));
-        let id = pick_up(&q, &name, "box.example", 1000).unwrap();
+        let mut taken = pick_up(&q, std::slice::from_ref(&name), "box.example", 1000);
+        let id = taken.pop().unwrap().1.unwrap();
         assert!(waiting(&q).unwrap().is_empty());
         let e = q.open(Place::Active, &id).unwrap();
         let me = nix::unistd::geteuid().as_raw();
@@ -326,11 +379,8 @@ mod tests {
         let mut names = waiting(&q).unwrap();
         names.sort();
         assert_eq!(names, ["badrcpt", "big", "junk", "short"]);
-        for name in names {
-            assert!(
-                matches!(pick_up(&q, &name, "h", 1000), Err(Refused::Bad(_))),
-                "{name}"
-            );
+        for (name, r) in pick_up(&q, &names, "h", 1000) {
+            assert!(matches!(r, Err(Refused::Bad(_))), "{name}");
             assert!(q.dir().join("corrupt").join(&name).exists());
         }
         assert!(std::fs::symlink_metadata(drops.join("link")).is_err());

@@ -312,18 +312,23 @@ impl Runner {
         }
         let local = (self.live)().local;
         let config = local.config();
-        for name in names {
-            match maildrop::pick_up(
+        // A bounded batch at a time: the queue files of one batch are made
+        // durable together.
+        for batch in names.chunks(256) {
+            let taken = maildrop::pick_up(
                 &self.queue,
-                &name,
+                batch,
                 &config.hostname,
                 config.server.max_message_size,
-            ) {
-                Ok(id) => self.schedule(&id, i64::MIN),
-                Err(maildrop::Refused::Io(e)) => {
-                    log::error!("maildrop: {name} cannot be taken now: {e}")
+            );
+            for (name, r) in taken {
+                match r {
+                    Ok(id) => self.schedule(&id, i64::MIN),
+                    Err(maildrop::Refused::Io(e)) => {
+                        log::error!("maildrop: {name} cannot be taken now: {e}")
+                    }
+                    Err(maildrop::Refused::Bad(_)) => {}
                 }
-                Err(maildrop::Refused::Bad(_)) => {}
             }
         }
     }

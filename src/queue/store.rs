@@ -120,6 +120,19 @@ impl Queue {
         body: Body<'_>,
         records: &[Record],
     ) -> io::Result<()> {
+        self.put_unsynced(env, prefix, body, records)?;
+        self.sync(Place::Active)
+    }
+
+    /// Writes a message's file, fsynced, into `active/`, without making
+    /// its name durable: [`Queue::sync`] does that, once for many.
+    pub fn put_unsynced(
+        &self,
+        env: &Envelope,
+        prefix: &[u8],
+        body: Body<'_>,
+        records: &[Record],
+    ) -> io::Result<()> {
         debug_assert_eq!(env.size, prefix.len() as u64 + body.len());
         let tmp = self.dir.join("tmp").join(&env.id);
         let written = (|| {
@@ -138,13 +151,17 @@ impl Queue {
             out.flush()?;
             drop(out);
             f.sync_all()?;
-            std::fs::rename(&tmp, self.path(Place::Active, &env.id))?;
-            sync_dir(&self.dir.join(Place::Active.dir()))
+            std::fs::rename(&tmp, self.path(Place::Active, &env.id))
         })();
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// Makes the names of the files put in `place` durable.
+    pub fn sync(&self, place: Place) -> io::Result<()> {
+        sync_dir(&self.dir.join(place.dir()))
     }
 
     /// Opens a queued message; a record torn by a crash is cut off.
