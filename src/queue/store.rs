@@ -19,6 +19,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The most of the records read back: far more than a message retried
 /// every minute for a year writes.
@@ -45,6 +46,59 @@ impl Place {
 #[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
+    /// Shared by every clone: the fsyncs of `active/` that sessions and
+    /// the runner ask for at once are made as one.
+    active: Arc<GroupSync>,
+}
+
+/// Group commit for one directory's fsync: whoever asks while one is
+/// running waits for the next, which one of the waiters makes for all.
+/// Each caller returns once an fsync that started after its own request
+/// has succeeded, so its entries are durable; but concurrent callers pay
+/// for one fsync, not one each.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Requests so far, and the last one an fsync covered.
+    asked: u64,
+    covered: u64,
+    running: bool,
+}
+
+impl GroupSync {
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock();
+        st.asked += 1;
+        let mine = st.asked;
+        loop {
+            if st.covered >= mine {
+                return Ok(());
+            }
+            if !st.running {
+                st.running = true;
+                let upto = st.asked;
+                drop(st);
+                let result = sync_dir(dir);
+                st = lock();
+                st.running = false;
+                if result.is_ok() {
+                    st.covered = st.covered.max(upto);
+                }
+                self.done.notify_all();
+                // A failure is this caller's; the others try for
+                // themselves.
+                result?;
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// A queued message, open.
@@ -63,6 +117,7 @@ impl Queue {
     pub fn at(dir: &Path) -> Queue {
         Queue {
             dir: dir.to_path_buf(),
+            active: Arc::default(),
         }
     }
 
@@ -161,7 +216,11 @@ impl Queue {
 
     /// Makes the names of the files put in `place` durable.
     pub fn sync(&self, place: Place) -> io::Result<()> {
-        sync_dir(&self.dir.join(place.dir()))
+        let dir = self.dir.join(place.dir());
+        match place {
+            Place::Active => self.active.sync(&dir),
+            Place::Hold => sync_dir(&dir),
+        }
     }
 
     /// Opens a queued message; a record torn by a crash is cut off.
@@ -330,6 +389,29 @@ mod tests {
         };
         q.put(&env, b"Received: ", Body::new(&f, 0, text.len() as u64))
             .unwrap();
+    }
+
+    #[test]
+    fn concurrent_syncs_of_active_all_return_once_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::create(&dir.path().join("q")).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        q.sync(Place::Active).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let st = q.active.state.lock().unwrap();
+        assert_eq!(st.asked, 400);
+        assert_eq!(st.covered, 400);
+        assert!(!st.running);
     }
 
     #[test]
