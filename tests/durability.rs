@@ -856,7 +856,11 @@ fn a_full_disk_gives_452_and_leaves_nothing_behind() {
             .contains("Mail queue is empty")
             .then_some(())
     });
-    assert_eq!(mbox_messages(&mbox_seen).len(), 2, "carol's copy of the half");
+    assert_eq!(
+        mbox_messages(&mbox_seen).len(),
+        2,
+        "carol's copy of the half"
+    );
     assert_eq!(c.mail(&[CAROL], &small(4)).unwrap().0, 250, "{}", srv.log());
     let alice = count_copies(&read_maildir(&maildir), ALICE, "alice's Maildir");
     assert_eq!(alice.into_keys().collect::<Vec<_>>(), [small(1).subject]);
