@@ -312,13 +312,6 @@ mod tests {
     use super::*;
     use crate::delivery::spool::Spool;
 
-    fn spool(text: &[u8]) -> Spool {
-        let dir = std::env::temp_dir().join(format!("mailroom-pipe-test-{}", std::process::id()));
-        let mut s = Spool::create(&dir).unwrap();
-        s.write(text).unwrap();
-        s
-    }
-
     fn env() -> PipeEnv<'static> {
         PipeEnv {
             sender: "a@b.example",
@@ -340,11 +333,16 @@ mod tests {
             full_name: String::new(),
         };
         let account = nix::unistd::geteuid().is_root().then_some(&nobody);
+        // A large body moves to a file in the spool's directory: one that
+        // goes with the test.
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::create(dir.path()).unwrap();
+        spool.write(body).unwrap();
         run(
             command,
             account,
             b"X-Prefix: 1\n",
-            spool(body).body(),
+            spool.body(),
             &env(),
             limit,
         )
