@@ -732,6 +732,43 @@ mod tests {
         assert_eq!(p.backoff(u32::MAX), 3600);
     }
 
+    /// Drops come from users: whatever bytes a file holds, reading it as
+    /// an envelope and records ends in a value or an error, never a panic.
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let good = envelope().encode().into_bytes();
+        let records: String = records().iter().map(Record::encode).collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..3000 {
+            let mut bytes = if round % 2 == 0 {
+                good.clone()
+            } else {
+                records.clone().into_bytes()
+            };
+            for _ in 0..(next() % 8) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, b" %#\n-"[(next() % 5) as usize]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            let _ = Envelope::decode(&bytes);
+            let (decoded, good_len) = decode_records(&bytes);
+            assert!(good_len <= bytes.len());
+            let _ = State::of(&envelope(), &decoded);
+        }
+    }
+
     #[test]
     fn encoding_survives_any_text() {
         for s in ["", "%", "a b", "#x", "100%", "ü é", "\n\r\t", "%20"] {
