@@ -580,3 +580,33 @@ fn a_crash_during_an_append_as_a_user_is_undone() {
     );
     assert_eq!(subjects(&mbox_messages(&mbox)), ["before", "after"]);
 }
+
+#[test]
+fn a_forward_to_an_address_elsewhere_goes_to_the_relay() {
+    if !namespaces_or_skip("a_forward_to_an_address_elsewhere_goes_to_the_relay")
+        || !tool("python3")
+    {
+        return;
+    }
+    let sink = support::smarthost::Smarthost::start(&[]);
+    let relay = format!(
+        "\n[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        sink.port
+    );
+    let (srv, d) = start("", &relay, &|d| {
+        let forward = d.join("home/carol/.forward");
+        std::fs::write(&forward, "\\carol, carol@elsewhere.example\n").unwrap();
+        own(&forward, CAROL, CAROL);
+        set_mode(&forward, 0o644);
+    });
+    let r = send(&srv, "x@remote.example", &["carol@test.example"], "onward");
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(
+        subjects(&read_maildir(&d.join("home/carol/Maildir"))),
+        ["onward"]
+    );
+    let got = sink.wait_for(1, std::time::Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "{}\n{}", sink.transcript(), srv.log());
+    assert_eq!(got[0].mail_from(), "x@remote.example");
+    assert_eq!(got[0].rcpt_addresses(), ["carol@elsewhere.example"]);
+}
