@@ -595,6 +595,32 @@ fn a_listener_that_cannot_be_bound_exits_71() {
     drop(taken);
 }
 
+/// Two daemons on one queue would each deliver what they find there:
+/// the second refuses to start, and touches nothing of the first's.
+#[test]
+fn a_second_daemon_on_the_same_queue_exits_71() {
+    let first = Server::start();
+    let text = std::fs::read_to_string(&first.config_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.toml");
+    std::fs::write(&path, text).unwrap();
+    let in_progress = first.queue_dir().join("tmp").join("0123");
+    std::fs::write(&in_progress, "being written").unwrap();
+    let run = run_bin(
+        &[OsStr::new("--config"), path.as_os_str()],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(71), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("another mailroom runs on this queue"),
+        "{}",
+        run.stderr
+    );
+    assert!(in_progress.exists(), "the first daemon's tmp/ was cleaned");
+    assert!(first.connect().hello().cmd("NOOP").code == 250);
+}
+
 // ---------------------------------------------------------------------
 // 11. IPv6
 // ---------------------------------------------------------------------

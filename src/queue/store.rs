@@ -123,8 +123,7 @@ impl Queue {
 
     /// Creates the queue's directories if they are missing: the daemon's
     /// own 0700, and `maildrop/` where anyone may drop a file but nobody
-    /// may list (see [`super::maildrop`]). Leftovers of a crash in `tmp/`
-    /// were never acknowledged and are removed.
+    /// may list (see [`super::maildrop`]).
     pub fn create(dir: &Path) -> io::Result<Queue> {
         create_dirs(dir)?;
         let q = Queue::at(dir);
@@ -145,12 +144,19 @@ impl Queue {
             )?;
         }
         sync_dir(dir)?;
-        for entry in std::fs::read_dir(dir.join("tmp"))? {
+        Ok(q)
+    }
+
+    /// Removes what a crash left in `tmp/`: it was never acknowledged.
+    /// Only for the daemon, with the queue's lock held (another's files
+    /// in `tmp/` are being written).
+    pub fn clean(&self, _lock: &Lock) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.dir.join("tmp"))? {
             let path = entry?.path();
             log::info!("queue: removing {}, left by a crash", path.display());
             std::fs::remove_file(&path)?;
         }
-        Ok(q)
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -312,6 +318,33 @@ impl Queue {
     }
 }
 
+/// The queue's lock, held by the daemon while it runs: two runners on one
+/// queue would each deliver what they find. Released when dropped (or
+/// when the process ends, however it ends).
+pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+impl Queue {
+    /// Takes the queue's lock (`lock` in its directory), or says who may
+    /// hold it.
+    pub fn lock(&self) -> io::Result<Lock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.dir.join("lock"))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(Lock)
+            .map_err(|(_, e)| {
+                if e == nix::errno::Errno::EWOULDBLOCK {
+                    io::Error::other("another mailroom runs on this queue")
+                } else {
+                    io::Error::from(e)
+                }
+            })
+    }
+}
+
 /// Queue ids are what [`crate::smtp::trace::queue_id`] makes: hex digits.
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -392,6 +425,17 @@ mod tests {
     }
 
     #[test]
+    fn one_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::create(&dir.path().join("q")).unwrap();
+        let held = q.lock().unwrap();
+        let again = q.lock().err().unwrap();
+        assert!(again.to_string().contains("another mailroom"), "{again}");
+        drop(held);
+        q.lock().unwrap();
+    }
+
+    #[test]
     fn concurrent_syncs_of_active_all_return_once_covered() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::create(&dir.path().join("q")).unwrap();
@@ -462,6 +506,8 @@ mod tests {
         std::fs::write(root.join("active/.hidden"), "x").unwrap();
         std::fs::write(root.join("active/0D"), "not a queue file").unwrap();
         let q2 = Queue::create(&root).unwrap();
+        let lock = q2.lock().unwrap();
+        q2.clean(&lock).unwrap();
         assert!(!root.join("tmp/0C").exists());
         assert_eq!(q2.ids(Place::Active).unwrap(), ["0D"]);
         assert!(matches!(

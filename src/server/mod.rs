@@ -351,6 +351,8 @@ pub struct Server {
     )>,
     /// The control socket, removed at the end.
     socket_path: PathBuf,
+    /// Held while the server runs: one daemon per queue.
+    _queue_lock: crate::queue::store::Lock,
 }
 
 /// The queue directory in force: fixed at start, like the listeners.
@@ -367,6 +369,15 @@ impl Server {
                 config.queue.dir.display()
             ))
         })?;
+        let queue_lock = queue
+            .lock()
+            .and_then(|lock| queue.clean(&lock).map(|()| lock))
+            .map_err(|e| {
+                StartError::System(format!(
+                    "queue directory {}: {e}",
+                    config.queue.dir.display()
+                ))
+            })?;
         // Wake-ups past these are redundant: the runner looks at
         // everything when it wakes.
         let (wake, wake_rx) = crossbeam_channel::bounded(16);
@@ -458,6 +469,7 @@ impl Server {
             local_addrs,
             runner: Some((runner, wake)),
             socket_path,
+            _queue_lock: queue_lock,
         })
     }
 
