@@ -321,7 +321,9 @@ impl Queue {
 /// The queue's lock, held by the daemon while it runs: two runners on one
 /// queue would each deliver what they find. Released when dropped (or
 /// when the process ends, however it ends).
-pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+pub struct Lock {
+    _held: nix::fcntl::Flock<File>,
+}
 
 impl Queue {
     /// Takes the queue's lock (`lock` in its directory), or says who may
@@ -334,7 +336,7 @@ impl Queue {
             .mode(0o600)
             .open(self.dir.join("lock"))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(Lock)
+            .map(|held| Lock { _held: held })
             .map_err(|(_, e)| {
                 if e == nix::errno::Errno::EWOULDBLOCK {
                     io::Error::other("another mailroom runs on this queue")
