@@ -856,3 +856,39 @@ fn sendmail_bs_speaks_smtp_on_its_standard_input_and_output() {
     );
     assert!(drops(&srv.queue_dir()).is_empty());
 }
+
+/// `sendmail -bs` waits for commands no longer than a listener's session
+/// does: a caller that goes quiet gets `421 4.4.2` and the command ends.
+#[test]
+fn sendmail_bs_times_out_a_quiet_caller() {
+    let srv = with_aliases("", "", "[timeouts]\ncommand = 1\n");
+    let mut child = Command::new(BIN)
+        .arg("sendmail")
+        .arg("-C")
+        .arg(&srv.config_path)
+        .arg("-bs")
+        .current_dir("/")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Standard input stays open and says nothing.
+    let _quiet = child.stdin.take();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sendmail -bs did not time out");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.starts_with("220 "), "{out}");
+    assert!(out.contains("421 4.4.2"), "{out}");
+    assert!(status.success(), "{status:?}");
+}

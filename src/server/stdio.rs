@@ -10,21 +10,39 @@ use crate::delivery::Delivery;
 use crate::net::Transport;
 use crate::smtp::peer::Peer;
 use crate::smtp::session::{Session, TlsPolicy};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Standard input and output as one stream. Their timeouts cannot be set:
-/// the other end is a local program that started this one, and goes when
-/// it closes its end.
+/// Standard input and output as one stream. Reads wait at most the read
+/// timeout the session sets, as on a socket (by poll: a pipe has no
+/// timeout of its own); writes to the program that started this one are
+/// not bounded.
 struct Stdio {
-    input: io::Stdin,
+    /// Standard input, unbuffered (the connection buffers).
+    input: File,
     output: io::Stdout,
+    read_timeout: Option<Duration>,
 }
 
 impl Read for Stdio {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(t) = self.read_timeout {
+            let mut fds = [PollFd::new(self.input.as_fd(), PollFlags::POLLIN)];
+            // Rounded up to whole milliseconds, so as not to wake early.
+            let wait = PollTimeout::try_from(t + Duration::from_nanos(999_999))
+                .unwrap_or(PollTimeout::MAX);
+            match nix::poll::poll(&mut fds, wait) {
+                Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Err(io::ErrorKind::Interrupted.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.input.read(buf)
     }
 }
@@ -39,7 +57,8 @@ impl Write for Stdio {
 }
 
 impl Transport for Stdio {
-    fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.read_timeout = Some(t);
         Ok(())
     }
     fn set_write_timeout(&mut self, _: Duration) -> io::Result<()> {
@@ -63,9 +82,17 @@ pub fn serve(config: Arc<Config>, delivery: Arc<dyn Delivery>, uid: u32, user: S
         tls: None,
         implicit_tls: false,
     };
+    let input = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            log::error!("sendmail -bs: standard input: {e}");
+            return;
+        }
+    };
     let stream = Stdio {
-        input: io::stdin(),
+        input,
         output: io::stdout(),
+        read_timeout: None,
     };
     driver::run(stream, session, &ctx, &mut Buffers::default());
 }
