@@ -18,7 +18,7 @@
 //! one reader checks both.
 
 use super::envelope::{BadFile, Envelope, MAX_HEADER};
-use super::store::Queue;
+use super::store::{read_envelope, OpenError, Queue};
 use crate::clock::{random, SYSTEM};
 use crate::delivery::maildir::sync_dir;
 use crate::delivery::Body;
@@ -26,7 +26,7 @@ use crate::smtp::address::Mailbox;
 use crate::smtp::trace::{received_from_user, Clock};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -132,9 +132,7 @@ pub fn peek(queue: &Queue) -> Vec<Waiting> {
                 return None;
             }
             let file = File::open(entry.path()).ok()?;
-            let mut head = vec![0u8; meta.len().min(MAX_HEADER as u64) as usize];
-            file.read_exact_at(&mut head, 0).ok()?;
-            let (env, _) = Envelope::decode(&head).ok()?;
+            let (env, _) = read_envelope(&file, meta.len()).ok()?;
             Some(Waiting {
                 name: entry.file_name().into_string().ok()?,
                 env,
@@ -269,13 +267,14 @@ fn check(file: &File, max_size: u64) -> Result<(Envelope, u64, u32), Refused> {
     if len > max_size.saturating_add(MAX_HEADER as u64) {
         return Err(Refused::Bad(format!("{len} octets is too large")));
     }
-    let mut head = vec![0u8; len.min(MAX_HEADER as u64) as usize];
-    file.read_exact_at(&mut head, 0).map_err(Refused::Io)?;
-    let (env, start) = Envelope::decode(&head).map_err(|BadFile(why)| Refused::Bad(why))?;
-    if start as u64 + env.size != len {
+    let (env, start) = read_envelope(file, len).map_err(|e| match e {
+        OpenError::Io(e) => Refused::Io(e),
+        OpenError::Bad(BadFile(why)) => Refused::Bad(why),
+    })?;
+    if start + env.size != len {
         return Err(Refused::Bad(format!(
             "{len} octets, not the {} its envelope says",
-            start as u64 + env.size
+            start + env.size
         )));
     }
     if env.size > max_size {
@@ -292,7 +291,7 @@ fn check(file: &File, max_size: u64) -> Result<(Envelope, u64, u32), Refused> {
         Mailbox::parse(&r.address)
             .map_err(|e| Refused::Bad(format!("bad recipient <{}>: {e}", r.address)))?;
     }
-    Ok((env, start as u64, meta.uid()))
+    Ok((env, start, meta.uid()))
 }
 
 /// Removes a drop that is in the queue now, durably, so that it is never

@@ -239,10 +239,8 @@ impl Queue {
             .open(&path)
             .map_err(OpenError::Io)?;
         let len = file.metadata().map_err(OpenError::Io)?.len();
-        let mut head = vec![0u8; len.min(MAX_HEADER as u64) as usize];
-        file.read_exact_at(&mut head, 0).map_err(OpenError::Io)?;
-        let (env, start) = Envelope::decode(&head).map_err(OpenError::Bad)?;
-        let data_end = start as u64 + env.size;
+        let (env, start) = read_envelope(&file, len)?;
+        let data_end = start + env.size;
         if data_end > len || len - data_end > MAX_RECORDS {
             return Err(OpenError::Bad(BadFile(format!(
                 "{} octets, not the {data_end} its envelope says, and records",
@@ -266,7 +264,7 @@ impl Queue {
         Ok(Entry {
             file,
             env,
-            start: start as u64,
+            start,
             records,
             end,
         })
@@ -345,6 +343,29 @@ impl Queue {
                 }
             })
     }
+}
+
+/// Envelopes are short: this much of a file is read first, and more (up
+/// to [`MAX_HEADER`]) only for one that does not end in it, so that
+/// opening a queue file does not read its message.
+const ENVELOPE_READ: u64 = 8 * 1024;
+
+/// The envelope at the top of a queue file (or a drop) `len` octets long,
+/// and where the message after it starts.
+pub fn read_envelope(file: &File, len: u64) -> Result<(Envelope, u64), OpenError> {
+    let read = |n: u64| {
+        let mut head = vec![0u8; n as usize];
+        file.read_exact_at(&mut head, 0).map(|()| head)
+    };
+    let all = len.min(MAX_HEADER as u64);
+    let head = read(all.min(ENVELOPE_READ)).map_err(OpenError::Io)?;
+    let decoded = match Envelope::decode(&head) {
+        Err(_) if all > head.len() as u64 => Envelope::decode(&read(all).map_err(OpenError::Io)?),
+        other => other,
+    };
+    decoded
+        .map(|(env, start)| (env, start as u64))
+        .map_err(OpenError::Bad)
 }
 
 /// Queue ids are what [`crate::smtp::trace::queue_id`] makes: hex digits.
@@ -479,6 +500,36 @@ mod tests {
         assert_eq!(q.find("0A"), Some(Place::Hold));
         q.remove(Place::Hold, "0A").unwrap();
         assert_eq!(q.find("0A"), None);
+    }
+
+    #[test]
+    fn an_envelope_longer_than_the_first_read_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::create(&dir.path().join("q")).unwrap();
+        let text = b"Subject: many\n\nx\n";
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(text).unwrap();
+        let env = Envelope {
+            id: "0E".into(),
+            arrived: 1,
+            sender: "a@b.example".into(),
+            uid: None,
+            drop: None,
+            ret: None,
+            envid: None,
+            recipients: (0..500)
+                .map(|n| Rcpt::new(format!("recipient-{n}@d.example")))
+                .collect(),
+            size: text.len() as u64,
+        };
+        assert!(env.encode().len() as u64 > ENVELOPE_READ);
+        q.put(&env, b"", Body::new(&f, 0, text.len() as u64))
+            .unwrap();
+        let e = q.open(Place::Active, "0E").unwrap();
+        assert_eq!(e.env, env);
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut e.body().reader(), &mut all).unwrap();
+        assert_eq!(all, text);
     }
 
     #[test]
