@@ -83,6 +83,13 @@ impl<'a> Body<'a> {
         self.file.read_at(&mut buf[..n], self.start + offset)
     }
 
+    /// The whole message, read into memory (for small ones).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.start)?;
+        Ok(buf)
+    }
+
     /// The message from its start, as a reader with a position of its own.
     pub fn reader(&self) -> Reader<'a> {
         Reader {

@@ -31,6 +31,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A message up to this size is read into memory once, for its scan and
+/// its sending; a larger one is read twice, in pieces.
+const WHOLE: u64 = 256 * 1024;
+/// The pieces a large message is read and sent in.
+const CHUNK: usize = 64 * 1024;
+
 /// The relay of a configuration, ready to connect.
 pub struct Relay {
     settings: crate::config::Relay,
@@ -405,11 +411,18 @@ impl Session {
     pub fn send(&mut self, msg: &Outgoing<'_>) -> Result<Vec<Outcome>, Failed> {
         let s = &self.relay.settings;
         let (command, data, dot) = (s.command_timeout, s.data_timeout, s.dot_timeout);
+        // A message up to WHOLE is read once, for the scan and the
+        // sending both.
+        let whole = if msg.body.len() <= WHOLE {
+            Some(msg.body.read_all().map_err(read_failed)?)
+        } else {
+            None
+        };
         let Scan {
             eight_bit,
             utf8,
             wire,
-        } = scan(msg)?;
+        } = scan(msg, whole.as_deref())?;
         if let Some(max) = self.ext.size.filter(|&m| m > 0 && wire > m) {
             return Err(Failed::permanent(
                 "5.3.4",
@@ -509,7 +522,7 @@ impl Session {
         if r.code != 354 {
             return Err(Failed::of(&r, "DATA"));
         }
-        self.body(msg.head, msg.body, data)?;
+        self.body(msg.head, whole.as_deref(), msg.body, data)?;
         let r = self.reply(dot, "the message")?;
         if !r.is_positive() {
             return Err(Failed::of(&r, "the message"));
@@ -532,25 +545,35 @@ impl Session {
         }
     }
 
-    fn body(&mut self, head: &[u8], body: Body<'_>, timeout: Duration) -> Result<(), Failed> {
-        let mut reader = body.reader();
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut out = Vec::with_capacity(70 * 1024);
+    /// Sends the message and the final dot: in one write when it was read
+    /// whole (`whole`), else in writes of about [`CHUNK`] octets.
+    fn body(
+        &mut self,
+        head: &[u8],
+        whole: Option<&[u8]>,
+        body: Body<'_>,
+        timeout: Duration,
+    ) -> Result<(), Failed> {
+        let mut out = Vec::with_capacity(CHUNK + CHUNK / 8);
         let mut writer = DataWriter::default();
         writer.write(head, &mut out);
-        self.write_bytes(&out, timeout)?;
-        loop {
-            let n = reader.read(&mut chunk).map_err(|e| {
-                Failed::temporary("4.3.0", format!("reading the queued message: {e}"))
-            })?;
-            if n == 0 {
-                break;
+        if let Some(whole) = whole {
+            writer.write(whole, &mut out);
+        } else {
+            let mut reader = body.reader();
+            let mut chunk = vec![0u8; CHUNK];
+            loop {
+                let n = reader.read(&mut chunk).map_err(read_failed)?;
+                if n == 0 {
+                    break;
+                }
+                writer.write(&chunk[..n], &mut out);
+                if out.len() >= CHUNK {
+                    self.write_bytes(&out, timeout)?;
+                    out.clear();
+                }
             }
-            out.clear();
-            writer.write(&chunk[..n], &mut out);
-            self.write_bytes(&out, timeout)?;
         }
-        out.clear();
         writer.finish(&mut out);
         self.write_bytes(&out, timeout)
     }
@@ -674,43 +697,80 @@ struct Scan {
     wire: u64,
 }
 
-fn scan(msg: &Outgoing<'_>) -> Result<Scan, Failed> {
-    let mut reader = msg.body.reader();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut eight_bit = false;
-    let mut in_header = true;
-    let mut header_utf8 = false;
-    let mut last = b'\n';
-    let mut wire = 0u64;
-    loop {
-        let n = reader
-            .read(&mut chunk)
-            .map_err(|e| Failed::temporary("4.3.0", format!("reading the queued message: {e}")))?;
-        if n == 0 {
-            break;
+/// Reads the message as it will be sent (`head`, then `body`) and tells
+/// what the relay must offer to take it.
+#[derive(Debug)]
+struct Scanner {
+    eight_bit: bool,
+    in_header: bool,
+    header_utf8: bool,
+    last: u8,
+    wire: u64,
+}
+
+impl Scanner {
+    fn new() -> Scanner {
+        Scanner {
+            eight_bit: false,
+            in_header: true,
+            header_utf8: false,
+            last: b'\n',
+            wire: 0,
         }
-        for &b in &chunk[..n] {
-            if in_header && last == b'\n' && b == b'\n' {
-                in_header = false;
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_header && self.last == b'\n' && b == b'\n' {
+                self.in_header = false;
             }
             if b >= 0x80 {
-                eight_bit = true;
-                header_utf8 |= in_header;
+                self.eight_bit = true;
+                self.header_utf8 |= self.in_header;
             }
             // LF goes as CRLF, and a dot starting a line is doubled.
-            wire += 1 + u64::from(b == b'\n') + u64::from(b == b'.' && last == b'\n');
-            last = b;
+            self.wire += 1 + u64::from(b == b'\n') + u64::from(b == b'.' && self.last == b'\n');
+            self.last = b;
         }
     }
-    if last != b'\n' && wire > 0 {
-        wire += 2;
+
+    fn finish(mut self, msg: &Outgoing<'_>) -> Scan {
+        if self.last != b'\n' && self.wire > 0 {
+            self.wire += 2;
+        }
+        let addresses =
+            !msg.sender.is_ascii() || msg.recipients.iter().any(|r| !r.address.is_ascii());
+        Scan {
+            eight_bit: self.eight_bit,
+            utf8: addresses || self.header_utf8,
+            wire: self.wire,
+        }
     }
-    let addresses = !msg.sender.is_ascii() || msg.recipients.iter().any(|r| !r.address.is_ascii());
-    Ok(Scan {
-        eight_bit,
-        utf8: addresses || header_utf8,
-        wire,
-    })
+}
+
+/// Scans the message; `whole` is its body already read, if it was.
+fn scan(msg: &Outgoing<'_>, whole: Option<&[u8]>) -> Result<Scan, Failed> {
+    let mut s = Scanner::new();
+    s.feed(msg.head);
+    match whole {
+        Some(body) => s.feed(body),
+        None => {
+            let mut reader = msg.body.reader();
+            let mut chunk = vec![0u8; CHUNK];
+            loop {
+                let n = reader.read(&mut chunk).map_err(read_failed)?;
+                if n == 0 {
+                    break;
+                }
+                s.feed(&chunk[..n]);
+            }
+        }
+    }
+    Ok(s.finish(msg))
+}
+
+fn read_failed(e: io::Error) -> Failed {
+    Failed::temporary("4.3.0", format!("reading the queued message: {e}"))
 }
 
 #[cfg(test)]
@@ -719,6 +779,48 @@ mod tests {
 
     fn local(a: &str) -> bool {
         a.ends_with("@box.lan") || !a.contains('@')
+    }
+
+    /// Scans `head` then `body`, read whole and in pieces.
+    fn scans(head: &[u8], body: &[u8], sender: &str) -> [Scan; 2] {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"junk").unwrap();
+        f.write_all(body).unwrap();
+        let rcpt = [Recipient {
+            address: "someone@remote.example",
+            notify: None,
+            orcpt: None,
+        }];
+        let msg = Outgoing {
+            id: "X",
+            sender,
+            recipients: &rcpt,
+            dsn: Dsn::default(),
+            head,
+            body: Body::new(&f, 4, body.len() as u64),
+        };
+        let whole = msg.body.read_all().unwrap();
+        assert_eq!(whole, body);
+        [scan(&msg, Some(&whole)).unwrap(), scan(&msg, None).unwrap()]
+    }
+
+    #[test]
+    fn the_scan_reads_a_rewritten_head_and_the_body_after_it() {
+        let head = "From: J\u{f6}rg <box@example.org>\nSubject: hi".as_bytes();
+        let body = b"\n.dot\nplain";
+        for s in scans(head, body, "box@example.org") {
+            // UTF-8 in the header needs SMTPUTF8; CRLFs, a doubled dot and
+            // the CRLF added at the end count.
+            assert!(s.utf8 && s.eight_bit);
+            assert_eq!(s.wire, head.len() as u64 + 1 + body.len() as u64 + 3 + 2);
+        }
+        for s in scans(b"", b"Subject: x\n\n\xe9t\xe9\n", "a@b") {
+            assert!(s.eight_bit && !s.utf8);
+        }
+        for s in scans(b"", b"Subject: x\n\nplain\n", "\u{e9}@b") {
+            assert!(!s.eight_bit && s.utf8);
+        }
     }
 
     #[test]
