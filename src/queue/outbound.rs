@@ -37,10 +37,12 @@ pub enum Work {
     Retry,
 }
 
-/// A message to relay: its id, its remote recipients (by their place in
-/// its envelope), and the services of the moment.
+/// A message to relay: its id, its file if the runner has it open, its
+/// remote recipients (by their place in its envelope), and the services
+/// of the moment.
 pub struct Job {
     pub id: String,
+    pub entry: Option<Entry>,
     pub remote: Vec<usize>,
     pub relay: Arc<Relay>,
     pub local: Arc<Local>,
@@ -56,11 +58,13 @@ struct Outbound {
     down: Down,
 }
 
-/// A job handed back: its id, whether what the relay said is recorded
+/// A job handed back: its id, its file with what the relay said appended
+/// (unless the message had left `active/`), whether that is recorded
 /// (when it is not, the message must not be tried again soon: the relay
 /// may have it already), and which thread did it.
 pub struct Done {
     pub id: String,
+    pub entry: Option<Entry>,
     pub recorded: bool,
     pub worker: usize,
 }
@@ -95,7 +99,7 @@ pub fn start(
 
 fn run(mut o: Outbound, worker: usize, jobs: Receiver<Work>, done: Sender<Done>) {
     loop {
-        let job = match jobs.recv_timeout(IDLE) {
+        let mut job = match jobs.recv_timeout(IDLE) {
             Ok(Work::Job(job)) => job,
             Ok(Work::Retry) => {
                 *o.down.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -110,9 +114,10 @@ fn run(mut o: Outbound, worker: usize, jobs: Receiver<Work>, done: Sender<Done>)
                 return;
             }
         };
-        let recorded = o.send(&job);
+        let (entry, recorded) = o.send(&mut job);
         let back = Done {
             id: job.id,
+            entry,
             recorded,
             worker,
         };
@@ -130,24 +135,26 @@ impl Outbound {
     }
 
     /// Relays one message and records what became of its recipients;
-    /// false if that could not be recorded.
-    fn send(&mut self, job: &Job) -> bool {
-        let mut e = match self.queue.open(Place::Active, &job.id) {
-            Ok(e) => e,
-            // Deleted or held meanwhile, or unreadable: the runner sees
-            // to it when it is handed back.
-            Err(_) => return true,
+    /// its file, and false if that could not be recorded.
+    fn send(&mut self, job: &mut Job) -> (Option<Entry>, bool) {
+        let id = job.id.as_str();
+        // Deleted or held since the runner looked, or unreadable: the
+        // runner sees to it when it is handed back.
+        let entry = match job.entry.take() {
+            Some(e) if self.queue.holds(Place::Active, id) => Some(e),
+            Some(_) => None,
+            None => self.queue.open(Place::Active, id).ok(),
+        };
+        let Some(mut e) = entry else {
+            return (None, true);
         };
         let now = SYSTEM.now().secs;
         let records = self.relay_out(&job.relay, &job.local, &e, &job.remote, now);
         match e.append(&records) {
-            Ok(()) => true,
+            Ok(()) => (Some(e), true),
             Err(err) => {
-                log::error!(
-                    "{}: recording what the relay said failed, retrying later: {err}",
-                    job.id
-                );
-                false
+                log::error!("{id}: recording what the relay said failed, retrying later: {err}");
+                (None, false)
             }
         }
     }

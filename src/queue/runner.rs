@@ -372,9 +372,10 @@ impl Runner {
             return;
         }
         if let (Some(relay), false) = (&services.relay, remote.is_empty()) {
-            drop(e);
             let job = outbound::Job {
                 id: id.to_string(),
+                // Messages that wait here hold no file open.
+                entry: self.waiting.is_empty().then_some(e),
                 remote,
                 relay: relay.clone(),
                 local: local.clone(),
@@ -401,8 +402,16 @@ impl Runner {
                         .min_by_key(|&w| self.relay[w].1)
                 });
             let Some(w) = free else {
-                self.waiting.push_front(job);
+                self.waiting
+                    .push_front(outbound::Job { entry: None, ..job });
                 return;
+            };
+            // A thread that is behind gets the name only: the files of
+            // messages in its channel are not all held open.
+            let job = if self.relay[w].1 < BEHIND {
+                job
+            } else {
+                outbound::Job { entry: None, ..job }
             };
             match self.relay[w].0.try_send(outbound::Work::Job(job)) {
                 Ok(()) => self.relay[w].1 += 1,
@@ -426,6 +435,7 @@ impl Runner {
     fn back(&mut self, done: outbound::Done) {
         let outbound::Done {
             id,
+            entry,
             recorded,
             worker,
         } = done;
@@ -441,7 +451,7 @@ impl Runner {
             self.schedule(id, now() + wait);
             return;
         }
-        let mut e = match self.queue.open(Place::Active, id) {
+        let mut e = match entry.map_or_else(|| self.queue.open(Place::Active, id), Ok) {
             Ok(e) => e,
             Err(err) => return self.unreadable(id, err),
         };

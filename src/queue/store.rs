@@ -60,6 +60,8 @@ pub struct Queue {
 struct GroupSync {
     state: Mutex<SyncState>,
     done: Condvar,
+    /// The directory, opened once.
+    dir: std::sync::OnceLock<File>,
 }
 
 #[derive(Debug, Default)]
@@ -84,7 +86,14 @@ impl GroupSync {
                 st.running = true;
                 let upto = st.asked;
                 drop(st);
-                let result = sync_dir(dir);
+                let result = match self.dir.get() {
+                    Some(d) => d.sync_all(),
+                    None => File::open(dir).and_then(|d| {
+                        d.sync_all()?;
+                        let _ = self.dir.set(d);
+                        Ok(())
+                    }),
+                };
                 st = lock();
                 st.running = false;
                 if result.is_ok() {
@@ -227,6 +236,11 @@ impl Queue {
             Place::Active => self.active.sync(&dir),
             Place::Hold => sync_dir(&dir),
         }
+    }
+
+    /// Whether `place` has a message named `id`.
+    pub fn holds(&self, place: Place, id: &str) -> bool {
+        std::fs::symlink_metadata(self.path(place, id)).is_ok()
     }
 
     /// Opens a queued message; a record torn by a crash is cut off.
