@@ -24,11 +24,16 @@
 //! time; 2000 messages of 4 KiB each) on mailroom and Postfix, three
 //! rounds, alternating the MTAs and swapping their order every round so
 //! that the machine's changing speed and other load fall on both alike.
+//! Each run starts 65 s after the one before ended, with its deletions
+//! written back: on ext4 without a journal a run's deleted queue files
+//! would otherwise slow down the file creation of the next one (see
+//! [`common::settle`]), and so whichever MTA ran second.
 //! Arguments after `--`:
 //!   `--rounds N`              rounds (default 3)
 //!   `--binary [LABEL=]PATH`   the mailroom build to measure (more than
 //!                             once: several, side by side)
 //!   `--no-postfix`            mailroom only
+//!   `--no-wait`               no pause between runs
 //!   `--timeout SECS`          the most one run may take (default 300)
 //!   `NAME:smtp|sendmail:PARALLEL:MESSAGES:SIZE[:reuse]`  a workload of
 //!                             your own (`reuse`: one SMTP connection per
@@ -899,6 +904,7 @@ fn main() {
     let mut specs: Vec<String> = Vec::new();
     let mut bins: Vec<Target> = Vec::new();
     let mut postfix = true;
+    let mut wait = true;
     let mut timeout = Duration::from_secs(300);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -914,6 +920,7 @@ fn main() {
                 &args.next().expect("--binary PATH or --binary LABEL=PATH"),
             )),
             "--no-postfix" => postfix = false,
+            "--no-wait" => wait = false,
             "--timeout" => {
                 timeout = Duration::from_secs(
                     args.next()
@@ -969,9 +976,17 @@ fn main() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("relay");
     let _ = std::fs::remove_dir_all(&base);
     let width = targets.iter().map(|t| t.label().len()).max().unwrap_or(0);
+    if wait {
+        eprintln!(
+            "each run starts {} s after the last one ended, its deletions written back \
+             (--no-wait to skip)",
+            common::SETTLE_CLEAN.as_secs()
+        );
+    }
     print_header(width);
     let mut results = Vec::new();
     let mut i = 0;
+    let mut last: Option<Instant> = None;
     for round in 1..=rounds {
         for (wi, w) in workloads.iter().enumerate() {
             // The order swaps every round.
@@ -983,7 +998,11 @@ fn main() {
                 let t = &targets[ti];
                 let dir = base.join(format!("{i}-{}-{}", w.name, t.label()));
                 i += 1;
+                if let (true, Some(at)) = (wait, last) {
+                    common::settle(at);
+                }
                 let o = run(t, w, &dir, timeout);
+                last = Some(Instant::now());
                 print_row(round, t.label(), width, w, &o);
                 results.push((round, wi, ti, o));
             }

@@ -194,6 +194,22 @@ pub fn smtp_quit(mut c: Client) {
 
 /// What `/proc` says of processes and of the machine. CPU times are in
 /// clock ticks (`CLK_TCK`, 10 ms here) turned into durations.
+/// How long new files stay slow to create after many were deleted: ext4
+/// without a journal (this machine's root) skips inodes freed less than
+/// 60 s ago, 360 s while their inode table block is still dirty
+/// (`recently_deleted` in ialloc.c), and each skip costs a lookup.
+pub const SETTLE_CLEAN: Duration = Duration::from_secs(65);
+
+/// Waits until a run's deletions at `deleted` no longer slow down the
+/// next one: writes back the inode tables (`sync`), then waits out
+/// [`SETTLE_CLEAN`].
+pub fn settle(deleted: Instant) {
+    nix::unistd::sync();
+    if let Some(rest) = SETTLE_CLEAN.checked_sub(deleted.elapsed()) {
+        std::thread::sleep(rest);
+    }
+}
+
 pub mod proc {
     use std::time::Duration;
 
