@@ -25,7 +25,9 @@
 //! (LABEL, or else the file name): an old build and a new one are
 //! measured side by side, at the same speed of this VM, which drifts over
 //! a day. `--rounds N` runs that whole interleaved set N times, round
-//! after round.
+//! after round, the order of the binaries reversed every other round (a
+//! run slows down the one right after it: the disk still writes back
+//! its mail).
 //!
 //! The mail is written under target/tmp, a disk, so fsync costs
 //! what it costs. Each run gets a fresh directory and nothing is deleted
@@ -387,11 +389,18 @@ fn main() {
             runs.push((w, workers));
         }
     }
-    // Interleaved: every binary runs a workload before the next one starts.
+    // Interleaved: every binary runs a workload before the next one
+    // starts, in the order given in odd rounds and the other way round in
+    // even ones: a run leaves work for the disk (written-back mail) that
+    // slows down the run after it, which must not fall on one binary.
     let mut i = 0;
-    for _ in 0..rounds {
+    for round in 0..rounds {
         for (w, workers) in &runs {
-            for b in &bins {
+            let mut order: Vec<&Binary> = bins.iter().collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for b in order {
                 let o = run(&b.path, w, *workers, &base, i);
                 i += 1;
                 print_row(width.map(|n| (b.label.as_str(), n)), w, *workers, &o);

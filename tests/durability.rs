@@ -374,7 +374,7 @@ fn concurrent_sessions_never_interleave_in_one_mbox() {
     const THREADS: usize = 10;
     const EACH: usize = 10;
     let dir = tempfile::tempdir().unwrap();
-    let (text, mbox) = config_with_carol(dir.path(), "workers = 12");
+    let (text, mbox) = config_with_carol(dir.path(), "workers = 12\nmax_connections_per_ip = 12");
     let srv = Server::start_config(dir, &text);
     let addr = srv.addr;
     let threads: Vec<_> = (0..THREADS)

@@ -507,7 +507,8 @@ fn require_tls_refuses_mail_before_starttls() {
 
 #[test]
 fn sighup_reloads_the_certificate_for_new_sessions_only() {
-    let (srv, a) = tls_server();
+    // Five sessions at once from one address.
+    let (srv, a) = tls_server_with("a", "", "max_connections_per_ip = 8");
     let config_a = client_config(&a.ca_der, TLS_BOTH);
     let mut old = TlsClient::implicit(srv.addrs[1], config_a.clone());
     assert_eq!(old.reply().code, 220);

@@ -161,6 +161,10 @@ impl Config {
                 max_recipients: self.server.max_recipients,
                 max_command_line: self.server.max_command_line,
             },
+            errors: session::ErrorLimits {
+                soft: self.server.soft_error_limit,
+                hard: self.server.hard_error_limit,
+            },
         }
     }
 
@@ -348,6 +352,14 @@ maildir = "var/mail/alice/Maildir"
     fn errors_name_file_and_key() {
         let cases = [
             ("[server]\nworkers = 0", "server.workers"),
+            ("[server]\nworker_stack = 256", "server.worker_stack"),
+            ("[server]\nmax_connections_per_ip = 0", "server.max_connections_per_ip"),
+            ("[server]\nhard_error_limit = 0", "server.hard_error_limit"),
+            (
+                "[server]\nsoft_error_limit = 30\nhard_error_limit = 20",
+                "server.soft_error_limit",
+            ),
+            ("[server]\nerror_delay = 61", "server.error_delay"),
             ("[server]\nlisten = []", "server.listen"),
             ("[server]\nlisten = [\"localhost:25\"]", "server.listen"),
             ("[server]\nmax_recipients = 10", "server.max_recipients"),
@@ -441,6 +453,25 @@ maildir = "var/mail/alice/Maildir"
             assert!(e.to_string().starts_with("f.toml: "), "{e}");
             assert!(e.to_string().contains("line"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_per_address_limit_follows_the_workers_unless_set() {
+        let per_ip = |text: &str| {
+            Config::parse(text, "t")
+                .unwrap()
+                .server
+                .max_connections_per_ip
+        };
+        assert_eq!(per_ip(""), 4);
+        assert_eq!(per_ip("[server]\nworkers = 64"), 32);
+        assert_eq!(per_ip("[server]\nworkers = 1"), 1);
+        // A value set is kept, even one that lets an address take every
+        // worker (warned about, never refused: old files keep loading).
+        let c = Config::parse("[server]\nworkers = 8\nmax_connections_per_ip = 20", "t").unwrap();
+        assert_eq!(c.server.max_connections_per_ip, 20);
+        assert_eq!(c.server.warnings().len(), 1);
+        assert!(Config::parse("", "t").unwrap().server.warnings().is_empty());
     }
 
     #[test]

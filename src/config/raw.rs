@@ -158,7 +158,14 @@ pub struct RawServer {
     pub smtps: Vec<RawListen>,
     pub workers: usize,
     pub handoff_queue: usize,
-    pub max_connections_per_ip: usize,
+    /// Unset: half the workers.
+    pub max_connections_per_ip: Option<usize>,
+    /// KiB.
+    pub worker_stack: u64,
+    pub soft_error_limit: u32,
+    pub hard_error_limit: u32,
+    /// Seconds.
+    pub error_delay: u64,
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_command_line: usize,
@@ -172,7 +179,11 @@ impl Default for RawServer {
             smtps: Vec::new(),
             workers: 8,
             handoff_queue: 64,
-            max_connections_per_ip: 20,
+            max_connections_per_ip: None,
+            worker_stack: 512,
+            soft_error_limit: 10,
+            hard_error_limit: 20,
+            error_delay: 1,
             max_message_size: 26_214_400,
             max_recipients: 100,
             max_command_line: 4096,

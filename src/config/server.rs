@@ -14,10 +14,35 @@ pub struct Server {
     pub workers: usize,
     pub handoff_queue: usize,
     pub max_connections_per_ip: usize,
+    /// Each worker thread's stack, in bytes.
+    pub worker_stack: usize,
+    /// Errors a client may make before its error replies are delayed by
+    /// `error_delay` each, and before it is disconnected.
+    pub soft_error_limit: u32,
+    pub hard_error_limit: u32,
+    pub error_delay: Duration,
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_command_line: usize,
     pub shutdown_grace: Duration,
+}
+
+impl Server {
+    /// What in it is allowed but unwise, to be logged at start and on
+    /// reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.max_connections_per_ip >= self.workers && self.workers > 1 {
+            w.push(format!(
+                "server.max_connections_per_ip = {} lets one client address hold all {} workers; \
+                 at most half of them ({}, the default) leaves room for others",
+                self.max_connections_per_ip,
+                self.workers,
+                (self.workers / 2).max(1)
+            ));
+        }
+        w
+    }
 }
 
 /// One listening address: what it is for, and how it speaks TLS.
@@ -108,12 +133,40 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     }
     e.range("server.workers", s.workers as u64, 1, 1024, "")?;
     e.range("server.handoff_queue", s.handoff_queue as u64, 1, 65536, "")?;
+    // One address may hold at most half the workers, unless told
+    // otherwise (as Postfix's smtpd_client_connection_count_limit is half
+    // its process limit).
+    let per_ip = s.max_connections_per_ip.unwrap_or((s.workers / 2).max(1));
     e.range(
         "server.max_connections_per_ip",
-        s.max_connections_per_ip as u64,
+        per_ip as u64,
         1,
         1_000_000,
         "",
+    )?;
+    e.range(
+        "server.hard_error_limit",
+        u64::from(s.hard_error_limit),
+        1,
+        1_000_000,
+        "",
+    )?;
+    e.range(
+        "server.soft_error_limit",
+        u64::from(s.soft_error_limit),
+        0,
+        u64::from(s.hard_error_limit),
+        " (at most server.hard_error_limit)",
+    )?;
+    e.range("server.error_delay", s.error_delay, 0, 60, "")?;
+    // Resolving an alias nested as deep as allowed (20) takes more
+    // than 256 KiB of stack.
+    e.range(
+        "server.worker_stack",
+        s.worker_stack,
+        512,
+        65536,
+        " (KiB; the deepest alias nesting needs more than 256)",
     )?;
     e.range(
         "server.max_message_size",
@@ -141,7 +194,11 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
         listen,
         workers: s.workers,
         handoff_queue: s.handoff_queue,
-        max_connections_per_ip: s.max_connections_per_ip,
+        max_connections_per_ip: per_ip,
+        worker_stack: s.worker_stack as usize * 1024,
+        soft_error_limit: s.soft_error_limit,
+        hard_error_limit: s.hard_error_limit,
+        error_delay: Duration::from_secs(s.error_delay),
         max_message_size: s.max_message_size,
         max_recipients: s.max_recipients,
         max_command_line: s.max_command_line,

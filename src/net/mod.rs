@@ -16,6 +16,31 @@ const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 pub trait Transport: Read + Write {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()>;
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()>;
+    /// Whether input is waiting inside the transport (TLS plaintext not
+    /// read yet), so that a read would not need the socket.
+    fn has_buffered(&mut self) -> bool {
+        false
+    }
+    /// Waits up to `t` for input; true if there is some (or the peer
+    /// closed), false if `t` passed. A transport that cannot tell says
+    /// true, and its next read blocks as usual.
+    fn wait_readable(&mut self, _t: Duration) -> io::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Waits up to `t` for `fd` to be readable (or closed).
+pub fn readable(fd: std::os::fd::BorrowedFd<'_>, t: Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // Rounded up: a wait of less than a millisecond is not a poll that
+    // returns at once.
+    let ms = u16::try_from(t.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A TCP connection. Its read timeout is set in whole seconds and
@@ -27,6 +52,12 @@ pub struct Socket {
     tcp: TcpStream,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+}
+
+impl std::os::fd::AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.tcp.as_raw_fd()
+    }
 }
 
 impl Socket {
@@ -56,21 +87,28 @@ impl Write for Socket {
 
 impl Transport for Socket {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        let kept = self
-            .read_timeout
-            .is_some_and(|set| t <= set && set - t < TIMEOUT_SLACK);
-        if !kept {
-            let whole = Duration::from_secs(t.as_secs() + u64::from(t.subsec_nanos() > 0));
+        if let Some(whole) = whole_seconds(self.read_timeout, t) {
             self.tcp.set_read_timeout(Some(whole))?;
             self.read_timeout = Some(whole);
         }
         Ok(())
     }
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
-        if self.write_timeout != Some(t) {
-            self.tcp.set_write_timeout(Some(t))?;
-            self.write_timeout = Some(t);
+        if let Some(whole) = whole_seconds(self.write_timeout, t) {
+            self.tcp.set_write_timeout(Some(whole))?;
+            self.write_timeout = Some(whole);
         }
         Ok(())
     }
+    fn wait_readable(&mut self, t: Duration) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        readable(self.tcp.as_fd(), t)
+    }
+}
+
+/// The timeout to set for `t` in whole seconds, rounded up, unless the
+/// one `set` is at most [`TIMEOUT_SLACK`] longer and can stay.
+fn whole_seconds(set: Option<Duration>, t: Duration) -> Option<Duration> {
+    let kept = set.is_some_and(|set| t <= set && set - t < TIMEOUT_SLACK);
+    (!kept).then(|| Duration::from_secs(t.as_secs() + u64::from(t.subsec_nanos() > 0)))
 }

@@ -20,6 +20,8 @@ pub struct TlsStream<S> {
     sock: S,
     /// How long one read of plaintext may take in all.
     read_timeout: Duration,
+    /// By when what is being written must be sent, in all.
+    write_by: Option<Instant>,
 }
 
 /// Runs the server side of a handshake over `sock`, by `deadline`. On
@@ -54,6 +56,7 @@ fn handshake<S: Transport>(
         conn,
         sock,
         read_timeout: Duration::MAX,
+        write_by: None,
     };
     // Writes too are held to the deadline, however the peer paces its
     // reading.
@@ -112,6 +115,13 @@ impl<S: Transport> TlsStream<S> {
     /// send short (sockets with a timeout are never restarted): go on.
     fn send(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
+            if let Some(by) = self.write_by {
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                self.sock.set_write_timeout(left)?;
+            }
             match self.conn.write_tls(&mut self.sock) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => {
@@ -192,13 +202,34 @@ impl<S: Transport> Write for TlsStream<S> {
     }
 }
 
+impl<S: std::os::fd::AsRawFd> std::os::fd::AsRawFd for TlsStream<S> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 impl<S: Transport> Transport for TlsStream<S> {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.read_timeout = t;
         Ok(())
     }
 
+    fn has_buffered(&mut self) -> bool {
+        // An error is for a read to find and report.
+        self.conn
+            .process_new_packets()
+            .map_or(true, |io| io.plaintext_bytes_to_read() > 0)
+    }
+
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.write_by = Instant::now().checked_add(t);
         self.sock.set_write_timeout(t)
+    }
+
+    fn wait_readable(&mut self, t: Duration) -> io::Result<bool> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        self.sock.wait_readable(t)
     }
 }

@@ -31,7 +31,7 @@ const IDLE: Duration = Duration::from_secs(2);
 
 /// What the runner sends the relay thread.
 pub enum Work {
-    Job(Job),
+    Job(Box<Job>),
     /// Someone asked for the queue to be retried now (`queue flush`): a
     /// relay that was down is tried again at once.
     Retry,
@@ -100,7 +100,7 @@ pub fn start(
 fn run(mut o: Outbound, worker: usize, jobs: Receiver<Work>, done: Sender<Done>) {
     loop {
         let mut job = match jobs.recv_timeout(IDLE) {
-            Ok(Work::Job(job)) => job,
+            Ok(Work::Job(job)) => *job,
             Ok(Work::Retry) => {
                 *o.down.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 continue;

@@ -413,7 +413,7 @@ impl Runner {
             } else {
                 outbound::Job { entry: None, ..job }
             };
-            match self.relay[w].0.try_send(outbound::Work::Job(job)) {
+            match self.relay[w].0.try_send(outbound::Work::Job(Box::new(job))) {
                 Ok(()) => self.relay[w].1 += 1,
                 Err(e) => {
                     // The thread is gone: its message waits for a retry.
@@ -421,6 +421,7 @@ impl Runner {
                     let outbound::Work::Job(job) = job else {
                         continue;
                     };
+                    let job = *job;
                     log::error!("{}: the relay thread {w} is gone", job.id);
                     self.out.remove(&job.id);
                     self.schedule(&job.id, now() + 60);

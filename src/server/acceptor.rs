@@ -1,22 +1,27 @@
 //! The acceptor thread: one `mio::Poll` over every listener, the signals
-//! (SIGTERM, SIGINT, SIGHUP) and a waker. It accepts until `WouldBlock`,
-//! hands each connection to the pool without ever blocking, and answers
-//! 421 itself when the pool's queue is full or the client has too many
-//! connections open.
+//! (SIGTERM, SIGINT, SIGHUP), a waker, and the connections of parked
+//! sessions. It accepts until `WouldBlock`, hands each connection to the
+//! pool without ever blocking, and answers 421 itself when the pool's
+//! queue is full or the client has too many connections open. A parked
+//! session goes back to the pool when its client sends more, or when its
+//! command timeout runs out (to be told so); the timeouts of idle clients
+//! run here, not on worker threads.
 
-use super::{admit, Job, Shared};
+use super::{admit, Job, Parked, Shared};
 use crate::config::Listener;
 use crate::smtp::reply::{self, Reply};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -48,14 +53,50 @@ pub struct Acceptor {
     /// Dropped when accepting stops, which starts the shutdown in `wait`.
     stopping: Option<Sender<()>>,
     shared: Arc<Shared>,
+    /// Sessions the workers park.
+    back: Receiver<Box<Parked>>,
+    /// The parked sessions, by their token in the poll.
+    parked: HashMap<usize, Box<Parked>>,
+    /// When each parked session's next command is due, and its token.
+    due: BTreeSet<(Instant, usize)>,
+    /// Work for the pool that did not fit its channel yet, in order, with
+    /// when it came: new connections, and parked sessions to go on.
+    ready: VecDeque<(Job, Instant)>,
+    /// How many of those are new connections.
+    newcomers: usize,
+    /// The pool's end of its channel, to take back what waits there too
+    /// long (see [`Acceptor::reclaim`]).
+    rx: Receiver<Job>,
+    /// What was sent into the channel and may still be there, oldest
+    /// first: when each new connection was accepted, `None` for other
+    /// work.
+    sent: VecDeque<Option<Instant>>,
+    /// Connections were left in the kernel's backlog: the hand-off queue
+    /// was full.
+    held: bool,
+    /// How many wait there, for the workers to see.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The next token for a parked session.
+    next: usize,
 }
+
+/// While work waits for room in the pool's channel, the poll looks again
+/// this often.
+const READY_RETRY: Duration = Duration::from_millis(20);
+/// A new connection that gets no worker within this long is told the
+/// server is too busy (421) rather than left waiting in silence.
+const NEWCOMER_WAIT: Duration = Duration::from_secs(3);
+/// While shutting down, how often the acceptor looks whether every
+/// connection has ended.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
 impl Acceptor {
     pub fn new(
         mut listeners: Vec<(TcpListener, Listener)>,
-        tx: Sender<Job>,
+        (tx, rx): (Sender<Job>, Receiver<Job>),
         stopping: Sender<()>,
         shared: Arc<Shared>,
+        back: Receiver<Box<Parked>>,
     ) -> io::Result<Acceptor> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -66,6 +107,7 @@ impl Acceptor {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         Ok(Acceptor {
+            next: listeners.len(),
             poll,
             waker,
             signals,
@@ -73,6 +115,15 @@ impl Acceptor {
             tx: Some(tx),
             stopping: Some(stopping),
             shared,
+            back,
+            parked: HashMap::new(),
+            due: BTreeSet::new(),
+            ready: VecDeque::new(),
+            newcomers: 0,
+            rx,
+            sent: VecDeque::new(),
+            held: false,
+            pending: Arc::default(),
         })
     }
 
@@ -80,17 +131,22 @@ impl Acceptor {
         self.waker.clone()
     }
 
+    /// How much work waits for room in the pool's channel.
+    pub fn pending(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.pending.clone()
+    }
+
     /// Accepts until a stop is asked for, then closes the listeners and
     /// the channel (which tells the workers to finish) and keeps watching
     /// the signals, so that a second SIGTERM or SIGINT can hurry the
     /// shutdown, until the server is finished.
     pub fn run(mut self) {
-        let mut events = Events::with_capacity(64);
+        let mut events = Events::with_capacity(256);
         // After an accept error (out of file descriptors, say) pending
         // connections raise no new event, so poll again soon and retry.
         let mut retry = false;
         loop {
-            let timeout = retry.then(|| Duration::from_millis(100));
+            let timeout = self.timeout(retry);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("poll failed: {e}");
@@ -103,25 +159,248 @@ impl Acceptor {
                 match ev.token() {
                     SIGNALS => self.signals(),
                     WAKER => {}
-                    Token(i) => ready.push(i),
+                    Token(i) if i < self.listeners.len() => ready.push(i),
+                    Token(i) => self.unpark(i, false),
                 }
             }
+            self.take_parked();
+            self.expire();
             if self.shared.finished.load(Ordering::SeqCst) {
                 return;
             }
             if self.shared.shutdown.load(Ordering::SeqCst) {
-                if self.tx.is_some() {
+                if self.tx.is_some() && self.stopping.is_some() {
                     self.stop_accepting();
                 }
+                self.drain();
+                self.dispatch_ready();
                 continue;
             }
+            self.dispatch_ready();
             if retry {
                 ready = (0..self.listeners.len()).collect();
             }
             retry = false;
+            if std::mem::take(&mut self.held) {
+                ready = (0..self.listeners.len()).collect();
+            }
             for i in ready {
                 retry |= !self.accept_all(i);
             }
+            self.dispatch_ready();
+        }
+    }
+
+    /// How long the poll may wait: until the next parked session's
+    /// command is due, and not long when there is something to retry.
+    fn timeout(&self, retry: bool) -> Option<Duration> {
+        let now = Instant::now();
+        let mut t = self
+            .due
+            .first()
+            .map(|(at, _)| at.saturating_duration_since(now));
+        let mut soon = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
+        if retry {
+            soon(Duration::from_millis(100));
+        }
+        if !self.ready.is_empty() {
+            soon(READY_RETRY);
+        }
+        if let Some(at) = self.sent.iter().flatten().next() {
+            soon(NEWCOMER_WAIT.saturating_sub(at.elapsed()));
+        }
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            soon(DRAIN_CHECK);
+        }
+        t
+    }
+
+    /// Takes the sessions the workers parked and watches their sockets.
+    /// While shutting down nothing stays parked: the session learns of
+    /// the shutdown from its worker.
+    fn take_parked(&mut self) {
+        while let Ok(p) = self.back.try_recv() {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                self.ready.push_back((Job::Resume(p), Instant::now()));
+                continue;
+            }
+            let token = self.next;
+            self.next = self.next.wrapping_add(1).max(self.listeners.len());
+            if let Some(at) = p.session.wake_at() {
+                // Held back: it goes on at its time, not when its client
+                // sends more.
+                self.due.insert((at, token));
+                self.parked.insert(token, p);
+                continue;
+            }
+            let fd = p.session.fd();
+            match self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(token),
+                Interest::READABLE,
+            ) {
+                Ok(()) => {
+                    let at = p.session.deadline().unwrap_or_else(Instant::now);
+                    // (A session comes here with a deadline: it was
+                    // waiting for a command.)
+                    self.due.insert((at, token));
+                    self.parked.insert(token, p);
+                }
+                Err(e) => {
+                    // The worker waits on it as before parking existed.
+                    log::warn!("[{}]: cannot watch the connection: {e}", p.peer);
+                    self.ready.push_back((Job::Resume(p), Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// A parked session goes back to the pool: its client sent more (or
+    /// closed), or its time ran out (`expired`).
+    fn unpark(&mut self, token: usize, expired: bool) {
+        let Some(p) = self.parked.remove(&token) else {
+            return;
+        };
+        let held = p.session.wake_at();
+        if held.is_none() {
+            let fd = p.session.fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        if let Some(at) = held.or(p.session.deadline()) {
+            self.due.remove(&(at, token));
+        }
+        // A session held back goes on at its time; others whose time is up
+        // have waited too long for their client.
+        let expired = expired && held.is_none();
+        let job = if expired {
+            Job::Expire(p)
+        } else {
+            Job::Resume(p)
+        };
+        self.ready.push_back((job, Instant::now()));
+    }
+
+    /// Parked sessions whose command is overdue are ended.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, token)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            self.unpark(token, true);
+        }
+    }
+
+    /// Whether the oldest new connection has waited for a worker too long.
+    fn stuck(&self) -> bool {
+        let waited = |at: &Instant| at.elapsed() >= NEWCOMER_WAIT;
+        self.sent.iter().flatten().next().is_some_and(waited)
+            || self
+                .ready
+                .iter()
+                .find(|(job, _)| matches!(job, Job::New { .. }))
+                .is_some_and(|(_, at)| waited(at))
+    }
+
+    /// Takes back what waits in the pool's channel when a new connection
+    /// there has waited too long for a worker: every worker is busy, and
+    /// it is to be told so (by [`Acceptor::dispatch_ready`]).
+    fn reclaim(&mut self) {
+        let in_channel = self.rx.len();
+        while self.sent.len() > in_channel {
+            self.sent.pop_front();
+        }
+        let stale = |at: &Instant| at.elapsed() >= NEWCOMER_WAIT;
+        if !self.sent.iter().flatten().any(stale) {
+            return;
+        }
+        self.sent.clear();
+        let taken: Vec<Job> = self.rx.try_iter().collect();
+        for job in taken.into_iter().rev() {
+            let at = match &job {
+                Job::New { since, .. } => {
+                    self.newcomers += 1;
+                    *since
+                }
+                _ => Instant::now(),
+            };
+            self.ready.push_front((job, at));
+        }
+    }
+
+    /// Hands the pool what waits for it, as far as its channel has room;
+    /// a new connection that waited too long is told the server is busy.
+    fn dispatch_ready(&mut self) {
+        if self.tx.is_none() {
+            // No worker is left: the connections just close.
+            self.ready.clear();
+            self.newcomers = 0;
+            return;
+        }
+        self.reclaim();
+        self.refuse_stale();
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        while let Some((job, at)) = self.ready.pop_front() {
+            let since = match &job {
+                Job::New { since, .. } => Some(*since),
+                _ => None,
+            };
+            match tx.try_send(job) {
+                Ok(()) => {
+                    self.newcomers -= usize::from(since.is_some());
+                    self.sent.push_back(since);
+                }
+                Err(TrySendError::Full(job)) => {
+                    self.ready.push_front((job, at));
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.ready.clear();
+                    self.newcomers = 0;
+                    break;
+                }
+            }
+        }
+        self.pending.store(self.ready.len(), Ordering::Relaxed);
+    }
+
+    /// New connections that waited too long for a worker are told 421.
+    fn refuse_stale(&mut self) {
+        if self.newcomers == 0 {
+            return;
+        }
+        let host = self.shared.runtime().config.hostname.clone();
+        let waiting = std::mem::take(&mut self.ready);
+        for (job, at) in waiting {
+            match job {
+                Job::New {
+                    stream,
+                    peer,
+                    listener,
+                    ..
+                } if at.elapsed() >= NEWCOMER_WAIT => {
+                    log::warn!("refused {peer}: no worker free within {NEWCOMER_WAIT:?}");
+                    refuse(stream, &listener, &reply::too_busy(&host));
+                    self.newcomers -= 1;
+                }
+                job => self.ready.push_back((job, at)),
+            }
+        }
+    }
+
+    /// While shutting down: every parked session goes to a worker, which
+    /// tells its client; once no connection is left, the channel closes
+    /// and the workers finish.
+    fn drain(&mut self) {
+        let tokens: Vec<usize> = self.parked.keys().copied().collect();
+        for t in tokens {
+            self.unpark(t, false);
+        }
+        if self.ready.is_empty() && self.shared.registry.open_count() == 0 {
+            self.tx = None;
         }
     }
 
@@ -130,7 +409,6 @@ impl Acceptor {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
-        self.tx = None;
         self.stopping = None;
         log::info!("no longer accepting connections");
     }
@@ -162,9 +440,19 @@ impl Acceptor {
     }
 
     /// Accepts until the listener has nothing more; false after an error.
+    ///
+    /// While the connections waiting for a worker fill the hand-off queue,
+    /// the rest stay in the kernel's backlog (`held`), to be taken as soon
+    /// as workers make room; only when the oldest has waited
+    /// [`NEWCOMER_WAIT`] in vain are new ones taken and told 421 at once.
     fn accept_all(&mut self, i: usize) -> bool {
         let listener = self.listeners[i].1;
         loop {
+            if self.newcomers >= self.shared.runtime().config.server.handoff_queue && !self.stuck()
+            {
+                self.held = true;
+                return true;
+            }
             match self.listeners[i].0.accept() {
                 Ok((stream, peer)) => self.dispatch(TcpStream::from(stream), peer, listener),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -183,10 +471,10 @@ impl Acceptor {
         let host = &rt.config.hostname;
         let ip = peer.ip().to_canonical();
         let refuse = |stream, r: &Reply| refuse(stream, &listener, r);
-        let Some(tx) = &self.tx else {
+        if self.tx.is_none() {
             refuse(stream, &reply::shutting_down(host));
             return;
-        };
+        }
         let clone = match stream.try_clone() {
             Ok(c) => c,
             Err(e) => {
@@ -212,19 +500,21 @@ impl Acceptor {
             log::warn!("dropping {peer}: {e}");
             return;
         }
-        match tx.try_send(Job {
+        if self.newcomers >= rt.config.server.handoff_queue {
+            log::warn!("refused {peer}: all workers busy and the queue is full");
+            refuse(stream, &reply::too_busy(host));
+            return;
+        }
+        let since = Instant::now();
+        let job = Job::New {
             stream,
             peer,
             listener,
             ticket,
-        }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                log::warn!("refused {peer}: all workers busy and the queue is full");
-                refuse(job.stream, &reply::too_busy(host));
-            }
-            Err(TrySendError::Disconnected(job)) => refuse(job.stream, &reply::shutting_down(host)),
-        }
+            since,
+        };
+        self.ready.push_back((job, since));
+        self.newcomers += 1;
     }
 }
 

@@ -84,6 +84,14 @@ impl Body {
         out.clear();
     }
 
+    /// Writes what is decoded so far to the spool, so that `out` can go
+    /// back to its worker between chunks.
+    pub fn write_pending(&mut self, out: &mut Vec<u8>) {
+        if !out.is_empty() {
+            self.write_out(out);
+        }
+    }
+
     /// The state so far; `last` ends the body.
     pub fn report(&mut self, last: bool, out: &mut Vec<u8>) -> BodyReport {
         if last {

@@ -17,6 +17,7 @@ use crate::smtp::reply::Reply;
 use crate::smtp::trace::TlsInfo;
 use std::io;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,23 @@ pub enum Line {
     /// The line without its line end, as a range of the read buffer.
     Complete(Range<usize>),
     TooLong,
+    /// Nothing to read now, and the connection is better given back to
+    /// the poll (see [`Conn::read_line`]).
+    Idle,
 }
+
+/// A worker waiting on its own connection for the next command keeps
+/// it at most this long before giving it back to the poll.
+pub const IDLE_SPELL: Duration = Duration::from_millis(250);
+/// While it waits, it looks this often whether another connection
+/// needs a worker.
+const SLICE: Duration = Duration::from_millis(20);
+/// Even when another connection needs a worker, a client that answers
+/// within this long keeps it: a busy client's next command is usually
+/// on its way, and a hand-back costs two thread switches.
+const QUICK: Duration = Duration::from_millis(2);
+/// The most a farewell (`421`) may wait for the client to read.
+const FAREWELL_WRITE: Duration = Duration::from_secs(5);
 
 /// The client's byte stream: as accepted, or TLS over it.
 enum Stream<S> {
@@ -121,6 +138,16 @@ enum Stream<S> {
     Tls(Box<TlsStream<S>>),
     /// Only while one is swapped for the other.
     Swapping,
+}
+
+impl<S: AsRawFd> Stream<S> {
+    fn fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.as_raw_fd(),
+            Stream::Swapping => unreachable!("a failed swap ends the session"),
+        }
+    }
 }
 
 impl<S: Transport> Stream<S> {
@@ -142,6 +169,69 @@ pub struct Conn<S> {
     wbuf: Vec<u8>,
     framer: LineFramer,
     deadlines: Deadlines,
+    /// By when the command being waited for must have arrived; kept
+    /// while the connection is parked.
+    command_by: Option<Instant>,
+    /// A write timed out: nothing more is written, not even a farewell.
+    write_failed: bool,
+    /// No reply goes out and no command is read before then (a client
+    /// past its error limit).
+    hold: Option<Instant>,
+}
+
+/// A connection between commands, without a worker: what it had read of
+/// the next command, and its stream, framer and deadlines.
+pub struct Parked<S> {
+    stream: Stream<S>,
+    leftover: Vec<u8>,
+    framer: LineFramer,
+    deadlines: Deadlines,
+    command_by: Option<Instant>,
+    /// Replies held back until `hold`.
+    wbuf: Vec<u8>,
+    hold: Option<Instant>,
+}
+
+impl<S: std::os::fd::AsRawFd> Parked<S> {
+    /// The socket to watch for input.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.stream.fd()
+    }
+}
+
+impl<S> Parked<S> {
+    /// By when its next command must arrive.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.command_by
+    }
+
+    /// When it is to go on by itself, whatever its client does: its
+    /// replies are held back until then.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.hold
+    }
+
+    /// The connection again, reading into `rbuf` (a worker's).
+    pub fn resume(self, rbuf: Box<[u8]>) -> Conn<S> {
+        let mut rbuf = rbuf;
+        let size = READ_BUFFER.max(self.framer.limit());
+        if rbuf.len() < size.max(self.leftover.len()) {
+            rbuf = vec![0; size.max(self.leftover.len())].into_boxed_slice();
+        }
+        rbuf[..self.leftover.len()].copy_from_slice(&self.leftover);
+        Conn {
+            stream: self.stream,
+            end: self.leftover.len(),
+            rbuf,
+            start: 0,
+            wbuf: self.wbuf,
+            framer: self.framer,
+            deadlines: self.deadlines,
+            command_by: self.command_by,
+            write_failed: false,
+            hold: self.hold,
+        }
+    }
 }
 
 impl<S: Transport> Conn<S> {
@@ -160,7 +250,47 @@ impl<S: Transport> Conn<S> {
             wbuf: Vec::with_capacity(1024),
             framer: LineFramer::new(max_line),
             deadlines,
+            command_by: None,
+            write_failed: false,
+            hold: None,
         }
+    }
+
+    /// Holds back the replies from now on, and the reading of the next
+    /// command, for `d`.
+    pub fn hold_for(&mut self, d: Duration) {
+        if !d.is_zero() {
+            self.hold = Some(Instant::now() + d);
+        }
+    }
+
+    /// Gives the connection up between commands: what was read of the
+    /// next command is kept, and so are replies not sent yet (the caller
+    /// sends them first, [`Conn::flush_unless_held`], unless they are held
+    /// back). The read buffer goes back to the worker.
+    pub fn park(mut self) -> (Parked<S>, Box<[u8]>) {
+        if self.hold.is_some_and(|t| t <= Instant::now()) {
+            self.hold = None;
+        }
+        let leftover = self.buffered().to_vec();
+        let parked = Parked {
+            stream: self.stream,
+            leftover,
+            framer: self.framer,
+            deadlines: self.deadlines,
+            command_by: self.command_by,
+            wbuf: std::mem::take(&mut self.wbuf),
+            hold: self.hold,
+        };
+        (parked, self.rbuf)
+    }
+
+    /// Sends the replies owed, unless they are held back.
+    pub fn flush_unless_held(&mut self) -> Result<(), Stop> {
+        if self.hold.is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        self.flush()
     }
 
     pub fn deadlines(&self) -> &Deadlines {
@@ -170,8 +300,9 @@ impl<S: Transport> Conn<S> {
     /// Ends the connection (a TLS session with its close_notify, as far as
     /// the client still reads) and gives back the read buffer.
     pub fn close(mut self) -> Box<[u8]> {
-        let _ = self.flush();
-        if let Stream::Tls(t) = &mut self.stream {
+        let _ = self.flush_within(FAREWELL_WRITE);
+        if let (Stream::Tls(t), false) = (&mut self.stream, self.write_failed) {
+            let _ = t.set_write_timeout(FAREWELL_WRITE);
             t.close();
         }
         self.rbuf
@@ -226,24 +357,74 @@ impl<S: Transport> Conn<S> {
 
     /// The next command line, by the command deadline. A line over the
     /// limit is read to its end and dropped.
-    pub fn read_line(&mut self) -> Result<Line, Stop> {
-        let deadline = self.deadlines.command();
+    ///
+    /// With `park` (the server's connections; not `-bs`), a connection
+    /// with nothing to read is not waited on for long: [`Line::Idle`] as
+    /// soon as `park()` says another connection waits for a worker, or
+    /// after [`IDLE_SPELL`], so that the caller can give it back to the
+    /// poll. The replies owed are sent first.
+    pub fn read_line(&mut self, park: Option<&dyn Fn() -> bool>) -> Result<Line, Stop> {
+        if let Some(until) = self.hold {
+            let now = Instant::now();
+            if until > now {
+                if park.is_some() {
+                    return Ok(Line::Idle);
+                }
+                std::thread::sleep(until - now);
+            }
+            self.hold = None;
+        }
+        let deadline = *self
+            .command_by
+            .get_or_insert_with(|| self.deadlines.command());
         loop {
             match self.framer.ingest(&self.rbuf[self.start..self.end]) {
                 Frame::Line { line, used } => {
                     let at = self.start;
                     self.consume(used);
+                    self.command_by = None;
                     // Consumed, but in place until the next read.
                     return Ok(Line::Complete(at + line.start..at + line.end));
                 }
                 Frame::TooLong { used } => {
                     self.consume(used);
+                    self.command_by = None;
                     return Ok(Line::TooLong);
                 }
                 Frame::NeedMore { used } => {
                     self.consume(used);
+                    if let Some(park) = park {
+                        if self.idle(park, deadline)? {
+                            return Ok(Line::Idle);
+                        }
+                    }
                     self.fill_by(deadline, Duration::MAX)?;
                 }
+            }
+        }
+    }
+
+    /// Waits a little for input; true if the connection is to be parked.
+    fn idle(&mut self, park: &dyn Fn() -> bool, deadline: Instant) -> Result<bool, Stop> {
+        self.flush()?;
+        let since = Instant::now();
+        loop {
+            let stream = self.stream.transport();
+            if stream.has_buffered() {
+                return Ok(false);
+            }
+            let waited = since.elapsed();
+            let wanted = park();
+            if waited >= IDLE_SPELL || (wanted && waited >= QUICK) {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stop::Timeout);
+            }
+            let slice = if wanted { QUICK - waited } else { SLICE };
+            if stream.wait_readable(slice.min(left))? {
+                return Ok(false);
             }
         }
     }
@@ -262,16 +443,47 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
+    /// Sends the replies owed, all of them within the write timeout
+    /// however slowly the client reads.
     pub fn flush(&mut self) -> Result<(), Stop> {
-        if !self.wbuf.is_empty() {
-            let write = self.deadlines.write();
-            let stream = self.stream.transport();
-            stream.set_write_timeout(write)?;
-            stream.write_all(&self.wbuf)?;
-            stream.flush()?;
-            self.wbuf.clear();
+        self.flush_within(self.deadlines.write())
+    }
+
+    /// Sends the replies owed within `limit` in all. After a write that
+    /// timed out nothing more is written.
+    fn flush_within(&mut self, limit: Duration) -> Result<(), Stop> {
+        if self.wbuf.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if self.write_failed {
+            return Err(Stop::Timeout);
+        }
+        let deadline = Instant::now() + limit;
+        let stream = self.stream.transport();
+        let mut sent = 0;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(Stop::Timeout);
+            }
+            if let Err(e) = stream.set_write_timeout(left) {
+                break Err(e.into());
+            }
+            if sent == self.wbuf.len() {
+                break stream.flush().map_err(Stop::from);
+            }
+            match stream.write(&self.wbuf[sent..]) {
+                Ok(0) => break Err(Stop::Closed),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.wbuf.clear();
+        if matches!(result, Err(Stop::Timeout)) {
+            self.write_failed = true;
+        }
+        result
     }
 
     /// Replaces the plain stream with a TLS session over it, by the

@@ -6,7 +6,7 @@
 //! side knows the other.
 
 use super::body::{self, Body, Framing};
-use super::conn::{Conn, Deadlines, Line, Stop, Transport};
+use super::conn::{self, Conn, Deadlines, Line, Stop, Transport};
 use crate::config::Config;
 use crate::delivery::{Delivery, Message, Recipient};
 use crate::smtp::reply::{self, Reply};
@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What a session needs from the server around it.
+#[derive(Clone)]
 pub struct Context {
     pub config: Arc<Config>,
     pub delivery: Arc<dyn Delivery>,
@@ -39,57 +40,176 @@ pub struct Buffers {
     body: Vec<u8>,
 }
 
-struct Driver<'a, S> {
+/// One session over its connection, with a worker.
+pub struct Driver<S> {
     conn: Conn<S>,
     session: Session<Recipient>,
-    ctx: &'a Context,
+    ctx: Context,
     /// The body being received, across the chunks of a BDAT transfer.
     body: Option<Body>,
     /// Decoded body bytes on their way to the spool: the worker's buffer.
     out: Vec<u8>,
+    /// The greeting (and an implicit TLS handshake) is done.
+    greeted: bool,
 }
 
-/// Runs one SMTP session to its end, with the worker's `buffers`.
+/// A session between commands, without a worker: its connection is
+/// watched by the acceptor's poll until the client sends more.
+pub struct Parked<S> {
+    conn: conn::Parked<S>,
+    session: Session<Recipient>,
+    ctx: Context,
+    body: Option<Body>,
+}
+
+impl<S: std::os::fd::AsRawFd> Parked<S> {
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.conn.fd()
+    }
+}
+
+impl<S> Parked<S> {
+    /// By when the client must send its next command.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.conn.deadline()
+    }
+
+    /// When it goes on by itself (its replies are held back until then).
+    pub fn wake_at(&self) -> Option<std::time::Instant> {
+        self.conn.wake_at()
+    }
+}
+
+/// How a stretch of a session on a worker ended.
+pub enum Served<S> {
+    Ended,
+    /// The client has nothing more to say for now.
+    Parked(Box<Parked<S>>),
+}
+
+/// How the command loop stopped, short of an error.
+enum Flow {
+    Quit,
+    Idle,
+}
+
+/// Runs one SMTP session to its end, with the worker's `buffers`, on a
+/// worker alone (`sendmail -bs`, tests).
 pub fn run<S: Transport>(
     stream: S,
     session: Session<Recipient>,
     ctx: &Context,
     buffers: &mut Buffers,
 ) {
-    let deadlines = Deadlines::new(&ctx.config.timeouts);
-    let conn = Conn::new(
-        stream,
-        session.limits().max_command_line,
-        std::mem::take(&mut buffers.read),
-        deadlines,
-    );
-    let mut d = Driver {
-        conn,
-        session,
-        ctx,
-        body: None,
-        out: std::mem::take(&mut buffers.body),
-    };
-    let host = &ctx.config.hostname;
-    let ended = d.implicit_tls().and_then(|()| d.drive());
-    let farewell = match &ended {
-        Ok(()) | Err(Stop::Handshake) => None,
-        Err(Stop::Closed) if !ctx.shutdown.load(Ordering::SeqCst) => None,
-        Err(Stop::Timeout) => Some(reply::timeout(host)),
-        Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(host)),
-        Err(Stop::Io(e)) => {
-            log::info!("session ended by IO error: {e}");
-            None
-        }
-    };
-    if let Some(r) = farewell {
-        let _ = d.conn.queue(&r, d.session.enhanced_codes());
+    let d = Driver::new(stream, session, ctx.clone(), buffers);
+    if let Served::Parked(_) = d.serve(buffers, None) {
+        unreachable!("a session without parking runs to its end");
     }
-    buffers.read = d.conn.close();
-    buffers.body = d.out;
 }
 
-impl<S: Transport> Driver<'_, S> {
+impl<S: Transport> Driver<S> {
+    pub fn new(
+        stream: S,
+        session: Session<Recipient>,
+        ctx: Context,
+        buffers: &mut Buffers,
+    ) -> Driver<S> {
+        let deadlines = Deadlines::new(&ctx.config.timeouts);
+        let conn = Conn::new(
+            stream,
+            session.limits().max_command_line,
+            std::mem::take(&mut buffers.read),
+            deadlines,
+        );
+        Driver {
+            conn,
+            session,
+            ctx,
+            body: None,
+            out: std::mem::take(&mut buffers.body),
+            greeted: false,
+        }
+    }
+
+    /// A parked session again, on the worker with `buffers`.
+    pub fn resume(p: Parked<S>, buffers: &mut Buffers) -> Driver<S> {
+        Driver {
+            conn: p.conn.resume(std::mem::take(&mut buffers.read)),
+            session: p.session,
+            ctx: p.ctx,
+            body: p.body,
+            out: std::mem::take(&mut buffers.body),
+            greeted: true,
+        }
+    }
+
+    /// Runs the session until it ends, or, with `park` (see
+    /// [`Conn::read_line`]), until its client has nothing more to say for
+    /// now: then it comes back parked, and the buffers are the worker's
+    /// again.
+    pub fn serve(mut self, buffers: &mut Buffers, park: Option<&dyn Fn() -> bool>) -> Served<S> {
+        let mut ended = self.greet().and_then(|()| self.drive(park));
+        if let Ok(Flow::Idle) = ended {
+            if let Some(body) = &mut self.body {
+                body.write_pending(&mut self.out);
+            }
+            match self.conn.flush_unless_held() {
+                Ok(()) => {
+                    let (conn, rbuf) = self.conn.park();
+                    buffers.read = rbuf;
+                    buffers.body = self.out;
+                    return Served::Parked(Box::new(Parked {
+                        conn,
+                        session: self.session,
+                        ctx: self.ctx,
+                        body: self.body,
+                    }));
+                }
+                Err(stop) => ended = Err(stop),
+            }
+        }
+        self.finish(ended.map(|_| ()), buffers);
+        Served::Ended
+    }
+
+    /// Ends a session whose client did not send its next command in
+    /// time.
+    pub fn expire(self, buffers: &mut Buffers) {
+        self.finish(Err(Stop::Timeout), buffers);
+    }
+
+    /// Says goodbye as the end calls for, closes, and gives the buffers
+    /// back.
+    fn finish(mut self, ended: Result<(), Stop>, buffers: &mut Buffers) {
+        let host = &self.ctx.config.hostname;
+        let farewell = match &ended {
+            Ok(()) | Err(Stop::Handshake) => None,
+            Err(Stop::Closed) if !self.ctx.shutdown.load(Ordering::SeqCst) => None,
+            Err(Stop::Timeout) => Some(reply::timeout(host)),
+            Err(Stop::Shutdown | Stop::Closed) => Some(reply::shutting_down(host)),
+            Err(Stop::Io(e)) => {
+                log::info!("session ended by IO error: {e}");
+                None
+            }
+        };
+        if let Some(r) = farewell {
+            let _ = self.conn.queue(&r, self.session.enhanced_codes());
+        }
+        buffers.read = self.conn.close();
+        buffers.body = self.out;
+    }
+
+    /// The greeting, after the handshake of an implicit TLS listener;
+    /// once.
+    fn greet(&mut self) -> Result<(), Stop> {
+        if self.greeted {
+            return Ok(());
+        }
+        self.greeted = true;
+        self.implicit_tls()?;
+        self.conn.queue(&self.session.greeting(), false)
+    }
+
     /// The handshake of an implicit TLS listener, before anything else.
     fn implicit_tls(&mut self) -> Result<(), Stop> {
         if !self.ctx.implicit_tls {
@@ -119,8 +239,7 @@ impl<S: Transport> Driver<'_, S> {
         Ok(())
     }
 
-    fn drive(&mut self) -> Result<(), Stop> {
-        self.conn.queue(&self.session.greeting(), false)?;
+    fn drive(&mut self, park: Option<&dyn Fn() -> bool>) -> Result<Flow, Stop> {
         loop {
             let open = self.session.in_transaction();
             if !open {
@@ -132,7 +251,11 @@ impl<S: Transport> Driver<'_, S> {
             if self.ctx.shutdown.load(Ordering::SeqCst) && !open {
                 return Err(Stop::Shutdown);
             }
-            let response = match self.conn.read_line()? {
+            // A shutting-down server parks nothing: it waits for the
+            // transaction to end.
+            let park = park.filter(|_| !self.ctx.shutdown.load(Ordering::SeqCst));
+            let response = match self.conn.read_line(park)? {
+                Line::Idle => return Ok(Flow::Idle),
                 Line::TooLong => {
                     let enhanced = self.session.enhanced_codes();
                     self.conn.queue(&reply::line_too_long(), enhanced)?;
@@ -141,7 +264,7 @@ impl<S: Transport> Driver<'_, S> {
                 Line::Complete(range) => self.session.command(self.conn.line(range)),
             };
             if !self.act(response)? {
-                return Ok(());
+                return Ok(Flow::Quit);
             }
         }
     }
@@ -150,6 +273,9 @@ impl<S: Transport> Driver<'_, S> {
     /// the session is over.
     fn act(&mut self, mut response: Response) -> Result<bool, Stop> {
         loop {
+            if response.delay {
+                self.conn.hold_for(self.ctx.config.server.error_delay);
+            }
             if let Some(r) = &response.reply {
                 self.conn.queue(r, self.session.enhanced_codes())?;
             }

@@ -1,11 +1,16 @@
 //! The server around the sessions: listeners, the acceptor thread, the
 //! worker pool, the live configuration (swapped on reload), and shutdown.
 //!
-//! One acceptor thread polls the listeners, the signals and a waker; it
-//! hands each accepted connection over a bounded channel to a fixed pool of
-//! workers, each running one synchronous session at a time. When the pool
-//! and its queue are full the acceptor answers 421 itself: it never blocks
-//! and nothing grows without bound.
+//! One acceptor thread polls the listeners, the signals, a waker and the
+//! sockets of parked sessions; it hands each accepted connection over a
+//! bounded channel to a fixed pool of workers, each running one
+//! synchronous session at a time until the session ends or waits for its
+//! client's next command. Such a session is parked: it goes back to the
+//! acceptor, whose poll watches its socket and its command timeout, and to
+//! a worker again when its client sends more. Idle clients thus cost a
+//! socket, not a thread. Work that finds no room in the channel waits in
+//! the acceptor; a new connection that waits too long is answered 421
+//! there. The acceptor never blocks and nothing grows without bound.
 
 mod acceptor;
 mod body;
@@ -154,9 +159,10 @@ impl Shared {
         if new.server.listen != self.bound
             || new.server.workers != old.config.server.workers
             || new.server.handoff_queue != old.config.server.handoff_queue
+            || new.server.worker_stack != old.config.server.worker_stack
             || new.queue.dir != old.config.queue.dir
         {
-            log::warn!("reload: changes to server.listen, server.smtps, server.workers, server.handoff_queue and queue_dir take effect only after a restart");
+            log::warn!("reload: changes to server.listen, server.smtps, server.workers, server.handoff_queue, server.worker_stack and queue_dir take effect only after a restart");
         }
         let runtime = match Runtime::new(new, Some(&old), old.outbox.clone()) {
             Ok(r) => r,
@@ -165,6 +171,9 @@ impl Shared {
                 return;
             }
         };
+        for w in runtime.config.server.warnings() {
+            log::warn!("{w}");
+        }
         *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runtime);
         log::info!("configuration reloaded from {}", path.display());
     }
@@ -272,10 +281,28 @@ fn admit(shared: &Arc<Shared>, clone: TcpStream, ip: IpAddr, max: usize) -> Opti
 }
 
 /// An accepted connection on its way to a worker.
-pub struct Job {
-    pub stream: TcpStream,
+/// Work for the pool.
+pub enum Job {
+    /// A connection just accepted.
+    New {
+        stream: TcpStream,
+        peer: SocketAddr,
+        listener: crate::config::Listener,
+        ticket: Ticket,
+        /// When it was accepted.
+        since: Instant,
+    },
+    /// A parked session whose client sent more.
+    Resume(Box<Parked>),
+    /// A parked session whose client did not send its command in time.
+    Expire(Box<Parked>),
+}
+
+/// A session between commands, watched by the acceptor's poll: the
+/// session, and what the server keeps of its connection.
+pub struct Parked {
+    pub session: Box<driver::Parked<conn::Socket>>,
     pub peer: SocketAddr,
-    pub listener: crate::config::Listener,
     pub ticket: Ticket,
 }
 
@@ -389,6 +416,9 @@ impl Server {
         };
         let runtime = Runtime::new(config, None, Some(outbox)).map_err(StartError::Config)?;
         let config = &runtime.config;
+        for w in config.server.warnings() {
+            log::warn!("{w}");
+        }
         crate::delivery::spool::prepare(&config.spool_dir).map_err(|e| {
             StartError::System(format!(
                 "spool directory {}: {e}",
@@ -415,8 +445,12 @@ impl Server {
             log::info!("listening on {a} ({})", l.describe());
             local_addrs.push(a);
         }
-        let (tx, rx) = crossbeam_channel::bounded(config.server.handoff_queue);
+        // Work waits in the acceptor, where a new connection that gets no
+        // worker in time is told so; the channel holds a little more
+        // than the workers take.
+        let (tx, rx) = crossbeam_channel::bounded(config.server.workers);
         let workers_n = config.server.workers;
+        let stack = config.server.worker_stack;
         let bound = config.server.listen.clone();
         let shared = Arc::new(Shared {
             runtime: RwLock::new(Arc::new(runtime)),
@@ -428,14 +462,28 @@ impl Server {
             registry: Registry::default(),
         });
         let (stopping_tx, stopping) = crossbeam_channel::bounded(1);
-        let acceptor = acceptor::Acceptor::new(listeners, tx, stopping_tx, shared.clone())
-            .map_err(|e| StartError::System(format!("cannot start the acceptor: {e}")))?;
+        // Parked sessions: as many as connections, which the listeners'
+        // limits bound.
+        let (back_tx, back_rx) = crossbeam_channel::unbounded();
+        let acceptor = acceptor::Acceptor::new(
+            listeners,
+            (tx, rx.clone()),
+            stopping_tx,
+            shared.clone(),
+            back_rx,
+        )
+        .map_err(|e| StartError::System(format!("cannot start the acceptor: {e}")))?;
         let waker = acceptor.waker();
+        let back = pool::Back {
+            tx: back_tx,
+            waker: waker.clone(),
+            pending: acceptor.pending(),
+        };
         let acceptor = std::thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || acceptor.run())
             .map_err(|e| StartError::System(format!("cannot start the acceptor thread: {e}")))?;
-        let workers = pool::start(workers_n, rx, shared.clone())
+        let workers = pool::start(workers_n, stack, rx, back, shared.clone())
             .map_err(|e| StartError::System(format!("cannot start worker threads: {e}")))?;
         let live = {
             let shared = shared.clone();

@@ -82,6 +82,11 @@ impl LineFramer {
 
     /// Forgets what it has seen of the current line: its bytes were
     /// dropped (the clear text after STARTTLS).
+    /// The longest line, line end included.
+    pub fn limit(&self) -> usize {
+        self.max
+    }
+
     pub fn reset(&mut self) {
         self.scanned = 0;
         self.skipping = false;

@@ -191,6 +191,9 @@ pub fn shutting_down(host: &str) -> Reply {
 pub fn timeout(host: &str) -> Reply {
     Reply::new(421, e(4, 4, 2), format!("{host} Error: timeout exceeded"))
 }
+pub fn too_many_errors(host: &str) -> Reply {
+    Reply::new(421, e(4, 7, 0), format!("{host} Error: too many errors"))
+}
 pub fn too_busy(host: &str) -> Reply {
     Reply::new(421, e(4, 7, 0), format!("{host} too busy, try again later"))
 }

@@ -41,6 +41,19 @@ pub struct Settings {
     pub vrfy: bool,
     pub expn: bool,
     pub limits: Limits,
+    pub errors: ErrorLimits,
+}
+
+/// How many errors (replies of 4xx or 5xx to its commands) a client may
+/// make without delivering a message: past `soft` each further error
+/// reply is delayed ([`Response::delay`]); at `hard` the session is
+/// closed with `421 4.7.0`. As Postfix's `smtpd_soft_error_limit` and
+/// `smtpd_hard_error_limit`; this is what makes guessing local users at
+/// RCPT slow and short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorLimits {
+    pub soft: u32,
+    pub hard: u32,
 }
 
 /// The bounds of what a client may send.
@@ -85,6 +98,9 @@ pub enum Action {
 pub struct Response {
     pub reply: Option<Reply>,
     pub action: Action,
+    /// The client has made more errors than the soft limit allows: the
+    /// reply waits a while before it goes, and so does the next command.
+    pub delay: bool,
 }
 
 impl Response {
@@ -92,6 +108,7 @@ impl Response {
         Response {
             reply: Some(reply),
             action: Action::Continue,
+            delay: false,
         }
     }
 }
@@ -226,6 +243,8 @@ pub struct Session<R> {
     hello: Option<Hello>,
     tx: Option<Transaction<R>>,
     pending: Option<Pending>,
+    /// Errors since the session began or last delivered a message.
+    errors: u32,
 }
 
 impl<R: Resolved> Session<R> {
@@ -244,6 +263,7 @@ impl<R: Resolved> Session<R> {
             hello: None,
             tx: None,
             pending: None,
+            errors: 0,
         }
     }
 
@@ -296,8 +316,31 @@ impl<R: Resolved> Session<R> {
             .is_some_and(|tx| tx.params.body == Some(BodyType::BinaryMime))
     }
 
-    /// Handles one command line (without its line end).
+    /// Handles one command line (without its line end). A client that
+    /// has made too many errors is told so and the session ends.
     pub fn command(&mut self, line: &[u8]) -> Response {
+        if self.errors >= self.settings.errors.hard {
+            log::info!("[{}]: too many errors, disconnecting", self.peer);
+            return Response {
+                reply: Some(reply::too_many_errors(&self.settings.hostname)),
+                action: Action::Close,
+                delay: false,
+            };
+        }
+        let r = self.handle(line);
+        self.counted(r)
+    }
+
+    /// Counts an error reply, and marks it for delay past the soft limit.
+    fn counted(&mut self, mut r: Response) -> Response {
+        if r.reply.as_ref().is_some_and(|r| r.code() >= 400) {
+            self.errors += 1;
+            r.delay = self.errors > self.settings.errors.soft;
+        }
+        r
+    }
+
+    fn handle(&mut self, line: &[u8]) -> Response {
         // The driver answers what is asked before it reads on: whatever
         // is still pending belongs to nothing now.
         debug_assert!(self.pending.is_none(), "a command while {:?}", self.pending);
@@ -319,6 +362,7 @@ impl<R: Resolved> Session<R> {
                         start: false,
                         discard: true,
                     },
+                    delay: false,
                 };
             }
             return Response::reply(r);
@@ -338,6 +382,7 @@ impl<R: Resolved> Session<R> {
             Command::Quit => Response {
                 reply: Some(reply::closing(&self.settings.hostname)),
                 action: Action::Close,
+                delay: false,
             },
             Command::Help(_) => Response::reply(self.offer().help()),
             Command::Vrfy(arg) => self.vrfy(&arg),
@@ -345,6 +390,7 @@ impl<R: Resolved> Session<R> {
             Command::StartTls => Response {
                 reply: Some(reply::ready_for_tls()),
                 action: Action::StartTls,
+                delay: false,
             },
             Command::NotImplemented => Response::reply(reply::not_implemented()),
         }
@@ -403,6 +449,7 @@ impl<R: Resolved> Session<R> {
                         "Syntax: BDAT chunk-size [LAST]; closing connection",
                     )),
                     action: Action::Close,
+                    delay: false,
                 }
             }
             ParseError::Sender(e) => reply::bad_sender_syntax(&e.to_string()),
@@ -512,6 +559,7 @@ impl<R: Resolved> Session<R> {
         Response {
             reply: None,
             action: Action::Lookup(path),
+            delay: false,
         }
     }
 
@@ -524,7 +572,7 @@ impl<R: Resolved> Session<R> {
             Some(Pending::Expn(shown)) => expn_reply(&shown, lookup),
             other => unreachable!("an answer to nothing asked, while {other:?}"),
         };
-        Response::reply(reply)
+        self.counted(Response::reply(reply))
     }
 
     fn rcpt_answered(&mut self, path: ForwardPath, params: RcptParams, lookup: Lookup<R>) -> Reply {
@@ -571,6 +619,7 @@ impl<R: Resolved> Session<R> {
         Response {
             reply: Some(reply::start_data()),
             action: Action::ReceiveData,
+            delay: false,
         }
     }
 
@@ -593,6 +642,7 @@ impl<R: Resolved> Session<R> {
                 start,
                 discard: false,
             },
+            delay: false,
         }
     }
 
@@ -677,6 +727,8 @@ impl<R: Resolved> Session<R> {
             tx.rcpts.len(),
             to.join(",")
         );
+        // A client that delivers is no prober: its errors are forgiven.
+        self.errors = 0;
         Verdict::Deliver(Envelope {
             id: tx.id,
             reverse_path: reverse_path_text(&tx.from),
@@ -902,6 +954,7 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
+            errors: ErrorLimits { soft: 10, hard: 20 },
             hostname: "mx.example.org".into(),
             default_domain: "example.org".into(),
             strict_helo: false,
@@ -1301,6 +1354,54 @@ mod tests {
         for _ in 0..rcpts {
             dialogue(s, &[("RCPT TO:<alice@example.org>", 250)]);
         }
+    }
+
+    #[test]
+    fn errors_are_counted_delayed_past_the_soft_limit_and_end_the_session_at_the_hard_one() {
+        let mut s = session(|s| s.errors = ErrorLimits { soft: 2, hard: 4 });
+        let step = |s: &mut Session<Rcpt>, line: &str| {
+            let r = run(s, line);
+            (r.reply.map(|r| r.code()), r.action, r.delay)
+        };
+        use Action::{Close, Continue};
+        assert_eq!(step(&mut s, "EHLO c.example"), (Some(250), Continue, false));
+        assert_eq!(step(&mut s, "BOGUS"), (Some(500), Continue, false));
+        assert_eq!(
+            step(&mut s, "MAIL FROM:<a@b.example>"),
+            (Some(250), Continue, false)
+        );
+        assert_eq!(
+            step(&mut s, "RCPT TO:<x@example.org>"),
+            (Some(550), Continue, false)
+        );
+        // Past the soft limit each error reply is delayed; good replies
+        // are not.
+        assert_eq!(
+            step(&mut s, "RCPT TO:<y@example.org>"),
+            (Some(550), Continue, true)
+        );
+        assert_eq!(
+            step(&mut s, "RCPT TO:<alice@example.org>"),
+            (Some(250), Continue, false)
+        );
+        // A delivered message forgives what came before.
+        assert_eq!(s.command(b"DATA").action, Action::ReceiveData);
+        assert!(matches!(
+            s.body_received(&BodyReport::default()),
+            Verdict::Deliver(_)
+        ));
+        for _ in 0..2 {
+            assert_eq!(step(&mut s, "NOPE"), (Some(500), Continue, false));
+        }
+        assert_eq!(step(&mut s, "NOPE"), (Some(500), Continue, true));
+        assert_eq!(step(&mut s, "NOPE"), (Some(500), Continue, true));
+        // At the hard limit: 421 and the end, whatever comes next.
+        let r = s.command(b"NOOP");
+        assert_eq!(r.action, Close);
+        assert_eq!(
+            r.reply.unwrap().to_string(),
+            "421 4.7.0 mx.example.org Error: too many errors"
+        );
     }
 
     #[test]

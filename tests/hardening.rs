@@ -1,0 +1,286 @@
+// Hostile and careless clients: idle ones, slow ones, ones that never
+// read. Each test runs the real server on loopback and shows that such
+// clients cost it a socket, not a worker, and that it cuts them off in
+// time; a real client (Python's smtplib) delivers meanwhile.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Sends one message to alice with Python's smtplib (20 s timeout); how
+/// long it took.
+fn deliver_with_smtplib(srv: &Server, subject: &str) -> Duration {
+    let script = format!(
+        "import smtplib\n\
+         s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)\n\
+         s.sendmail('x@remote.example', ['alice@test.example'],\n\
+         'From: x@remote.example\\r\\nSubject: {subject}\\r\\n\\r\\nhello\\r\\n')\n\
+         s.quit()\n",
+        port = srv.addr.port()
+    );
+    let start = Instant::now();
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}
+
+fn delivered(srv: &Server, subject: &str) -> bool {
+    srv.messages("alice")
+        .iter()
+        .any(|m| Parsed::new(m.clone()).subject().as_deref() == Some(subject))
+}
+
+/// The names of the server's threads.
+fn threads(srv: &Server) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn descriptors(srv: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", srv.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Reads one reply line from a raw socket.
+fn line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\n") {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => out.push(b[0]),
+            Err(e) => panic!("reading a reply: {e} (so far {:?})", out),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn fifty_silent_clients_do_not_stop_a_real_one() {
+    if !tool("python3") {
+        return;
+    }
+    let srv = Server::start_with("", "workers = 8\nmax_connections_per_ip = 100", "");
+    let before = wait_for("the server's threads to start", || {
+        let t = threads(&srv);
+        let named = |name: &str| t.iter().any(|n| n.starts_with(name));
+        (named("control") && named("relay-")).then_some(t.len())
+    });
+    // 25 that say nothing at all, 25 that say EHLO and then nothing.
+    let mut silent: Vec<TcpStream> = (0..25)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    let mut ehlo: Vec<Client> = (0..25).map(|_| srv.connect().hello()).collect();
+    // Every one of them was greeted: none waits behind the others for a
+    // worker.
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let greeting = line(s);
+        assert!(greeting.starts_with("220 "), "{greeting:?}");
+    }
+    let took = deliver_with_smtplib(&srv, "past fifty idle clients");
+    eprintln!("figure: delivered past 50 idle clients in {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(delivered(&srv, "past fifty idle clients"));
+    // No thread per connection.
+    assert_eq!(threads(&srv).len(), before, "{:?}", threads(&srv));
+    // The idle ones are still served when they speak again.
+    ehlo[0].expect("NOOP", 250);
+    silent[0].write_all(b"QUIT\r\n").unwrap();
+    assert!(line(&mut silent[0]).starts_with("221 "));
+}
+
+#[test]
+fn two_hundred_dripping_clients_do_not_stop_a_real_one() {
+    if !tool("python3") {
+        return;
+    }
+    let srv = Server::start_with("", "workers = 8\nmax_connections_per_ip = 300", "");
+    let mut drips: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    for s in &mut drips {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let greeting = line(s);
+        assert!(greeting.starts_with("220 "), "{greeting:?}");
+    }
+    // Each sends "NOOP\r\n" one octet a second, while a real client
+    // delivers.
+    let dripping = std::thread::spawn(move || {
+        for &b in b"NOOP\r\n" {
+            for s in &mut drips {
+                s.write_all(&[b]).unwrap();
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        drips
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let took = deliver_with_smtplib(&srv, "past two hundred drips");
+    eprintln!("figure: delivered past 200 dripping clients in {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(delivered(&srv, "past two hundred drips"));
+    // What each had sent, octet by octet, made one command.
+    let mut drips = dripping.join().unwrap();
+    for s in &mut drips {
+        let r = line(s);
+        assert!(r.starts_with("250 "), "{r:?}");
+    }
+}
+
+#[test]
+fn an_idle_client_is_timed_out_without_a_worker() {
+    let srv = Server::start_with(
+        "",
+        "workers = 2\nmax_connections_per_ip = 10",
+        "[timeouts]\ncommand = 2\n",
+    );
+    let fds = descriptors(&srv);
+    let mut idle: Vec<TcpStream> = (0..6)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    let start = Instant::now();
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert!(line(s).starts_with("220 "));
+    }
+    // Six idle clients on two workers: each is told of its timeout.
+    for s in &mut idle {
+        let r = line(s);
+        assert!(r.starts_with("421 4.4.2"), "{r:?}");
+        assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0, "closed after the 421");
+    }
+    let took = start.elapsed();
+    eprintln!("figure: 6 idle clients on 2 workers timed out after {took:?} (timeout 2 s)");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    wait_for("the descriptors to be closed", || {
+        (descriptors(&srv) <= fds).then_some(())
+    });
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_within_the_write_timeout() {
+    let srv = Server::start_with("", "", "[timeouts]\ncommand = 3\n");
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let batch = b"NOOP\r\n".repeat(10_000);
+    // Write until the server stops reading (its replies fill both
+    // buffers), then until it cuts the connection off.
+    let mut blocked: Option<Instant> = None;
+    let cut = loop {
+        match s.write(&batch) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                blocked.get_or_insert_with(Instant::now);
+            }
+            Err(_) => break blocked.map(|b| b.elapsed()),
+        }
+        if blocked.is_some_and(|b| b.elapsed() > Duration::from_secs(60)) {
+            panic!("not cut off within 60 s");
+        }
+    };
+    let cut = cut.expect("the server cut the connection off");
+    eprintln!("figure: a client that never reads was cut off {cut:?} after its writes blocked (timeout 3 s)");
+    // One write timeout (whole seconds, plus the second a timeout may
+    // be kept longer), not a multiple of it.
+    assert!(cut < Duration::from_secs(8), "{cut:?}");
+    assert!(srv.wait_log("disconnect from"));
+}
+
+#[test]
+fn rcpt_guessing_is_slowed_down_and_cut_off_without_holding_a_worker() {
+    if !tool("python3") {
+        return;
+    }
+    // One worker: a delay that slept on it would stop everyone else.
+    let srv = Server::start_with(
+        "",
+        "workers = 1\nmax_connections_per_ip = 10\nsoft_error_limit = 1\nhard_error_limit = 2\nerror_delay = 4",
+        "",
+    );
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<prober@remote.example>", 250);
+    let start = Instant::now();
+    c.expect("RCPT TO:<nobody1@test.example>", 550);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Past the soft limit the reply waits...
+    c.send("RCPT TO:<nobody2@test.example>\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and meanwhile another client delivers at once.
+    let took = deliver_with_smtplib(&srv, "during a delayed reply");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(delivered(&srv, "during a delayed reply"));
+    let r = c.reply();
+    assert_eq!(r.code, 550, "{r:?}");
+    let delayed = start.elapsed();
+    assert!(delayed >= Duration::from_secs(4), "{delayed:?}");
+    eprintln!("figure: the second unknown recipient was answered after {delayed:?}; another client delivered in {took:?} meanwhile");
+    // At the hard limit, the session ends.
+    let r = c.cmd("RCPT TO:<nobody3@test.example>");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().contains("4.7.0"), "{r:?}");
+    assert!(c.closed());
+    assert!(srv.wait_log("too many errors"));
+}
+
+#[test]
+fn a_flood_of_unknown_verbs_is_cut_off_at_the_hard_limit() {
+    let srv = Server::start_with("", "error_delay = 0", "");
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    // 20,000 unknown verbs in one go; the session ends at the 21st.
+    let flood = b"XYZZY\r\n".repeat(20_000);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        // The server may close before it has all of it.
+        let _ = writer.write_all(&flood);
+    });
+    let mut codes = Vec::new();
+    while let Some(r) = c.try_reply() {
+        codes.push(r.code);
+    }
+    sender.join().unwrap();
+    assert_eq!(codes.len(), 21, "{codes:?}");
+    assert!(codes[..20].iter().all(|&c| c == 500), "{codes:?}");
+    assert_eq!(codes[20], 421);
+}
+
+#[test]
+fn one_address_holds_at_most_half_the_workers_by_default() {
+    let srv = Server::start_with("", "workers = 4", "");
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    assert_eq!(a.reply().code, 220);
+    assert_eq!(b.reply().code, 220);
+    let mut c = srv.connect();
+    let r = c.try_reply().expect("a reply");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.closed());
+    // A limit that lets one address take every worker loads, with a
+    // warning.
+    let srv = Server::start_with("", "workers = 4\nmax_connections_per_ip = 20", "");
+    assert!(
+        srv.wait_log("lets one client address hold all 4 workers"),
+        "{}",
+        srv.log()
+    );
+    srv.connect().hello().expect("QUIT", 221);
+}
