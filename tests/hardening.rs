@@ -284,3 +284,81 @@ fn one_address_holds_at_most_half_the_workers_by_default() {
     );
     srv.connect().hello().expect("QUIT", 221);
 }
+
+/// CPU time (user + system) the process has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends with ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // Clock ticks of 10 ms (USER_HZ 100).
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+#[test]
+fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
+    if !tool("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(
+        dir.path(),
+        "",
+        "workers = 2\nmax_connections_per_ip = 1000\nhandoff_queue = 1000",
+        "",
+    );
+    let srv = Server::start_config_with_file_limit(dir, &text, 64);
+    // Idle clients until the server has no descriptor left: each costs
+    // it two (the socket, and the registry's handle on it).
+    let mut greeted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..60 {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = line(&mut s);
+        if r.starts_with("220 ") {
+            greeted.push(s);
+        } else {
+            // Told, not left waiting in silence.
+            assert!(r.starts_with("421 4.7.0"), "{r:?}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0 && greeted.len() > 5,
+        "{} greeted",
+        greeted.len()
+    );
+    // No spinning meanwhile, and the failures are logged once, not once
+    // per attempt.
+    let before = cpu_time(srv.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_time(srv.pid()) - before;
+    assert!(
+        spent < Duration::from_millis(300),
+        "{spent:?} of CPU in 2 s"
+    );
+    let logged = srv.log().matches("accept failed").count();
+    assert!(
+        logged <= 1,
+        "{logged} accept failures logged:\n{}",
+        srv.log()
+    );
+    eprintln!(
+        "figure: out of descriptors, {} clients greeted, {refused} told 421, {spent:?} of CPU in the next 2 s",
+        greeted.len()
+    );
+    // Descriptors come back: the server serves again.
+    drop(greeted);
+    std::thread::sleep(Duration::from_millis(500));
+    let took = deliver_with_smtplib(&srv, "after the descriptors came back");
+    assert!(
+        delivered(&srv, "after the descriptors came back"),
+        "{took:?}"
+    );
+}

@@ -78,6 +78,57 @@ pub struct Acceptor {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// The next token for a parked session.
     next: usize,
+    reserve: Reserve,
+    failures: AcceptFailures,
+}
+
+/// After an accept failure the listeners are tried again after this
+/// long at first, twice as long after each further failure, up to
+/// [`ACCEPT_RETRY_MAX`].
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Accept failures are logged at most once in this long, with a count.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A descriptor kept open for the moment the process has no other: it is
+/// closed to accept a connection that could not be accepted otherwise,
+/// which is then told 421 and closed, instead of waiting in the backlog in
+/// silence; then it is taken again.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn take() -> Reserve {
+        Reserve(std::fs::File::open("/dev/null").ok())
+    }
+}
+
+/// Accept failures: when the last was logged, and how many since.
+struct AcceptFailures {
+    logged: Option<Instant>,
+    since: u64,
+    /// Consecutive failed rounds, for the back-off.
+    streak: u32,
+}
+
+impl AcceptFailures {
+    fn note(&mut self, e: &io::Error) {
+        self.since += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
+            log::warn!(
+                "accept failed: {e} ({} times since the last report); new clients are told 421 while it lasts",
+                self.since
+            );
+            self.logged = Some(Instant::now());
+            self.since = 0;
+        }
+    }
+
+    /// How long to wait before the listeners are tried again.
+    fn retry_in(&self) -> Duration {
+        ACCEPT_RETRY
+            .saturating_mul(1 << self.streak.min(8))
+            .min(ACCEPT_RETRY_MAX)
+    }
 }
 
 /// While work waits for room in the pool's channel, the poll looks again
@@ -120,6 +171,12 @@ impl Acceptor {
             due: BTreeSet::new(),
             ready: VecDeque::new(),
             newcomers: 0,
+            reserve: Reserve::take(),
+            failures: AcceptFailures {
+                logged: None,
+                since: 0,
+                streak: 0,
+            },
             rx,
             sent: VecDeque::new(),
             held: false,
@@ -187,6 +244,11 @@ impl Acceptor {
             for i in ready {
                 retry |= !self.accept_all(i);
             }
+            if retry {
+                self.failures.streak = self.failures.streak.saturating_add(1);
+            } else {
+                self.failures.streak = 0;
+            }
             self.dispatch_ready();
         }
     }
@@ -201,7 +263,7 @@ impl Acceptor {
             .map(|(at, _)| at.saturating_duration_since(now));
         let mut soon = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
         if retry {
-            soon(Duration::from_millis(100));
+            soon(self.failures.retry_in());
         }
         if !self.ready.is_empty() {
             soon(READY_RETRY);
@@ -290,6 +352,24 @@ impl Acceptor {
             self.due.pop_first();
             self.unpark(token, true);
         }
+    }
+
+    /// Out of descriptors: gives up the reserve one to accept a connection
+    /// and tell it 421, then takes the reserve again; false if that could
+    /// not be done.
+    fn refuse_one(&mut self, i: usize) -> bool {
+        if self.reserve.0.take().is_none() {
+            self.reserve = Reserve::take();
+            return false;
+        }
+        let listener = self.listeners[i].1;
+        let accepted = self.listeners[i].0.accept();
+        if let Ok((stream, _)) = accepted {
+            let host = self.shared.runtime().config.hostname.clone();
+            refuse(TcpStream::from(stream), &listener, &reply::too_busy(&host));
+        }
+        self.reserve = Reserve::take();
+        self.reserve.0.is_some()
     }
 
     /// Whether the oldest new connection has waited for a worker too long.
@@ -459,8 +539,14 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    return false;
+                    self.failures.note(&e);
+                    let out_of_files = matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                    );
+                    if !out_of_files || !self.refuse_one(i) {
+                        return false;
+                    }
                 }
             }
         }
