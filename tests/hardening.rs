@@ -362,3 +362,76 @@ fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
         "{took:?}"
     );
 }
+
+#[test]
+fn under_pressure_idle_clients_get_shorter_timeouts_until_it_passes() {
+    let srv = Server::start_with(
+        "",
+        "workers = 1\nmax_connections_per_ip = 10",
+        "[stress]\ncommand_timeout = 2\n",
+    );
+    // An idle client, parked with the full 300 s to send its next
+    // command.
+    let mut idle = srv.connect().hello();
+    std::thread::sleep(Duration::from_millis(500));
+    // A holds the only worker in the middle of its message; B waits.
+    let mut a = srv.connect().hello();
+    a.expect("MAIL FROM:<a@remote.example>", 250);
+    a.expect("RCPT TO:<alice@test.example>", 250);
+    a.expect("DATA", 354);
+    a.send("Subject: slow\r\n\r\nfirst half\r\n");
+    let start = Instant::now();
+    let _b = srv.connect();
+    assert!(srv.wait_log("under pressure"), "{}", srv.log());
+    // A goes on at once (its waits are short now too) and is done.
+    a.send("second half\r\n.\r\n");
+    assert_eq!(a.reply().code, 250);
+    a.expect("QUIT", 221);
+    // The idle client got the short timeout.
+    read_timeout_of(&mut idle, Duration::from_secs(20));
+    let r = idle.try_reply().expect("a reply");
+    let took = start.elapsed();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().contains("4.4.2"), "{r:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!("figure: under pressure an idle client was timed out after {took:?} (stress timeout 2 s, normal 300 s)");
+    // With nothing waiting the pressure passes, logged once each way.
+    assert!(srv.wait_log("pressure gone"), "{}", srv.log());
+    assert_eq!(srv.log().matches("under pressure").count(), 1);
+}
+
+fn read_timeout_of(c: &mut Client, t: Duration) {
+    c.stream.set_read_timeout(Some(t)).unwrap();
+}
+
+#[test]
+fn a_bdat_body_parked_between_chunks_gets_nothing_of_another_session() {
+    let srv = Server::start_with("", "workers = 1\nmax_connections_per_ip = 10", "");
+    // B sends its first chunk and pauses: it is parked.
+    let mut b = srv.connect().hello();
+    b.expect("MAIL FROM:<b@remote.example>", 250);
+    b.expect("RCPT TO:<alice@test.example>", 250);
+    b.send("BDAT 27\r\nSubject: chunked\r\n\r\nfirst\r\n");
+    assert_eq!(b.reply().code, 250);
+    std::thread::sleep(Duration::from_millis(600));
+    // A, on the same worker, sends part of a message and vanishes.
+    let mut a = srv.connect().hello();
+    a.expect("MAIL FROM:<a@remote.example>", 250);
+    a.expect("RCPT TO:<bob@test.example>", 250);
+    a.expect("DATA", 354);
+    a.send("Subject: secret\r\n\r\n".to_string() + &"SECRET OF A\r\n".repeat(100));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(300));
+    // B's last chunk, on the worker A left.
+    b.send("BDAT 8 LAST\r\nsecond\r\n");
+    assert_eq!(b.reply().code, 250);
+    let mail = wait_for("B's message", || srv.messages("alice").pop());
+    let text = String::from_utf8_lossy(&mail);
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(
+        text.contains("first\nsecond\n") || text.contains("first\r\nsecond\r\n"),
+        "{text}"
+    );
+    assert!(srv.messages("bob").is_empty());
+}

@@ -990,3 +990,26 @@ fn a_reload_cannot_take_tls_from_listeners_that_need_it() {
     assert_eq!(t.reply().code, 220);
     let _ = TlsClient::starttls(srv.addr, client_config(&pki.ca_der, TLS_BOTH));
 }
+
+#[test]
+fn part_of_a_tls_record_does_not_hold_a_worker() {
+    let (srv, a) = tls_server_with("a", "", "workers = 1\nmax_connections_per_ip = 10");
+    let mut t = TlsClient::implicit(srv.addrs[1], client_config(&a.ca_der, TLS_BOTH));
+    assert_eq!(t.reply().code, 220);
+    // A record header that promises 64 octets, and 3 of them.
+    t.r.get_mut()
+        .sock
+        .write_all(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // The only worker is free for others meanwhile.
+    let start = std::time::Instant::now();
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "x@remote.example",
+        &["alice@test.example"],
+        "Subject: past part of a record\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

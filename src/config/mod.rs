@@ -201,7 +201,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let has_tls = raw.tls.is_some();
     let tls = raw.tls.map(|t| tls_files(t, e)).transpose()?;
     let server = server::validate(raw.server, has_tls, e)?;
-    let timeouts = timeouts::validate(raw.timeouts, e)?;
+    let timeouts = timeouts::validate(raw.timeouts, raw.stress, e)?;
     let queue = queue::validate(raw.queue_dir, raw.queue, e)?;
     let relay = raw.relay.map(|r| relay::validate(r, e)).transpose()?;
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;

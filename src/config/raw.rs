@@ -39,6 +39,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     #[serde(default)]
+    pub stress: RawStress,
+    #[serde(default)]
     pub mailbox: BTreeMap<String, RawMailbox>,
     pub aliases: Option<PathBuf>,
     #[serde(default)]
@@ -212,6 +214,20 @@ impl Default for RawQueue {
             retry_max: 3600,
             max_queue_lifetime: 5 * 86400,
             delay_warning: 4 * 3600,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStress {
+    pub command_timeout: u64,
+}
+
+impl Default for RawStress {
+    fn default() -> Self {
+        RawStress {
+            command_timeout: 10,
         }
     }
 }

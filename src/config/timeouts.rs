@@ -1,7 +1,7 @@
 //! The `[timeouts]` section, in seconds: the waits of RFC 5321 4.5.3.2
 //! for a client, and the bounds on delivery.
 
-use super::raw::RawTimeouts;
+use super::raw::{RawStress, RawTimeouts};
 use super::{ConfigError, Errors};
 use std::time::Duration;
 
@@ -18,9 +18,14 @@ pub struct Timeouts {
     /// client waits, well within the 10 minutes a client waits for the
     /// reply to its final dot.
     pub delivery: Duration,
+    /// What `command` and `data_block` shrink to while the server is under
+    /// pressure (every worker busy, connections waiting): `[stress]
+    /// command_timeout`, as Postfix's stress mode has it.
+    pub stress_command: Duration,
 }
 
-pub(super) fn validate(t: RawTimeouts, e: &Errors) -> Result<Timeouts, ConfigError> {
+pub(super) fn validate(t: RawTimeouts, s: RawStress, e: &Errors) -> Result<Timeouts, ConfigError> {
+    e.range("stress.command_timeout", s.command_timeout, 1, 86400, "")?;
     e.range("timeouts.command", t.command, 1, 86400, "")?;
     e.range("timeouts.data_block", t.data_block, 1, 86400, "")?;
     e.range("timeouts.data_total", t.data_total, 1, 86400, "")?;
@@ -40,5 +45,6 @@ pub(super) fn validate(t: RawTimeouts, e: &Errors) -> Result<Timeouts, ConfigErr
         pipe: Duration::from_secs(t.pipe),
         mbox_lock: Duration::from_secs(t.mbox_lock),
         delivery: Duration::from_secs(t.delivery),
+        stress_command: Duration::from_secs(s.command_timeout),
     })
 }

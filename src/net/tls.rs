@@ -198,7 +198,11 @@ impl<S: Transport> Write for TlsStream<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.conn.writer().flush()?;
-        self.send()
+        let sent = self.send();
+        // The deadline was for these writes; what rustls sends on its own
+        // later (while reading) is not held to it.
+        self.write_by = None;
+        sent
     }
 }
 
@@ -215,10 +219,11 @@ impl<S: Transport> Transport for TlsStream<S> {
     }
 
     fn has_buffered(&mut self) -> bool {
-        // An error is for a read to find and report.
-        self.conn
-            .process_new_packets()
-            .map_or(true, |io| io.plaintext_bytes_to_read() > 0)
+        // An error, or the peer's close_notify, is for a read to find and
+        // report.
+        self.conn.process_new_packets().map_or(true, |io| {
+            io.plaintext_bytes_to_read() > 0 || io.peer_has_closed()
+        })
     }
 
     fn set_write_timeout(&mut self, t: Duration) -> io::Result<()> {
@@ -226,10 +231,31 @@ impl<S: Transport> Transport for TlsStream<S> {
         self.sock.set_write_timeout(t)
     }
 
+    /// True only once a read has something to return: part of a record
+    /// (or a record with no data, a KeyUpdate say) is taken in and waited
+    /// on like silence, so that a client cannot hold a worker with it.
     fn wait_readable(&mut self, t: Duration) -> io::Result<bool> {
         if self.has_buffered() {
             return Ok(true);
         }
-        self.sock.wait_readable(t)
+        if !self.sock.wait_readable(t)? {
+            return Ok(false);
+        }
+        match self.conn.read_tls(&mut self.sock) {
+            // The end of the stream, for a read to report.
+            Ok(0) => Ok(true),
+            Ok(_) => Ok(self.has_buffered()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(_) => Ok(true),
+        }
     }
 }

@@ -80,6 +80,8 @@ pub struct Acceptor {
     next: usize,
     reserve: Reserve,
     failures: AcceptFailures,
+    /// Since when nothing has waited for a worker, while under stress.
+    calm_since: Option<Instant>,
 }
 
 /// After an accept failure the listeners are tried again after this
@@ -131,6 +133,10 @@ impl AcceptFailures {
     }
 }
 
+/// The server leaves stress mode once nothing has waited for a worker for
+/// this long.
+const CALM: Duration = Duration::from_secs(5);
+
 /// While work waits for room in the pool's channel, the poll looks again
 /// this often.
 const READY_RETRY: Duration = Duration::from_millis(20);
@@ -172,6 +178,7 @@ impl Acceptor {
             ready: VecDeque::new(),
             newcomers: 0,
             reserve: Reserve::take(),
+            calm_since: None,
             failures: AcceptFailures {
                 logged: None,
                 since: 0,
@@ -244,6 +251,7 @@ impl Acceptor {
             for i in ready {
                 retry |= !self.accept_all(i);
             }
+            self.watch_pressure();
             if retry {
                 self.failures.streak = self.failures.streak.saturating_add(1);
             } else {
@@ -274,6 +282,9 @@ impl Acceptor {
         if self.shared.shutdown.load(Ordering::SeqCst) {
             soon(DRAIN_CHECK);
         }
+        if self.shared.stressed.load(Ordering::Relaxed) {
+            soon(Duration::from_secs(1));
+        }
         t
     }
 
@@ -302,15 +313,20 @@ impl Acceptor {
                 Interest::READABLE,
             ) {
                 Ok(()) => {
-                    let at = p.session.deadline().unwrap_or_else(Instant::now);
+                    let mut at = p.session.deadline().unwrap_or_else(Instant::now);
+                    if self.shared.stressed.load(Ordering::Relaxed) {
+                        at = at.min(Instant::now() + self.stress_timeout());
+                    }
                     // (A session comes here with a deadline: it was
                     // waiting for a command.)
                     self.due.insert((at, token));
                     self.parked.insert(token, p);
                 }
                 Err(e) => {
-                    // The worker waits on it as before parking existed.
+                    // A worker waits on it, as before parking existed.
                     log::warn!("[{}]: cannot watch the connection: {e}", p.peer);
+                    let mut p = p;
+                    p.watchable = false;
                     self.ready.push_back((Job::Resume(p), Instant::now()));
                 }
             }
@@ -372,6 +388,45 @@ impl Acceptor {
         self.reserve.0.is_some()
     }
 
+    /// Stress mode, as Postfix has it: while every worker is busy and
+    /// connections wait, the waits for clients are shorter (the parked
+    /// sessions' too), until nothing has waited for [`CALM`]. Logged once
+    /// on the way in and once on the way out.
+    fn watch_pressure(&mut self) {
+        let waiting = !self.ready.is_empty() || !self.rx.is_empty();
+        let stressed = &self.shared.stressed;
+        if waiting {
+            self.calm_since = None;
+            if !stressed.swap(true, Ordering::Relaxed) {
+                let t = self.stress_timeout();
+                log::warn!(
+                    "under pressure: every worker is busy and connections wait; \
+                     clients get {} s to send a command until it passes",
+                    t.as_secs()
+                );
+                let short = Instant::now() + t;
+                for (&token, p) in &self.parked {
+                    if let (None, Some(at)) = (p.session.wake_at(), p.session.deadline()) {
+                        if at > short && self.due.remove(&(at, token)) {
+                            self.due.insert((short, token));
+                        }
+                    }
+                }
+            }
+        } else if stressed.load(Ordering::Relaxed) {
+            let calm = *self.calm_since.get_or_insert_with(Instant::now);
+            if calm.elapsed() >= CALM {
+                stressed.store(false, Ordering::Relaxed);
+                self.calm_since = None;
+                log::info!("pressure gone: timeouts are back to normal");
+            }
+        }
+    }
+
+    fn stress_timeout(&self) -> Duration {
+        self.shared.runtime().config.timeouts.stress_command
+    }
+
     /// Whether the oldest new connection has waited for a worker too long.
     fn stuck(&self) -> bool {
         let waited = |at: &Instant| at.elapsed() >= NEWCOMER_WAIT;
@@ -416,6 +471,8 @@ impl Acceptor {
             // No worker is left: the connections just close.
             self.ready.clear();
             self.newcomers = 0;
+            self.sent.clear();
+            self.pending.store(0, Ordering::Relaxed);
             return;
         }
         self.reclaim();

@@ -18,6 +18,7 @@ use crate::smtp::trace::TlsInfo;
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,27 +33,41 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 /// timeouts are read, so that a policy that shortens them (under load,
 /// say) has one place to go. (Delivery bounds its own steps, pipes and
 /// mbox locks, within the deadline it is given.)
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Deadlines {
     command: Duration,
     data_block: Duration,
     data_total: Duration,
     delivery: Duration,
+    /// While the server is under pressure (`stressed`), the waits for a
+    /// command and for a data block are at most `stress`.
+    stress: Duration,
+    stressed: Arc<AtomicBool>,
 }
 
 impl Deadlines {
-    pub fn new(t: &Timeouts) -> Deadlines {
+    pub fn new(t: &Timeouts, stressed: Arc<AtomicBool>) -> Deadlines {
         Deadlines {
             command: t.command,
             data_block: t.data_block,
             data_total: t.data_total,
             delivery: t.delivery,
+            stress: t.stress_command,
+            stressed,
+        }
+    }
+
+    fn under_stress(&self, d: Duration) -> Duration {
+        if self.stressed.load(Ordering::Relaxed) {
+            d.min(self.stress)
+        } else {
+            d
         }
     }
 
     /// By when the next command line must have arrived.
     pub fn command(&self) -> Instant {
-        Instant::now() + self.command
+        Instant::now() + self.under_stress(self.command)
     }
 
     /// By when a TLS handshake must be done.
@@ -73,7 +88,7 @@ impl Deadlines {
 
     /// How long one read of message data may wait.
     pub fn data_block(&self) -> Duration {
-        self.data_block
+        self.under_stress(self.data_block)
     }
 
     /// By when an accepted message must be delivered, while its client
@@ -271,6 +286,11 @@ impl<S: Transport> Conn<S> {
     pub fn park(mut self) -> (Parked<S>, Box<[u8]>) {
         if self.hold.is_some_and(|t| t <= Instant::now()) {
             self.hold = None;
+        }
+        if self.hold.is_none() {
+            // Parked to wait for a command: by when it must come.
+            let by = self.deadlines.command();
+            self.command_by.get_or_insert(by);
         }
         let leftover = self.buffered().to_vec();
         let parked = Parked {

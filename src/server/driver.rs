@@ -28,6 +28,8 @@ pub struct Context {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// TLS from the first byte: handshake before the greeting.
     pub implicit_tls: bool,
+    /// Set while the server is under pressure: shorter timeouts.
+    pub stressed: Arc<AtomicBool>,
 }
 
 /// A worker's buffers, kept from one session to the next. Allocated for
@@ -114,7 +116,7 @@ impl<S: Transport> Driver<S> {
         ctx: Context,
         buffers: &mut Buffers,
     ) -> Driver<S> {
-        let deadlines = Deadlines::new(&ctx.config.timeouts);
+        let deadlines = Deadlines::new(&ctx.config.timeouts, ctx.stressed.clone());
         let conn = Conn::new(
             stream,
             session.limits().max_command_line,
@@ -133,6 +135,10 @@ impl<S: Transport> Driver<S> {
 
     /// A parked session again, on the worker with `buffers`.
     pub fn resume(p: Parked<S>, buffers: &mut Buffers) -> Driver<S> {
+        // The worker's buffer may hold what an aborted body of another
+        // session left; a body in progress wrote all of its own before it
+        // was parked.
+        buffers.body.clear();
         Driver {
             conn: p.conn.resume(std::mem::take(&mut buffers.read)),
             session: p.session,
@@ -196,6 +202,7 @@ impl<S: Transport> Driver<S> {
             let _ = self.conn.queue(&r, self.session.enhanced_codes());
         }
         buffers.read = self.conn.close();
+        self.out.clear();
         buffers.body = self.out;
     }
 
@@ -495,6 +502,7 @@ mod tests {
             busy: Arc::new(AtomicBool::new(false)),
             tls: None,
             implicit_tls: false,
+            stressed: Arc::default(),
         };
         let peer = Peer::Tcp {
             addr: "192.0.2.9:4321".parse().unwrap(),

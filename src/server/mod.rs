@@ -116,6 +116,9 @@ pub struct Shared {
     /// The listeners bound at start, which a reload cannot change.
     bound: Vec<crate::config::Listener>,
     shutdown: Arc<AtomicBool>,
+    /// The server is under pressure: every worker busy, connections
+    /// waiting (the acceptor sets it); timeouts are shorter meanwhile.
+    stressed: Arc<AtomicBool>,
     /// A second stop signal: end every connection now.
     force: AtomicBool,
     /// The shutdown is complete; the acceptor may end.
@@ -304,6 +307,9 @@ pub struct Parked {
     pub session: Box<driver::Parked<conn::Socket>>,
     pub peer: SocketAddr,
     pub ticket: Ticket,
+    /// False when the poll could not watch its socket: a worker serves it
+    /// to its end without parking it again.
+    pub watchable: bool,
 }
 
 /// Why the server could not start: its configuration (including the
@@ -457,6 +463,7 @@ impl Server {
             config_path,
             bound,
             shutdown: Arc::new(AtomicBool::new(false)),
+            stressed: Arc::default(),
             force: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             registry: Registry::default(),

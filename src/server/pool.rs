@@ -92,8 +92,10 @@ fn serve(
                 session,
                 peer,
                 ticket,
+                watchable,
             } = *p;
-            let served = Driver::resume(*session, buffers).serve(buffers, Some(waiting));
+            let park = watchable.then_some(waiting);
+            let served = Driver::resume(*session, buffers).serve(buffers, park);
             return ended_or_parked(served, peer, ticket, back);
         }
         Job::Expire(p) => {
@@ -101,6 +103,7 @@ fn serve(
                 session,
                 peer,
                 ticket,
+                ..
             } = *p;
             Driver::resume(*session, buffers).expire(buffers);
             log::info!("timeout: disconnect from [{peer}]");
@@ -144,6 +147,7 @@ fn serve(
         busy: ticket.busy.clone(),
         tls: rt.tls.clone(),
         implicit_tls: listener.implicit_tls(),
+        stressed: shared.stressed.clone(),
     };
     let served =
         Driver::new(Socket::new(stream), session, ctx, buffers).serve(buffers, Some(waiting));
@@ -166,6 +170,7 @@ fn ended_or_parked(
                 session,
                 peer,
                 ticket,
+                watchable: true,
             });
             // When the acceptor is gone the connection just closes: the
             // server is at its end.

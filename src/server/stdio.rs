@@ -81,6 +81,7 @@ pub fn serve(config: Arc<Config>, delivery: Arc<dyn Delivery>, uid: u32, user: S
         busy: Arc::new(AtomicBool::new(false)),
         tls: None,
         implicit_tls: false,
+        stressed: Arc::default(),
     };
     let input = match io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),
