@@ -165,9 +165,30 @@ pub enum ParseError {
     BadParameter(&'static str),
 }
 
+/// The verbs this server handles.
+const VERBS: [&str; 13] = [
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "STARTTLS", "NOOP", "HELP",
+    "VRFY", "EXPN",
+];
+/// Verbs it knows but does not offer: `502`.
+const KNOWN_UNOFFERED: [&str; 9] = [
+    "AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
+];
+
 /// Parses one command line. The caller has stripped the line end; trailing
-/// white space is tolerated.
+/// white space is tolerated. A line whose first word is no verb we know,
+/// binary garbage included, is unrecognized (`500`, RFC 5321 4.2.4); bad
+/// octets after a known verb are its arguments' fault (`501`).
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    let verb_end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(line.len());
+    let verb = &line[..verb_end];
+    let known = |v: &&str| verb.eq_ignore_ascii_case(v.as_bytes());
+    if !VERBS.iter().any(known) && !KNOWN_UNOFFERED.iter().any(known) {
+        return Err(ParseError::Unrecognized);
+    }
     if line
         .iter()
         .any(|&b| b == 0 || (b < 0x20 && b != b'\t') || b == 0x7f)
@@ -258,9 +279,6 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             Command::Expn(arg)
         });
     }
-    const KNOWN_UNOFFERED: [&str; 9] = [
-        "AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
-    ];
     if KNOWN_UNOFFERED.iter().any(|v| is(v)) {
         return Ok(Command::NotImplemented);
     }
@@ -687,14 +705,26 @@ mod tests {
 
     #[test]
     fn control_bytes_and_bad_utf8_are_refused() {
+        // After a known verb: its arguments are bad (501).
         for line in [
             &b"NOOP \0"[..],
             b"MAIL FROM:<a\0@b>",
             b"HELO \xff\xfe",
-            b"RSET\x01",
             b"HELO a\rb",
+            b"AUTH \x01",
         ] {
             assert_eq!(parse(line), Err(ParseError::BadCharacters), "{line:?}");
+        }
+        // No verb we know, binary garbage included: unrecognized (500).
+        for line in [
+            &b"RSET\x01"[..],
+            b"\0\x01\x02",
+            b"\xff\xfe QUIT",
+            b"\x16\x03\x01\x02\x00\x01",
+            b"GET / HTTP/1.1",
+            b"",
+        ] {
+            assert_eq!(parse(line), Err(ParseError::Unrecognized), "{line:?}");
         }
     }
 
