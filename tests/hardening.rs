@@ -435,3 +435,65 @@ fn a_bdat_body_parked_between_chunks_gets_nothing_of_another_session() {
     );
     assert!(srv.messages("bob").is_empty());
 }
+
+#[test]
+fn five_hundred_clients_at_once_on_four_workers_each_get_250_or_421() {
+    let srv = Server::start_with("", "workers = 4\nmax_connections_per_ip = 1000", "");
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..500)
+        .map(|i| {
+            std::thread::spawn(move || -> (usize, u16) {
+                let mut c = Client::connect_with(addr, Duration::from_secs(60));
+                match c.try_reply() {
+                    Some(r) if r.code == 220 => {}
+                    Some(r) => return (i, r.code),
+                    None => return (i, 0),
+                }
+                let body = format!("Subject: crowd {i}\r\n\r\nhello\r\n.");
+                for (line, want) in [
+                    ("EHLO c.example", 250),
+                    ("MAIL FROM:<x@remote.example>", 250),
+                    ("RCPT TO:<alice@test.example>", 250),
+                    ("DATA", 354),
+                    (body.as_str(), 250),
+                ] {
+                    let r = c.cmd(line);
+                    if r.code != want {
+                        return (i, r.code);
+                    }
+                }
+                (i, 250)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, u16)> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok: Vec<usize> = results.iter().filter(|r| r.1 == 250).map(|r| r.0).collect();
+    for (i, code) in &results {
+        assert!(*code == 250 || *code == 421, "client {i} got {code}");
+    }
+    // Each 250 is one message, exactly once; nothing else arrived.
+    let mut got: Vec<usize> = srv
+        .messages("alice")
+        .into_iter()
+        .map(|m| {
+            let subject = Parsed::new(m).subject().unwrap();
+            subject.trim_start_matches("crowd ").parse().unwrap()
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, ok);
+    let hwm = std::fs::read_to_string(format!("/proc/{}/status", srv.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .to_string();
+    eprintln!(
+        "figure: 500 clients at once on 4 workers: {} got 250, {} got 421; peak {hwm}",
+        ok.len(),
+        results.len() - ok.len()
+    );
+    // And it serves normally afterwards.
+    let mut c = srv.connect().hello();
+    c.expect("QUIT", 221);
+}

@@ -1013,3 +1013,119 @@ fn part_of_a_tls_record_does_not_hold_a_worker() {
     assert_eq!(r.code, 250, "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+fn proc_count(pid: u32, what: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{what}"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn clients_that_vanish_at_every_step_leave_nothing_behind() {
+    let (srv, a) = tls_server_with("a", "", "workers = 2\nmax_connections_per_ip = 100");
+    let config = client_config(&a.ca_der, TLS_BOTH);
+    // One whole delivery first, so that what the server opens once is
+    // open.
+    let mut c = srv.connect().hello();
+    assert_eq!(
+        c.send_mail(
+            "x@remote.example",
+            &["alice@test.example"],
+            "Subject: first\r\n\r\nhi\r\n"
+        )
+        .code,
+        250
+    );
+    c.expect("QUIT", 221);
+    let pid = srv.pid();
+    let settled = || (proc_count(pid, "fd"), proc_count(pid, "task"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = settled();
+    let big = "x".repeat(100_000);
+    let steps: Vec<(&str, Vec<String>)> = vec![
+        ("at the greeting", vec![]),
+        ("after EHLO", vec!["EHLO c.example".into()]),
+        (
+            "after MAIL",
+            vec![
+                "EHLO c.example".into(),
+                "MAIL FROM:<x@remote.example>".into(),
+            ],
+        ),
+        (
+            "after RCPT",
+            vec![
+                "EHLO c.example".into(),
+                "MAIL FROM:<x@remote.example>".into(),
+                "RCPT TO:<alice@test.example>".into(),
+            ],
+        ),
+        (
+            "inside DATA",
+            vec![
+                "EHLO c.example".into(),
+                "MAIL FROM:<x@remote.example>".into(),
+                "RCPT TO:<alice@test.example>".into(),
+                "DATA".into(),
+                format!("Subject: cut\r\n\r\n{big}"),
+            ],
+        ),
+        (
+            "inside BDAT",
+            vec![
+                "EHLO c.example".into(),
+                "MAIL FROM:<x@remote.example>".into(),
+                "RCPT TO:<alice@test.example>".into(),
+                format!("BDAT 400000\r\nSubject: cut\r\n\r\n{big}"),
+            ],
+        ),
+        (
+            "after STARTTLS",
+            vec!["EHLO c.example".into(), "STARTTLS".into()],
+        ),
+    ];
+    for (what, lines) in &steps {
+        for _ in 0..5 {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            for l in lines {
+                s.write_all(format!("{l}\r\n").as_bytes()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            drop(s);
+        }
+        let _ = what;
+    }
+    // Halfway through a TLS handshake: part of a ClientHello.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(srv.addrs[1]).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(s);
+    }
+    // And a whole handshake, then nothing.
+    for _ in 0..5 {
+        let t = TlsClient::implicit(srv.addrs[1], config.clone());
+        drop(t);
+    }
+    let after = wait_for("the descriptors and threads to come back", || {
+        let now = settled();
+        (now == before).then_some(now)
+    });
+    assert_eq!(after, before);
+    // Nothing half-received was delivered, and nothing is left in the
+    // spool.
+    assert_eq!(srv.messages("alice").len(), 1);
+    let spool: Vec<_> = std::fs::read_dir(srv.dir.path().join("spool"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        spool
+            .iter()
+            .all(|n| n.to_string_lossy().starts_with('.') || n == "journal"),
+        "{spool:?}"
+    );
+    eprintln!(
+        "figure: 45 clients vanished at every step; descriptors and threads back to {before:?}"
+    );
+}
