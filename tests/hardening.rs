@@ -497,3 +497,54 @@ fn five_hundred_clients_at_once_on_four_workers_each_get_250_or_421() {
     let mut c = srv.connect().hello();
     c.expect("QUIT", 221);
 }
+
+#[test]
+fn a_return_path_the_sender_wrote_is_removed_at_final_delivery() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "real@remote.example",
+        &["alice@test.example"],
+        "Subject: forged\r\nReturn-Path: <forged@evil.example>\r\nFrom: x@remote.example\r\nreturn-path:\r\n <again@evil.example>\r\n\r\nbody\r\nReturn-Path: <in the body, kept>\r\n",
+    );
+    assert_eq!(r.code, 250);
+    let mail = srv.messages("alice").pop().unwrap();
+    let p = Parsed::new(mail.clone());
+    assert_eq!(p.headers("Return-Path"), vec!["<real@remote.example>"]);
+    let text = String::from_utf8_lossy(&mail);
+    assert!(
+        text.starts_with("Return-Path: <real@remote.example>\n"),
+        "{text}"
+    );
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(text.contains("Return-Path: <in the body, kept>"), "{text}");
+    assert_eq!(p.subject().as_deref(), Some("forged"));
+}
+
+#[test]
+fn a_binarymime_message_keeps_crlf_in_the_fields_we_add() {
+    let srv = Server::start();
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<x@remote.example> BODY=BINARYMIME", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    let body = b"Subject: binary\r\nFrom: x@remote.example\r\n\r\n\x00\xff\r\nline two\r\n";
+    c.send(format!("BDAT {} LAST\r\n", body.len()));
+    c.send(body);
+    assert_eq!(c.reply().code, 250);
+    let mail = srv.messages("alice").pop().unwrap();
+    // Every line of it ends in CRLF, ours too: no bare LF anywhere.
+    for (i, _) in mail.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+        assert!(
+            i > 0 && mail[i - 1] == b'\r',
+            "a bare LF at {i}: {:?}",
+            String::from_utf8_lossy(&mail)
+        );
+    }
+    assert!(mail.ends_with(b"\x00\xff\r\nline two\r\n"));
+    let text = String::from_utf8_lossy(&mail);
+    assert!(text.starts_with("Return-Path: <x@remote.example>\r\nDelivered-To: alice@test.example\r\nReceived: from "), "{text}");
+    // An independent reader sees all the fields.
+    let p = Parsed::new(mail);
+    assert_eq!(p.subject().as_deref(), Some("binary"));
+    assert_eq!(p.headers("Received").len(), 1);
+}

@@ -249,6 +249,26 @@ impl Local {
             failed: Vec::new(),
             pipes: 0,
         };
+        // A Return-Path: the sender wrote misleads every reader that
+        // trusts it: final delivery leaves only ours, on top (as Exim's
+        // return_path_remove). Without a copy of its own the message goes
+        // as it is.
+        let stripped = super::spool::without_return_path(&self.config.spool_dir, msg.body)
+            .unwrap_or_else(|e| {
+                log::warn!("{}: cannot remove a Return-Path: field: {e}", msg.id);
+                None
+            });
+        let own;
+        let msg = match &stripped {
+            Some(spool) => {
+                own = Message {
+                    body: spool.body(),
+                    ..*msg
+                };
+                &own
+            }
+            None => msg,
+        };
         for copy in plan::copies(msg.reverse_path, msg.recipients) {
             let d = copy.dest;
             let result = match &d.target {
@@ -338,7 +358,7 @@ impl Local {
             recipient: &d.address,
         };
         let limit = self.config.timeouts.pipe.min(stage::left(deadline)?);
-        let prefix = copy.prefix();
+        let prefix = copy.prefix(msg.body.crlf());
         pipe::run(command, account, prefix.as_bytes(), msg.body, &env, limit)
     }
 

@@ -83,6 +83,18 @@ impl<'a> Body<'a> {
         self.file.read_at(&mut buf[..n], self.start + offset)
     }
 
+    /// Whether the message's lines end in CRLF: so is one stored exactly
+    /// as sent (BODY=BINARYMIME), starting with our own `Received:`
+    /// field; text is stored with LF. Told by its first line.
+    pub fn crlf(&self) -> bool {
+        let mut head = [0u8; 1024];
+        let n = self.read_at(&mut head, 0).unwrap_or(0);
+        head[..n]
+            .iter()
+            .position(|&b| b == b'\n')
+            .is_some_and(|i| i > 0 && head[i - 1] == b'\r')
+    }
+
     /// The whole message, read into memory (for small ones).
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; self.len as usize];

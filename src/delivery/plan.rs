@@ -20,10 +20,12 @@ pub struct Copy<'a> {
 }
 
 impl Copy<'_> {
-    /// `Return-Path:` and `Delivered-To:`, as Postfix and qmail write them.
-    pub fn prefix(&self) -> String {
+    /// `Return-Path:` and `Delivered-To:`, as Postfix and qmail write them,
+    /// with the message's own line ends (`crlf` for one stored as sent).
+    pub fn prefix(&self, crlf: bool) -> String {
+        let end = if crlf { "\r\n" } else { "\n" };
         format!(
-            "Return-Path: <{}>\nDelivered-To: {}\n",
+            "Return-Path: <{}>{end}Delivered-To: {}{end}",
             self.sender, self.dest.address
         )
     }
@@ -233,11 +235,11 @@ mod tests {
         let c = &copies("a@b.example", &plain)[0];
         assert_eq!(c.sender, "a@b.example");
         assert_eq!(
-            c.prefix(),
+            c.prefix(false),
             "Return-Path: <a@b.example>\nDelivered-To: bob@example.org\n"
         );
         assert_eq!(
-            copies("", &plain)[0].prefix(),
+            copies("", &plain)[0].prefix(false),
             "Return-Path: <>\nDelivered-To: bob@example.org\n"
         );
     }

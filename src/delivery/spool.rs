@@ -26,6 +26,43 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     on_disk(dir).map(drop)
 }
 
+/// The header is looked at this far for a `Return-Path:` field.
+const HEADER_SCAN: usize = 256 * 1024;
+
+/// A copy of `body` without the `Return-Path:` fields its header has, if
+/// it has any (within its first [`HEADER_SCAN`] octets); `None` when it
+/// has none.
+pub fn without_return_path(dir: &Path, body: super::Body<'_>) -> io::Result<Option<Spool>> {
+    use crate::smtp::header;
+    let mut head = vec![0u8; (body.len() as usize).min(HEADER_SCAN)];
+    let mut got = 0;
+    while got < head.len() {
+        match body.read_at(&mut head[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    head.truncate(got);
+    let split = header::split(&head);
+    let fields = &head[..split.header];
+    if !header::fields(fields).any(|f| f.is("Return-Path")) {
+        return Ok(None);
+    }
+    let mut spool = Spool::create(dir)?;
+    spool.write(&header::remove(fields, &["Return-Path"]))?;
+    let mut at = split.header as u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read_at(&mut chunk, at)?;
+        if n == 0 {
+            break;
+        }
+        spool.write(&chunk[..n])?;
+        at += n as u64;
+    }
+    Ok(Some(spool))
+}
+
 pub struct Spool {
     file: File,
     len: u64,

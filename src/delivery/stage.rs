@@ -48,7 +48,7 @@ impl Stager<'_> {
         deadline: Instant,
     ) -> Result<Staged, DeliveryError> {
         let d = copy.dest;
-        let prefix = copy.prefix();
+        let prefix = copy.prefix(body.crlf());
         let from_line = match d.target {
             Target::Mbox(_) => mbox::from_line(&copy.sender, SYSTEM.now()),
             _ => String::new(),

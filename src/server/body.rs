@@ -43,6 +43,12 @@ impl Body {
         deadline: Instant,
         out: &mut Vec<u8>,
     ) -> Body {
+        // A message stored as sent (BINARYMIME) keeps its CRLF line ends,
+        // and the fields we add take them too.
+        let trace = match framing {
+            Framing::Chunked { binary: true } => trace.replace('\n', "\r\n"),
+            _ => trace.to_string(),
+        };
         let spool = Spool::create(spool_dir)
             .map_err(|e| io_error("creating spool file", &e))
             .and_then(|mut s| {

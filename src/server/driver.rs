@@ -557,10 +557,14 @@ mod tests {
         o.replies.iter().map(|r| r[..3].parse().unwrap()).collect()
     }
 
-    /// The body as stored, without our Received field.
+    /// The body as stored, without our Received field (whose line ends
+    /// are LF, or CRLF in a message stored as sent).
     fn stored(body: &[u8]) -> &[u8] {
         let text = body;
-        let end = text.windows(2).position(|w| w == b";\n").unwrap() + 2;
+        let end = match text.windows(3).position(|w| w == b";\r\n") {
+            Some(i) => i + 3,
+            None => text.windows(2).position(|w| w == b";\n").unwrap() + 2,
+        };
         let date_end = end + text[end..].iter().position(|&b| b == b'\n').unwrap() + 1;
         &text[date_end..]
     }
