@@ -768,4 +768,36 @@ mod tests {
             exercise(&String::from_utf8_lossy(&bytes));
         }
     }
+
+    proptest::proptest! {
+        /// A mailbox printed parses back to itself, and whatever a path
+        /// parses to prints as something that parses to the same.
+        #[test]
+        fn mailboxes_print_and_parse_back(
+            local in "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~\" \\-]{1,30}",
+            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1..4),
+        ) {
+            let m = Mailbox {
+                local: local.clone(),
+                domain: Domain::Name(labels.join(".")),
+            };
+            let printed = format!("<{m}>");
+            match parse_forward_path(&printed) {
+                Ok((ForwardPath::Mailbox(back), "")) => proptest::prop_assert_eq!(back, m),
+                Ok((ForwardPath::Postmaster, "")) => {
+                    proptest::prop_assert!(local.eq_ignore_ascii_case("postmaster"))
+                }
+                other => proptest::prop_assert!(false, "{printed:?} parsed as {other:?}"),
+            }
+        }
+
+        #[test]
+        fn any_path_that_parses_prints_as_itself(s in "<[ -~]{0,60}>") {
+            if let Ok((p, "")) = parse_forward_path(&s) {
+                let printed = p.to_string();
+                let again = parse_forward_path(&printed).map(|(p, rest)| (p, rest.to_string()));
+                proptest::prop_assert_eq!(again, Ok((p, String::new())), "{:?} printed as {:?}", s, printed);
+            }
+        }
+    }
 }

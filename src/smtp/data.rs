@@ -310,6 +310,7 @@ impl HeaderScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
 
     /// Decodes `input` fed in pieces of `step` bytes; returns the stored
     /// bytes, the number of input bytes consumed and whether the end was seen.
@@ -476,5 +477,61 @@ mod tests {
         let mut out = Vec::new();
         dec.feed(b"hello world\r\nReceived: x\r\n.\r\n", &mut out);
         assert_eq!(dec.received_count(), 0);
+    }
+
+    proptest::proptest! {
+        /// Any text, dot-stuffed and sent with CRLF line ends as a
+        /// correct client does, comes back exactly, however the stream
+        /// is cut into reads.
+        #[test]
+        fn the_decoder_inverts_dot_stuffing_for_every_split(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        Just(b'.'),
+                        Just(b'x'),
+                        Just(b' '),
+                        Just(0u8),
+                        Just(0xffu8),
+                        (0x21u8..0x7f),
+                    ],
+                    0..40,
+                ),
+                0..30,
+            ),
+            cuts in proptest::collection::vec(1usize..64, 1..20),
+        ) {
+            let mut text = Vec::new();
+            let mut wire = Vec::new();
+            for l in &lines {
+                text.extend_from_slice(l);
+                text.push(b'\n');
+                if l.first() == Some(&b'.') {
+                    wire.push(b'.');
+                }
+                wire.extend_from_slice(l);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b".\r\nNOOP\r\n");
+            let mut dec = BodyDecoder::data(1 << 30, BareNewline::Normalize);
+            let mut out = Vec::new();
+            let (mut pos, mut cut) = (0, 0);
+            let ended = loop {
+                let end = (pos + cuts[cut % cuts.len()]).min(wire.len());
+                cut += 1;
+                let f = dec.feed(&wire[pos..end], &mut out);
+                if f.done {
+                    break pos + f.consumed;
+                }
+                proptest::prop_assert_eq!(f.consumed, end - pos);
+                pos = end;
+                proptest::prop_assert!(pos < wire.len(), "the end was not seen");
+            };
+            dec.finish(&mut out);
+            // What follows the final dot is the next command, untouched.
+            proptest::prop_assert_eq!(&wire[ended..], b"NOOP\r\n");
+            proptest::prop_assert_eq!(out, text);
+            proptest::prop_assert!(!dec.bare_newline());
+        }
     }
 }

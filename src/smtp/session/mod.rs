@@ -1356,6 +1356,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes at all as a command line, in any state a few
+        /// commands lead to, get a reply or an action, never a panic.
+        #[test]
+        fn any_command_line_gets_an_answer(
+            before in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "EHLO c.example", "MAIL FROM:<a@b.example>", "RCPT TO:<alice@example.org>",
+                    "RSET", "HELO x", "BDAT 0",
+                ]),
+                0..4,
+            ),
+            line in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let mut s = session(|_| ());
+            for b in before {
+                let r = run(&mut s, b);
+                if let Action::ReceiveChunk { last, .. } = r.action {
+                    let _ = s.chunk_received(last, &BodyReport::default());
+                }
+            }
+            let r = s.command(&line);
+            let r = match &r.action {
+                Action::Lookup(path) => s.answer(lookup(path)),
+                _ => r,
+            };
+            if matches!(r.action, Action::Continue | Action::Close) {
+                proptest::prop_assert!(r.reply.is_some());
+            }
+        }
+    }
+
     #[test]
     fn errors_are_counted_delayed_past_the_soft_limit_and_end_the_session_at_the_hard_one() {
         let mut s = session(|s| s.errors = ErrorLimits { soft: 2, hard: 4 });
