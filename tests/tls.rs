@@ -1129,3 +1129,82 @@ fn clients_that_vanish_at_every_step_leave_nothing_behind() {
         "figure: 45 clients vanished at every step; descriptors and threads back to {before:?}"
     );
 }
+
+#[test]
+fn sessions_resume_over_tls_1_3_and_1_2() {
+    let (srv, a) = tls_server();
+    for (name, versions) in [
+        ("TLS 1.3", &[&rustls::version::TLS13][..]),
+        ("TLS 1.2", &[&rustls::version::TLS12][..]),
+    ] {
+        // One client configuration: its session cache is what resumes.
+        let config = client_config(&a.ca_der, versions);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut t = TlsClient::implicit(srv.addrs[1], config.clone());
+            assert_eq!(t.reply().code, 220);
+            kinds.push(t.r.get_ref().conn.handshake_kind());
+            t.r.get_mut().conn.send_close_notify();
+            let _ = t.r.get_mut().flush();
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ],
+            "{name}"
+        );
+    }
+}
+
+/// `openssl s_client` on the implicit TLS port; its output.
+fn s_client(srv: &Server, args: &[&str]) -> String {
+    let port = srv.addrs[1].port();
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl");
+    child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn openssl_sees_tickets_resumption_and_the_servers_cipher_order() {
+    if !tool("openssl") {
+        return;
+    }
+    let (srv, _a) = tls_server();
+    let dir = tempfile::tempdir().unwrap();
+    let sess = dir.path().join("session");
+    let sess = sess.to_str().unwrap();
+    // TLS 1.2 session tickets, and a session that resumes from one.
+    let first = s_client(&srv, &["-tls1_2", "-sess_out", sess]);
+    assert!(
+        first.contains("TLS session ticket lifetime hint"),
+        "{first}"
+    );
+    let again = s_client(&srv, &["-tls1_2", "-sess_in", sess]);
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+    // And from a session ID, without tickets.
+    let first = s_client(&srv, &["-tls1_2", "-no_ticket", "-sess_out", sess]);
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    let again = s_client(&srv, &["-tls1_2", "-no_ticket", "-sess_in", sess]);
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+    // A client that prefers the weaker suite gets the server's choice.
+    let chosen = s_client(
+        &srv,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+        ],
+    );
+    assert!(chosen.contains("Cipher is ECDHE-"), "{chosen}");
+    assert!(chosen.contains("AES256-GCM-SHA384"), "{chosen}");
+}

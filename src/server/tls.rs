@@ -38,7 +38,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let warning = super::cert::validity(&chain[0])
         .and_then(|v| super::cert::warning(&v, std::time::SystemTime::now()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
@@ -55,6 +55,15 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
                 files.key.display()
             ),
         })?;
+    // Our order of cipher suites (the provider's, strongest first) wins
+    // over the client's, as scanners expect of a server.
+    config.ignore_client_order = true;
+    // Resumption, so that clients that connect often (a relay, a phone)
+    // skip the full handshake: TLS 1.3 and 1.2 tickets under a key that
+    // rotates every 6 hours, and TLS 1.2 session IDs in a bounded cache.
+    // A reload starts a new key, and old tickets just do not resume.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
     // Served all the same: a client doing opportunistic TLS may not check.
     if let Some(w) = warning {
         log::warn!("tls.cert: {}: {w}", files.cert.display());
