@@ -548,3 +548,79 @@ fn a_binarymime_message_keeps_crlf_in_the_fields_we_add() {
     assert_eq!(p.subject().as_deref(), Some("binary"));
     assert_eq!(p.headers("Received").len(), 1);
 }
+
+#[test]
+fn the_open_relay_test_list_is_refused_or_delivered_only_locally() {
+    // A relay is configured (nothing listens there): mail for it would be
+    // queued, so a form that slipped through would show in the queue.
+    // (The error limits would end a session of so many refusals.)
+    let srv = Server::start_with(
+        "",
+        "soft_error_limit = 100\nhard_error_limit = 100",
+        "[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n",
+    );
+    // The address, and the local mailbox it may reach (None: refused).
+    let table: &[(&str, Option<&str>)] = &[
+        ("<user@remote.example>", None),
+        ("<postmaster@remote.example>", None),
+        ("<user%remote.example@test.example>", None),
+        ("<alice%remote.example@test.example>", None),
+        ("<user%remote.example@localhost>", None),
+        ("<remote.example!user@test.example>", None),
+        ("<remote.example!alice@test.example>", None),
+        ("<remote.example!user>", None),
+        ("<user@remote.example@test.example>", None),
+        ("<alice@test.example@remote.example>", None),
+        ("<\"user@remote.example\">", None),
+        ("<\"user@remote.example\"@test.example>", None),
+        ("<\"user%remote.example\"@test.example>", None),
+        ("<@test.example:user@remote.example>", None),
+        ("<@test.example,@localhost:user@remote.example>", None),
+        ("<@remote.example:alice@test.example>", Some("alice")),
+        ("<user@[192.0.2.1]>", None),
+        ("<user@[IPv6:2001:db8::1]>", None),
+        ("<alice@[192.0.2.1]>", None),
+        ("<user@remote.example.>", None),
+        ("<user@localhost.remote.example>", None),
+        ("<user@test.example.remote.example>", None),
+        ("<user@test.example>", None),
+        ("<ALICE@TEST.EXAMPLE>", Some("alice")),
+        ("<alice@Test.Example>", Some("alice")),
+        ("<\"alice\"@test.example>", Some("alice")),
+        ("<alice@localhost>", Some("alice")),
+        ("<alice@test.example.>", None),
+        ("<user@remote.example%test.example>", None),
+        ("<user>", None),
+        ("<@>", None),
+        ("<>", None),
+    ];
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<someone@remote.example>", 250);
+    let mut accepted = Vec::new();
+    for (rcpt, reach) in table {
+        let r = c.cmd(&format!("RCPT TO:{rcpt}"));
+        match reach {
+            None => assert!(r.code >= 400, "{rcpt} was accepted: {r:?}"),
+            Some(_) => {
+                assert_eq!(r.code, 250, "{rcpt}: {r:?}");
+                accepted.push(*rcpt);
+            }
+        }
+    }
+    c.expect("DATA", 354);
+    c.expect("Subject: relay test\r\n\r\nhi\r\n.", 250);
+    c.expect("QUIT", 221);
+    // One copy for alice; nothing queued for the relay; nobody else got
+    // anything.
+    assert_eq!(srv.messages("alice").len(), 1);
+    assert!(srv.messages("bob").is_empty());
+    let queued: Vec<_> = std::fs::read_dir(srv.queue_dir().join("active"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(queued.is_empty(), "{queued:?}");
+    eprintln!(
+        "figure: {} open-relay forms refused, {} delivered to a local mailbox only",
+        table.len() - accepted.len(),
+        accepted.len()
+    );
+}
