@@ -42,7 +42,7 @@ fn delivered(srv: &Server, subject: &str) -> bool {
 }
 
 /// The names of the server's threads.
-fn threads(srv: &Server) -> Vec<String> {
+fn thread_names(srv: &Server) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
@@ -53,9 +53,7 @@ fn threads(srv: &Server) -> Vec<String> {
 }
 
 fn descriptors(srv: &Server) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", srv.pid()))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    open_descriptors(srv.pid())
 }
 
 /// Reads one reply line from a raw socket.
@@ -79,7 +77,7 @@ fn fifty_silent_clients_do_not_stop_a_real_one() {
     }
     let srv = Server::start_with("", "workers = 8\nmax_connections_per_ip = 100", "");
     let before = wait_for("the server's threads to start", || {
-        let t = threads(&srv);
+        let t = thread_names(&srv);
         let named = |name: &str| t.iter().any(|n| n.starts_with(name));
         (named("control") && named("relay-")).then_some(t.len())
     });
@@ -100,7 +98,7 @@ fn fifty_silent_clients_do_not_stop_a_real_one() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(delivered(&srv, "past fifty idle clients"));
     // No thread per connection.
-    assert_eq!(threads(&srv).len(), before, "{:?}", threads(&srv));
+    assert_eq!(thread_names(&srv).len(), before, "{:?}", thread_names(&srv));
     // The idle ones are still served when they speak again.
     ehlo[0].expect("NOOP", 250);
     silent[0].write_all(b"QUIT\r\n").unwrap();

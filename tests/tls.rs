@@ -1014,12 +1014,6 @@ fn part_of_a_tls_record_does_not_hold_a_worker() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
-fn proc_count(pid: u32, what: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/{what}"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn clients_that_vanish_at_every_step_leave_nothing_behind() {
     let (srv, a) = tls_server_with("a", "", "workers = 2\nmax_connections_per_ip = 100");
@@ -1038,7 +1032,7 @@ fn clients_that_vanish_at_every_step_leave_nothing_behind() {
     );
     c.expect("QUIT", 221);
     let pid = srv.pid();
-    let settled = || (proc_count(pid, "fd"), proc_count(pid, "task"));
+    let settled = || (open_descriptors(pid), threads(pid));
     std::thread::sleep(Duration::from_millis(300));
     let before = settled();
     let big = "x".repeat(100_000);

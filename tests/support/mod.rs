@@ -392,6 +392,16 @@ pub fn queue_command(config: &Path, args: &[&str]) -> Run {
 
 /// Waits (at most 10 s, failing with `what` past that) until `ready`
 /// gives something.
+/// How many descriptors process `pid` has open.
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// How many threads process `pid` has.
+pub fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
 pub fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
