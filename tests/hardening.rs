@@ -281,6 +281,8 @@ fn one_address_holds_at_most_half_the_workers_by_default() {
         srv.log()
     );
     srv.connect().hello().expect("QUIT", 221);
+    // A few connections at a time are no pressure.
+    assert!(!srv.log().contains("under pressure"), "{}", srv.log());
 }
 
 /// CPU time (user + system) the process has used.
@@ -621,4 +623,69 @@ fn the_open_relay_test_list_is_refused_or_delivered_only_locally() {
         table.len() - accepted.len(),
         accepted.len()
     );
+}
+
+#[test]
+fn started_as_root_with_a_user_it_runs_as_that_user_alone() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: started_as_root_with_a_user_it_runs_as_that_user_alone needs root");
+        return;
+    }
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let dir = tempfile::tempdir().unwrap();
+    // nobody must be able to reach what is under it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The mailboxes' directory is the user's to write in.
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    let n: u32 = uid.parse().unwrap();
+    std::os::unix::fs::chown(&mail, Some(n), Some(gid.parse().unwrap())).unwrap();
+    let text = base_config(dir.path(), "user = \"nobody\"", "", "");
+    let srv = Server::start_config(dir, &text);
+    assert!(srv.wait_log("running as nobody"), "{}", srv.log());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert_eq!(field("Uid:"), vec![uid.clone(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![gid.clone(); 4], "{status}");
+    assert!(field("Groups:").iter().all(|g| *g == gid), "{status}");
+    // It still delivers, as that user, and the queue is its own.
+    let mut c = srv.connect().hello();
+    let r = c.send_mail(
+        "x@remote.example",
+        &["alice@test.example"],
+        "Subject: as nobody\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}\n{}", srv.log());
+    let new = srv.maildir("alice").join("new");
+    let file = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&file).unwrap());
+    assert_eq!(owner.to_string(), uid);
+    let q = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(srv.queue_dir().join("active")).unwrap(),
+    );
+    assert_eq!(q.to_string(), uid);
 }

@@ -59,6 +59,9 @@ pub struct Config {
     pub aliases: Option<PathBuf>,
     /// Deliver to the accounts of the passwd database.
     pub system_users: bool,
+    /// Started as root: the account the server becomes once its listeners,
+    /// queue and spool are set up.
+    pub user: Option<String>,
     pub users: Users,
     /// Whose privileges alias pipes and files run with when the server is
     /// root and nothing better is known (never root itself).
@@ -206,6 +209,17 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let relay = raw.relay.map(|r| relay::validate(r, e)).transpose()?;
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
     let users = mailboxes::validate_users(raw.users, e)?;
+    if let Some(u) = &raw.user {
+        if u.is_empty() || u == "root" {
+            return Err(e.at("user", "must name an account other than root"));
+        }
+        if raw.system_users {
+            return Err(e.at(
+                "user",
+                "cannot be combined with system_users, which needs root to deliver as each user (run it under systemd/mailroom-system.service instead)",
+            ));
+        }
+    }
     if raw.pipe_user.is_empty() || raw.pipe_user == "root" {
         return Err(e.at("pipe_user", "must name an account other than root"));
     }
@@ -231,6 +245,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         mailboxes,
         aliases: raw.aliases,
         system_users: raw.system_users,
+        user: raw.user,
         users,
         pipe_user: raw.pipe_user,
         tls,
@@ -353,6 +368,8 @@ maildir = "var/mail/alice/Maildir"
         let cases = [
             ("[server]\nworkers = 0", "server.workers"),
             ("[server]\nworker_stack = 256", "server.worker_stack"),
+            ("user = \"root\"", "user"),
+            ("system_users = true\nuser = \"mailroom\"", "user"),
             ("[server]\nmax_connections_per_ip = 0", "server.max_connections_per_ip"),
             ("[server]\nhard_error_limit = 0", "server.hard_error_limit"),
             (

@@ -45,6 +45,8 @@ pub struct RawConfig {
     pub aliases: Option<PathBuf>,
     #[serde(default)]
     pub system_users: bool,
+    /// Started as root, the account to run as once the ports are bound.
+    pub user: Option<String>,
     #[serde(default)]
     pub users: RawUsers,
     #[serde(default = "default_pipe_user")]

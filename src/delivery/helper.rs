@@ -413,7 +413,7 @@ fn run(args: &[String]) -> Result<(), Exit> {
 
 /// Gives up root for good: supplementary groups first, then gid, then uid
 /// (after setuid the others could no longer be changed), and checks it.
-fn become_user(uid: u32, gid: u32, extra: Option<u32>) -> nix::Result<()> {
+pub(crate) fn become_user(uid: u32, gid: u32, extra: Option<u32>) -> nix::Result<()> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     if nix::unistd::geteuid().as_raw() == uid {
         return Ok(());

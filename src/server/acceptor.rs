@@ -82,6 +82,8 @@ pub struct Acceptor {
     failures: AcceptFailures,
     /// Since when nothing has waited for a worker, while under stress.
     calm_since: Option<Instant>,
+    /// Since when something has waited for a worker, without a break.
+    waiting_since: Option<Instant>,
 }
 
 /// After an accept failure the listeners are tried again after this
@@ -133,8 +135,10 @@ impl AcceptFailures {
     }
 }
 
-/// The server leaves stress mode once nothing has waited for a worker for
-/// this long.
+/// The server enters stress mode once work has waited for a worker this
+/// long without a break, and leaves it once nothing has waited for
+/// [`CALM`].
+const PRESSURE_AFTER: Duration = Duration::from_secs(1);
 const CALM: Duration = Duration::from_secs(5);
 
 /// While work waits for room in the pool's channel, the poll looks again
@@ -179,6 +183,7 @@ impl Acceptor {
             newcomers: 0,
             reserve: Reserve::take(),
             calm_since: None,
+            waiting_since: None,
             failures: AcceptFailures {
                 logged: None,
                 since: 0,
@@ -284,6 +289,8 @@ impl Acceptor {
         }
         if self.shared.stressed.load(Ordering::Relaxed) {
             soon(Duration::from_secs(1));
+        } else if let Some(at) = self.waiting_since {
+            soon(PRESSURE_AFTER.saturating_sub(at.elapsed()));
         }
         t
     }
@@ -394,9 +401,20 @@ impl Acceptor {
     /// on the way in and once on the way out.
     fn watch_pressure(&mut self) {
         let waiting = !self.ready.is_empty() || !self.rx.is_empty();
+        if !waiting {
+            self.waiting_since = None;
+        }
+        let waited = waiting
+            && self
+                .waiting_since
+                .get_or_insert_with(Instant::now)
+                .elapsed()
+                >= PRESSURE_AFTER;
         let stressed = &self.shared.stressed;
         if waiting {
             self.calm_since = None;
+        }
+        if waited {
             if !stressed.swap(true, Ordering::Relaxed) {
                 let t = self.stress_timeout();
                 log::warn!(
@@ -413,7 +431,7 @@ impl Acceptor {
                     }
                 }
             }
-        } else if stressed.load(Ordering::Relaxed) {
+        } else if !waiting && stressed.load(Ordering::Relaxed) {
             let calm = *self.calm_since.get_or_insert_with(Instant::now);
             if calm.elapsed() >= CALM {
                 stressed.store(false, Ordering::Relaxed);

@@ -332,6 +332,43 @@ impl std::error::Error for StartError {}
 
 /// Loads the configuration (`None`: the embedded one), starts the server
 /// and runs it until it is told to stop.
+/// Becomes `name` (its uid and primary group, no supplementary groups)
+/// when running as root, after giving it the queue, the spool and the
+/// control socket; as anyone else, stays who it is.
+fn drop_privileges(name: &str, config: &Config) -> Result<(), StartError> {
+    if !nix::unistd::geteuid().is_root() {
+        log::info!("user = \"{name}\": not started as root, so running as who it is");
+        return Ok(());
+    }
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| StartError::System(format!("user {name}: {e}")))?
+        .ok_or_else(|| StartError::Config(format!("user: no account named {name}")))?;
+    let (uid, gid) = (user.uid, user.gid);
+    for dir in [&config.queue.dir, &config.spool_dir] {
+        chown_tree(dir, uid.as_raw(), gid.as_raw())
+            .map_err(|e| StartError::System(format!("giving {} to {name}: {e}", dir.display())))?;
+    }
+    crate::delivery::helper::become_user(uid.as_raw(), gid.as_raw(), None)
+        .map_err(|e| StartError::System(format!("cannot become {name}: {e}")))?;
+    log::info!("running as {name} (uid {uid}, gid {gid})");
+    Ok(())
+}
+
+/// `chown -R`, without following symbolic links; bounded by what the
+/// server itself keeps there.
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
     let config = match &path {
         Some(p) => Config::load(p),
@@ -431,7 +468,6 @@ impl Server {
                 config.spool_dir.display()
             ))
         })?;
-        runtime.local.recover();
         let (socket, socket_path) = control::bind(&config.queue.dir).map_err(|e| {
             StartError::System(format!("socket in {}: {e}", config.queue.dir.display()))
         })?;
@@ -451,6 +487,12 @@ impl Server {
             log::info!("listening on {a} ({})", l.describe());
             local_addrs.push(a);
         }
+        // Ports bound, queue, spool and socket set up: root is no longer
+        // needed.
+        if let Some(name) = &config.user {
+            drop_privileges(name, config)?;
+        }
+        runtime.local.recover();
         // Work waits in the acceptor, where a new connection that gets no
         // worker in time is told so; the channel holds a little more
         // than the workers take.
