@@ -391,7 +391,10 @@ fn parse_member(member: &str) -> Result<Target, String> {
         }
         return Ok(Target::Pipe(command.to_string()));
     }
-    if text.len() >= 9 && text[..9].eq_ignore_ascii_case(":include:") {
+    let include = text
+        .get(..9)
+        .filter(|head| head.eq_ignore_ascii_case(":include:"));
+    if include.is_some() {
         let path = PathBuf::from(text[9..].trim());
         if !path.is_absolute() {
             return Err(format!("{text}: an :include: file needs an absolute path"));
@@ -419,6 +422,14 @@ fn parse_member(member: &str) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_with_a_multibyte_character_near_its_start_parses() {
+        // Found by the fuzzer: the :include: check cut a character in two.
+        let text = "root: e, \u{6}bobpop\u{feff}ostmas\nab\u{e9}\u{e9}\u{e9}\u{e9}x: cd\u{e9}\u{e9}\u{e9}\u{e9}\n";
+        let _ = Aliases::parse(text.as_bytes(), "t");
+        assert!(parse_include("bobpop\u{feff}ostmas\n".as_bytes(), "t").is_ok());
+    }
 
     fn addr(s: &str) -> Target {
         Target::Address(s.into())
