@@ -689,3 +689,70 @@ fn started_as_root_with_a_user_it_runs_as_that_user_alone() {
     );
     assert_eq!(q.to_string(), uid);
 }
+
+#[test]
+fn hostile_input_is_bounded_and_answered() {
+    // (Error limits off: this session makes many errors on purpose.)
+    let srv = Server::start_with(
+        "",
+        "soft_error_limit = 100000\nhard_error_limit = 100000\nmax_connections_per_ip = 10",
+        "[timeouts]\ndata_total = 3\n",
+    );
+    let mut c = srv.connect().hello();
+    // A 1 MB line without a line end, then its end: refused, read to its
+    // end, and the session goes on.
+    c.send(vec![b'x'; 1 << 20]);
+    c.send("\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 500, "{r:?}");
+    assert!(r.text().starts_with("5.5.6"), "{r:?}");
+    c.expect("NOOP", 250);
+    // NULs and invalid UTF-8.
+    assert_eq!(c.cmd("NOOP \0\0").code, 501);
+    assert_eq!(c.cmd("\0\0\0").code, 500);
+    c.send(b"MAIL FROM:<\xff\xfe@remote.example>\r\n");
+    assert_eq!(c.reply().code, 501);
+    // 5,000 RCPTs in one write: the first 100 taken, the rest 452 4.5.3.
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.send("RCPT TO:<alice@test.example>\r\n".repeat(5000));
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..5000 {
+        *codes.entry(c.reply().code).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get(&250), Some(&100), "{codes:?}");
+    assert_eq!(codes.get(&452), Some(&4900), "{codes:?}");
+    c.expect("RSET", 250);
+    let hwm: u64 = std::fs::read_to_string(format!("/proc/{}/status", srv.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    assert!(hwm < 64 * 1024, "peak RSS {hwm} kB");
+    // A body dripped an octet every half second is cut at data_total.
+    c.expect("MAIL FROM:<x@remote.example>", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    c.expect("DATA", 354);
+    let start = Instant::now();
+    let reply = loop {
+        if c.stream.write_all(b"x").is_err() {
+            break c.try_reply();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        c.stream.set_nonblocking(true).unwrap();
+        let mut peek = [0u8; 1];
+        let ready = c.stream.peek(&mut peek).is_ok();
+        c.stream.set_nonblocking(false).unwrap();
+        if ready {
+            break c.try_reply();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not cut off");
+    };
+    let took = start.elapsed();
+    let r = reply.expect("a reply");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().contains("4.4.2"), "{r:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(srv.messages("alice").is_empty());
+    eprintln!("figure: 1 MB line, NULs, bad UTF-8 and 5,000 RCPTs answered with peak RSS {hwm} kB; a dripped body cut after {took:?} (data_total 3 s)");
+}
