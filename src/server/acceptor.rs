@@ -62,8 +62,6 @@ pub struct Acceptor {
     /// Work for the pool that did not fit its channel yet, in order, with
     /// when it came: new connections, and parked sessions to go on.
     ready: VecDeque<(Job, Instant)>,
-    /// How many of those are new connections.
-    newcomers: usize,
     /// The pool's end of its channel, to take back what waits there too
     /// long (see [`Acceptor::reclaim`]).
     rx: Receiver<Job>,
@@ -180,7 +178,6 @@ impl Acceptor {
             parked: HashMap::new(),
             due: BTreeSet::new(),
             ready: VecDeque::new(),
-            newcomers: 0,
             reserve: Reserve::take(),
             calm_since: None,
             waiting_since: None,
@@ -445,6 +442,14 @@ impl Acceptor {
         self.shared.runtime().config.timeouts.stress_command
     }
 
+    /// How many of the jobs waiting here are new connections.
+    fn newcomers(&self) -> usize {
+        self.ready
+            .iter()
+            .filter(|(job, _)| matches!(job, Job::New { .. }))
+            .count()
+    }
+
     /// Whether the oldest new connection has waited for a worker too long.
     fn stuck(&self) -> bool {
         let waited = |at: &Instant| at.elapsed() >= NEWCOMER_WAIT;
@@ -472,10 +477,7 @@ impl Acceptor {
         let taken: Vec<Job> = self.rx.try_iter().collect();
         for job in taken.into_iter().rev() {
             let at = match &job {
-                Job::New { since, .. } => {
-                    self.newcomers += 1;
-                    *since
-                }
+                Job::New { since, .. } => *since,
                 _ => Instant::now(),
             };
             self.ready.push_front((job, at));
@@ -488,7 +490,6 @@ impl Acceptor {
         if self.tx.is_none() {
             // No worker is left: the connections just close.
             self.ready.clear();
-            self.newcomers = 0;
             self.sent.clear();
             self.pending.store(0, Ordering::Relaxed);
             return;
@@ -504,17 +505,13 @@ impl Acceptor {
                 _ => None,
             };
             match tx.try_send(job) {
-                Ok(()) => {
-                    self.newcomers -= usize::from(since.is_some());
-                    self.sent.push_back(since);
-                }
+                Ok(()) => self.sent.push_back(since),
                 Err(TrySendError::Full(job)) => {
                     self.ready.push_front((job, at));
                     break;
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     self.ready.clear();
-                    self.newcomers = 0;
                     break;
                 }
             }
@@ -524,7 +521,7 @@ impl Acceptor {
 
     /// New connections that waited too long for a worker are told 421.
     fn refuse_stale(&mut self) {
-        if self.newcomers == 0 {
+        if self.newcomers() == 0 {
             return;
         }
         let host = self.shared.runtime().config.hostname.clone();
@@ -539,7 +536,6 @@ impl Acceptor {
                 } if at.elapsed() >= NEWCOMER_WAIT => {
                     log::warn!("refused {peer}: no worker free within {NEWCOMER_WAIT:?}");
                     refuse(stream, &listener, &reply::too_busy(&host));
-                    self.newcomers -= 1;
                 }
                 job => self.ready.push_back((job, at)),
             }
@@ -603,7 +599,8 @@ impl Acceptor {
     fn accept_all(&mut self, i: usize) -> bool {
         let listener = self.listeners[i].1;
         loop {
-            if self.newcomers >= self.shared.runtime().config.server.handoff_queue && !self.stuck()
+            if self.newcomers() >= self.shared.runtime().config.server.handoff_queue
+                && !self.stuck()
             {
                 self.held = true;
                 return true;
@@ -661,7 +658,7 @@ impl Acceptor {
             log::warn!("dropping {peer}: {e}");
             return;
         }
-        if self.newcomers >= rt.config.server.handoff_queue {
+        if self.newcomers() >= rt.config.server.handoff_queue {
             log::warn!("refused {peer}: all workers busy and the queue is full");
             refuse(stream, &reply::too_busy(host));
             return;
@@ -675,7 +672,6 @@ impl Acceptor {
             since,
         };
         self.ready.push_back((job, since));
-        self.newcomers += 1;
     }
 }
 
