@@ -97,9 +97,20 @@ impl<'a> Body<'a> {
 
     /// The whole message, read into memory (for small ones).
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; self.len as usize];
+        self.read_head(self.len as usize)
+    }
+
+    /// The message's first `max` octets, or all of it if it is shorter.
+    pub fn read_head(&self, max: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len.min(max as u64) as usize];
         self.file.read_exact_at(&mut buf, self.start)?;
         Ok(buf)
+    }
+
+    /// What follows the first `n` octets of the message.
+    pub fn after(&self, n: u64) -> Body<'a> {
+        let n = n.min(self.len);
+        Body::new(self.file, self.start + n, self.len - n)
     }
 
     /// The message from its start, as a reader with a position of its own.

@@ -9,7 +9,7 @@
 //! systems is most of the price of delivering a message.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,15 +34,7 @@ const HEADER_SCAN: usize = 256 * 1024;
 /// has none.
 pub fn without_return_path(dir: &Path, body: super::Body<'_>) -> io::Result<Option<Spool>> {
     use crate::smtp::header;
-    let mut head = vec![0u8; (body.len() as usize).min(HEADER_SCAN)];
-    let mut got = 0;
-    while got < head.len() {
-        match body.read_at(&mut head[got..], got as u64)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    head.truncate(got);
+    let head = body.read_head(HEADER_SCAN)?;
     let split = header::split(&head);
     let fields = &head[..split.header];
     if !header::fields(fields).any(|f| f.is("Return-Path")) {
@@ -50,15 +42,14 @@ pub fn without_return_path(dir: &Path, body: super::Body<'_>) -> io::Result<Opti
     }
     let mut spool = Spool::create(dir)?;
     spool.write(&header::remove(fields, &["Return-Path"]))?;
-    let mut at = split.header as u64;
+    let mut rest = body.after(split.header as u64).reader();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = body.read_at(&mut chunk, at)?;
+        let n = rest.read(&mut chunk)?;
         if n == 0 {
             break;
         }
         spool.write(&chunk[..n])?;
-        at += n as u64;
     }
     Ok(Some(spool))
 }

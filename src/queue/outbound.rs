@@ -291,15 +291,11 @@ fn from_rewritten<'a>(
     local: impl Fn(&str) -> bool,
 ) -> Option<(Vec<u8>, crate::delivery::Body<'a>)> {
     const MAX: usize = 64 * 1024;
-    let mut buf = vec![0u8; (body.len() as usize).min(MAX)];
-    let n = body.read_at(&mut buf, 0).ok()?;
-    buf.truncate(n);
+    let buf = body.read_head(MAX).ok()?;
     let split = crate::smtp::header::split(&buf);
     if split.header == buf.len() && (body.len() as usize) > buf.len() {
         return None;
     }
     let head = relay::rewrite_from(&buf[..split.header], to, local)?;
-    let skip = split.header as u64;
-    let rest = crate::delivery::Body::new(body.file(), body.start() + skip, body.len() - skip);
-    Some((head, rest))
+    Some((head, body.after(split.header as u64)))
 }
