@@ -269,10 +269,12 @@ impl Local {
             }
             None => msg,
         };
+        // The line ends of the fields each copy gets, read once.
+        let crlf = msg.body.crlf();
         for copy in plan::copies(msg.reverse_path, msg.recipients) {
             let d = copy.dest;
             let result = match &d.target {
-                Target::Pipe(command) => self.pipe(&copy, command, msg, deadline).map(|()| {
+                Target::Pipe(command) => self.pipe(&copy, command, msg, crlf, deadline).map(|()| {
                     a.pipes += 1;
                     log::info!(
                         "{}: delivered to <{}> ({})",
@@ -296,7 +298,7 @@ impl Local {
                     );
                     Ok(())
                 }
-                _ => stager.stage(&copy, msg.body, deadline).map(|s| {
+                _ => stager.stage(&copy, msg.body, crlf, deadline).map(|s| {
                     let o = outcome(&copy, Status::Delivered);
                     a.held.copies.push((o, d.clone(), s));
                 }),
@@ -346,6 +348,7 @@ impl Local {
         copy: &Copy<'_>,
         command: &str,
         msg: &Message<'_>,
+        crlf: bool,
         deadline: Instant,
     ) -> Result<(), DeliveryError> {
         let d = copy.dest;
@@ -358,7 +361,7 @@ impl Local {
             recipient: &d.address,
         };
         let limit = self.config.timeouts.pipe.min(stage::left(deadline)?);
-        let prefix = copy.prefix(msg.body.crlf());
+        let prefix = copy.prefix(crlf);
         pipe::run(command, account, prefix.as_bytes(), msg.body, &env, limit)
     }
 

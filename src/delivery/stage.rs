@@ -40,15 +40,17 @@ impl Stager<'_> {
         }
     }
 
-    /// Writes and holds one copy (not a pipe's), within `deadline`.
+    /// Writes and holds one copy (not a pipe's), within `deadline`;
+    /// `crlf` when the message's lines end so ([`Body::crlf`]).
     pub fn stage(
         &self,
         copy: &Copy<'_>,
         body: Body<'_>,
+        crlf: bool,
         deadline: Instant,
     ) -> Result<Staged, DeliveryError> {
         let d = copy.dest;
-        let prefix = copy.prefix(body.crlf());
+        let prefix = copy.prefix(crlf);
         let from_line = match d.target {
             Target::Mbox(_) => mbox::from_line(&copy.sender, SYSTEM.now()),
             _ => String::new(),
