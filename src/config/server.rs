@@ -27,6 +27,12 @@ pub struct Server {
     pub shutdown_grace: Duration,
 }
 
+/// Connections one client address may have open unless configured: half
+/// the workers, so that one address never holds them all.
+fn default_per_ip(workers: usize) -> usize {
+    (workers / 2).max(1)
+}
+
 impl Server {
     /// What in it is allowed but unwise, to be logged at start and on
     /// reload.
@@ -38,7 +44,7 @@ impl Server {
                  at most half of them ({}, the default) leaves room for others",
                 self.max_connections_per_ip,
                 self.workers,
-                (self.workers / 2).max(1)
+                default_per_ip(self.workers)
             ));
         }
         w
@@ -136,7 +142,9 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     // One address may hold at most half the workers, unless told
     // otherwise (as Postfix's smtpd_client_connection_count_limit is half
     // its process limit).
-    let per_ip = s.max_connections_per_ip.unwrap_or((s.workers / 2).max(1));
+    let per_ip = s
+        .max_connections_per_ip
+        .unwrap_or(default_per_ip(s.workers));
     e.range(
         "server.max_connections_per_ip",
         per_ip as u64,
