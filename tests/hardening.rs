@@ -300,8 +300,45 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((f[0] + f[1]) * 10)
 }
 
+/// Reads one reply line, or fails with what the server logged.
+fn reply_of(srv: &Server, s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\n") {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => out.push(b[0]),
+            Err(e) => panic!(
+                "reading a reply: {e} (so far {:?}); the server's log:\n{}",
+                out,
+                srv.log()
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens `n` idle connections: those greeted, and how many were told
+/// `421 4.7.0` at once (none is left waiting in silence).
+fn fill(srv: &Server, n: usize) -> (Vec<TcpStream>, usize) {
+    let mut greeted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..n {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = reply_of(srv, &mut s);
+        if r.starts_with("220 ") {
+            greeted.push(s);
+        } else {
+            assert!(r.starts_with("421 4.7.0"), "{r:?}");
+            refused += 1;
+        }
+    }
+    (greeted, refused)
+}
+
 #[test]
-fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
+fn connections_are_limited_to_what_the_descriptors_allow() {
     if !tool("python3") {
         return;
     }
@@ -312,23 +349,47 @@ fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
         "workers = 2\nmax_connections_per_ip = 1000\nhandoff_queue = 1000",
         "",
     );
+    let srv = Server::start_config_with_file_limit(dir, &text, 128);
+    let room: usize = {
+        let log = srv.log();
+        let at = log.find("] room for ").expect("the room is logged") + "] room for ".len();
+        log[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!((20..60).contains(&room), "room for {room}");
+    let (greeted, refused) = fill(&srv, room + 20);
+    assert_eq!((greeted.len(), refused), (room, 20));
+    // The limit came first: the process never ran out.
+    assert!(!srv.log().contains("accept failed"), "{}", srv.log());
+    // Once the places are given back, mail flows again.
+    drop(greeted);
+    std::thread::sleep(Duration::from_millis(500));
+    let took = deliver_with_smtplib(&srv, "after the connections closed");
+    assert!(delivered(&srv, "after the connections closed"), "{took:?}");
+}
+
+#[test]
+fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
+    if !tool("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A limit on connections above what the descriptors allow, so that
+    // they run out: the reserve descriptor is what answers then.
+    let text = base_config(
+        dir.path(),
+        "",
+        "workers = 2\nmax_connections_per_ip = 1000\nhandoff_queue = 1000\nmax_connections = 1000",
+        "",
+    );
     let srv = Server::start_config_with_file_limit(dir, &text, 64);
+    assert!(
+        srv.log().contains("max_connections = 1000 is more than"),
+        "{}",
+        srv.log()
+    );
     // Idle clients until the server has no descriptor left: each costs
     // it two (the socket, and the registry's handle on it).
-    let mut greeted = Vec::new();
-    let mut refused = 0;
-    for _ in 0..60 {
-        let mut s = TcpStream::connect(srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let r = line(&mut s);
-        if r.starts_with("220 ") {
-            greeted.push(s);
-        } else {
-            // Told, not left waiting in silence.
-            assert!(r.starts_with("421 4.7.0"), "{r:?}");
-            refused += 1;
-        }
-    }
+    let (greeted, refused) = fill(&srv, 60);
     assert!(
         refused > 0 && greeted.len() > 5,
         "{} greeted",

@@ -164,6 +164,8 @@ pub struct RawServer {
     pub handoff_queue: usize,
     /// Unset: half the workers.
     pub max_connections_per_ip: Option<usize>,
+    /// Unset: as many as the descriptor limit leaves room for.
+    pub max_connections: Option<usize>,
     /// KiB.
     pub worker_stack: u64,
     pub soft_error_limit: u32,
@@ -184,6 +186,7 @@ impl Default for RawServer {
             workers: 8,
             handoff_queue: 64,
             max_connections_per_ip: None,
+            max_connections: None,
             worker_stack: 512,
             soft_error_limit: 10,
             hard_error_limit: 20,

@@ -14,6 +14,9 @@ pub struct Server {
     pub workers: usize,
     pub handoff_queue: usize,
     pub max_connections_per_ip: usize,
+    /// Connections open at once; unset, as many as the descriptor limit
+    /// leaves room for (the server works that out at start).
+    pub max_connections: Option<usize>,
     /// Each worker thread's stack, in bytes.
     pub worker_stack: usize,
     /// Errors a client may make before its error replies are delayed by
@@ -152,6 +155,9 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
         1_000_000,
         "",
     )?;
+    if let Some(n) = s.max_connections {
+        e.range("server.max_connections", n as u64, 1, 1_000_000, "")?;
+    }
     e.range(
         "server.hard_error_limit",
         u64::from(s.hard_error_limit),
@@ -203,6 +209,7 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
         workers: s.workers,
         handoff_queue: s.handoff_queue,
         max_connections_per_ip: per_ip,
+        max_connections: s.max_connections,
         worker_stack: s.worker_stack as usize * 1024,
         soft_error_limit: s.soft_error_limit,
         hard_error_limit: s.hard_error_limit,

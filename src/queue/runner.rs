@@ -93,6 +93,8 @@ pub struct Runner {
     /// Messages by when they are due (seconds), and the other way round.
     due: BTreeSet<(i64, String)>,
     when: HashMap<String, i64>,
+    /// Messages the relay threads give back.
+    done: Receiver<outbound::Done>,
 }
 
 fn now() -> i64 {
@@ -110,8 +112,16 @@ pub fn policy(config: &Config) -> Policy {
 }
 
 impl Runner {
-    pub fn new(queue: Queue, live: Live, inbox: Arc<Inbox>) -> Runner {
-        Runner {
+    /// Starts the relay threads and looks at the queue and the maildrop,
+    /// so that what waits there is scheduled; this is done before the
+    /// server takes connections, which then find the file work of the
+    /// start behind them.
+    pub fn start(queue: Queue, live: Live, inbox: Arc<Inbox>) -> Runner {
+        // The relay's threads end when the runner's ends of their channels
+        // go. They are not waited for: a crash at any point loses nothing,
+        // and a stop should not wait for a hung relay.
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut runner = Runner {
             queue,
             live,
             inbox,
@@ -120,31 +130,30 @@ impl Runner {
             waiting: VecDeque::new(),
             due: BTreeSet::new(),
             when: HashMap::new(),
-        }
-    }
-
-    /// Runs until told to stop.
-    pub fn run(mut self, wake: Receiver<Wake>) {
-        // The relay's threads end when the runner's ends of their channels
-        // go. They are not waited for: a crash at any point loses nothing,
-        // and a stop should not wait for a hung relay.
-        let (done_tx, done) = crossbeam_channel::unbounded();
-        let connections = (self.live)()
+            done,
+        };
+        let connections = (runner.live)()
             .local
             .config()
             .relay
             .as_ref()
             .map_or(1, |r| r.connections);
-        match outbound::start(&self.queue, connections, &done_tx) {
-            Ok(workers) => self.relay = workers.into_iter().map(|w| (w, 0)).collect(),
+        match outbound::start(&runner.queue, connections, &done_tx) {
+            Ok(workers) => runner.relay = workers.into_iter().map(|w| (w, 0)).collect(),
             Err(e) => {
                 log::error!("queue: cannot start the relay threads, mail for the relay waits: {e}")
             }
         }
         drop(done_tx);
-        self.forget_taken_drops();
-        self.rescan();
-        self.pick_up();
+        runner.forget_taken_drops();
+        runner.rescan();
+        runner.pick_up();
+        runner
+    }
+
+    /// Runs until told to stop.
+    pub fn run(mut self, wake: Receiver<Wake>) {
+        let done = self.done.clone();
         let mut last_scan = Instant::now();
         loop {
             for id in self.inbox.take() {

@@ -633,6 +633,12 @@ impl Acceptor {
             refuse(stream, &reply::shutting_down(host));
             return;
         }
+        let most = self.shared.max_connections(&rt.config);
+        if self.shared.registry.open_count() >= most {
+            log::warn!("refused {peer}: {most} connections open, the most allowed");
+            refuse(stream, &reply::too_busy(host));
+            return;
+        }
         let clone = match stream.try_clone() {
             Ok(c) => c,
             Err(e) => {

@@ -124,9 +124,17 @@ pub struct Shared {
     /// The shutdown is complete; the acceptor may end.
     finished: AtomicBool,
     registry: Registry,
+    /// Connections the descriptor limit leaves room for, worked out at
+    /// start: the limit on open connections unless one is configured.
+    room: usize,
 }
 
 impl Shared {
+    /// Connections that may be open at once.
+    pub fn max_connections(&self, config: &Config) -> usize {
+        config.server.max_connections.unwrap_or(self.room)
+    }
+
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime
             .read()
@@ -175,6 +183,9 @@ impl Shared {
             }
         };
         for w in runtime.config.server.warnings() {
+            log::warn!("{w}");
+        }
+        if let Some(w) = room_warning(&runtime.config, self.room) {
             log::warn!("{w}");
         }
         *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(runtime);
@@ -259,6 +270,52 @@ impl Registry {
 
     fn open_count(&self) -> usize {
         self.lock().open.len()
+    }
+}
+
+/// Descriptors kept for what is not a connection: the acceptor's poll,
+/// waker and reserve, the control socket's clients, the queue runner's
+/// scans and deliveries; and for each worker, the files and pipes of a
+/// delivery; for each relay connection, its socket and queue files.
+const DESCRIPTORS_SPARE: u64 = 16;
+const DESCRIPTORS_PER_WORKER: u64 = 8;
+const DESCRIPTORS_PER_RELAY: u64 = 4;
+
+/// How many connections the descriptor limit (`RLIMIT_NOFILE`) leaves
+/// room for, each costing two (its socket, and the registry's handle on
+/// it), after those open now and those the rest of the server needs;
+/// and the limit itself. Past it new clients are told 421 while
+/// descriptors remain to tell them, and the server's own files never run
+/// short because of connections.
+fn descriptor_room(config: &Config) -> (usize, u64) {
+    use nix::sys::resource::{getrlimit, Resource};
+    let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    // The directory's own descriptor is among those it lists.
+    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count().saturating_sub(1));
+    let relays = config.relay.as_ref().map_or(0, |r| r.connections);
+    let need = open as u64
+        + DESCRIPTORS_SPARE
+        + DESCRIPTORS_PER_WORKER * config.server.workers as u64
+        + DESCRIPTORS_PER_RELAY * relays as u64;
+    let room = usize::try_from(files.saturating_sub(need) / 2).unwrap_or(usize::MAX);
+    (room.max(1), files)
+}
+
+/// A configured `max_connections` the descriptors cannot serve, or a
+/// room too small for the workers to be used.
+fn room_warning(config: &Config, room: usize) -> Option<String> {
+    match config.server.max_connections {
+        Some(n) if n > room => Some(format!(
+            "server.max_connections = {n} is more than the descriptor limit leaves room for ({room}); \
+             past that, new clients are told 421 only while a descriptor is left to tell them \
+             (raise it with ulimit -n or LimitNOFILE=)"
+        )),
+        None if room < config.server.workers => Some(format!(
+            "the descriptor limit leaves room for only {room} connections, fewer than the {} workers \
+             (raise it with ulimit -n or LimitNOFILE=)",
+            config.server.workers
+        )),
+        _ => None,
     }
 }
 
@@ -493,6 +550,11 @@ impl Server {
             drop_privileges(name, config)?;
         }
         runtime.local.recover();
+        let (room, files) = descriptor_room(config);
+        log::info!("room for {room} connections at once (descriptor limit {files})");
+        if let Some(w) = room_warning(config, room) {
+            log::warn!("{w}");
+        }
         // Work waits in the acceptor, where a new connection that gets no
         // worker in time is told so; the channel holds a little more
         // than the workers take.
@@ -509,7 +571,21 @@ impl Server {
             force: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             registry: Registry::default(),
+            room,
         });
+        let live = {
+            let shared = shared.clone();
+            Arc::new(move || {
+                let r = shared.runtime();
+                crate::queue::runner::Services {
+                    local: r.local.clone(),
+                    relay: r.relay.clone(),
+                }
+            }) as crate::queue::runner::Live
+        };
+        // What waits in the queue is looked at before connections are
+        // taken.
+        let runner = crate::queue::Runner::start(queue, live, inbox);
         let (stopping_tx, stopping) = crossbeam_channel::bounded(1);
         // Parked sessions: as many as connections, which the listeners'
         // limits bound.
@@ -534,17 +610,6 @@ impl Server {
             .map_err(|e| StartError::System(format!("cannot start the acceptor thread: {e}")))?;
         let workers = pool::start(workers_n, stack, rx, back, shared.clone())
             .map_err(|e| StartError::System(format!("cannot start worker threads: {e}")))?;
-        let live = {
-            let shared = shared.clone();
-            Arc::new(move || {
-                let r = shared.runtime();
-                crate::queue::runner::Services {
-                    local: r.local.clone(),
-                    relay: r.relay.clone(),
-                }
-            }) as crate::queue::runner::Live
-        };
-        let runner = crate::queue::Runner::new(queue, live, inbox);
         let runner = std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || runner.run(wake_rx))
