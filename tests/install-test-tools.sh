@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs the external clients the tests drive (swaks with its TLS
 # modules, curl, openssl, s-nail: a mail(1) that runs our sendmail, and
-# python3 for the relay tests' smarthost) from the Debian archive, but only
-# those that are missing. Needs root (or sudo) only when something has to
-# be installed. Called by .ci/run.
+# python3 for the relay tests' smarthost) and the mail readers the fault
+# tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
+# dotlockfile) from the Debian archive, but only those that are missing.
+# Needs root (or sudo) only when something has to be installed. Called by
+# .ci/run.
 set -euo pipefail
 
+# command=package
+wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
+    doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin)
 missing=()
-for tool in swaks curl openssl s-nail python3; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        # The Debian package has the same name as the command.
-        missing+=("$tool")
+for pair in "${wanted[@]}"; do
+    if ! command -v "${pair%%=*}" >/dev/null 2>&1; then
+        missing+=("${pair#*=}")
     fi
 done
 # swaks --tls needs these Perl modules.
@@ -19,7 +23,7 @@ if ! perl -MIO::Socket::SSL -MNet::SSLeay -e1 >/dev/null 2>&1; then
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-tools: swaks (with TLS), curl, openssl, s-nail and python3 are already installed"
+    echo "install-test-tools: everything the tests run is already installed"
     exit 0
 fi
 
@@ -29,12 +33,23 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "install-test-tools: installing ${missing[*]}"
+# Dovecot's package would start its daemon; the tests need only doveadm.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod +x "$policy"
+    made_policy=1
+fi
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+if [ -n "$made_policy" ]; then
+    "${sudo[@]}" rm -f "$policy"
+fi
 
-for tool in swaks curl openssl s-nail python3; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "install-test-tools: $tool still missing after apt-get install" >&2
+for pair in "${wanted[@]}"; do
+    command -v "${pair%%=*}" >/dev/null 2>&1 || {
+        echo "install-test-tools: ${pair%%=*} still missing after apt-get install" >&2
         exit 1
     }
 done

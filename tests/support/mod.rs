@@ -102,9 +102,7 @@ impl Server {
         binds: &[(&Path, &Path)],
         tmpfs: &[(&Path, &str)],
     ) -> Server {
-        let config_path = dir.path().join("mailroom.toml");
-        std::fs::write(&config_path, text).unwrap();
-        let mut script = String::from("set -e\n");
+        let mut script = String::new();
         for (from, to) in binds {
             script.push_str(&format!(
                 "mount --bind '{}' '{}'\n",
@@ -118,10 +116,19 @@ impl Server {
                 at.display()
             ));
         }
-        script.push_str(&format!(
-            "exec '{BIN}' --config '{}'\n",
+        Server::start_in_namespace_after(dir, text, &script)
+    }
+
+    /// A server in a mount namespace of its own (root only), set up by
+    /// the shell lines of `setup` first; [`Server::in_namespace`] runs
+    /// more there later.
+    pub fn start_in_namespace_after(dir: tempfile::TempDir, text: &str, setup: &str) -> Server {
+        let config_path = dir.path().join("mailroom.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let script = format!(
+            "set -e\n{setup}exec '{BIN}' --config '{}'\n",
             config_path.display()
-        ));
+        );
         let mut cmd = Command::new("unshare");
         // `exec` keeps the pid: the child is the server itself.
         cmd.arg("--mount")
@@ -131,6 +138,24 @@ impl Server {
             .arg("-c")
             .arg(script);
         Server::spawn(dir, config_path, cmd)
+    }
+
+    /// Runs shell lines in the server's mount namespace.
+    pub fn in_namespace(&self, script: &str) {
+        let out = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid().to_string())
+            .arg("-m")
+            .arg("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn spawn(dir: tempfile::TempDir, config_path: PathBuf, mut cmd: Command) -> Server {
