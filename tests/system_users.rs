@@ -610,3 +610,62 @@ fn a_forward_to_an_address_elsewhere_goes_to_the_relay() {
     assert_eq!(got[0].mail_from(), "x@remote.example");
     assert_eq!(got[0].rcpt_addresses(), ["carol@elsewhere.example"]);
 }
+
+/// A capability set from /proc's status, as its hexadecimal mask.
+fn cap_masks(status: &str) -> Vec<(String, String)> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn as_root_it_keeps_only_the_capabilities_delivery_needs() {
+    if !namespaces_or_skip("as_root_it_keeps_only_the_capabilities_delivery_needs") {
+        return;
+    }
+    // carol's home is hers alone: her .forward is read through
+    // CAP_DAC_READ_SEARCH, and its pipe runs as her (CAP_SETUID,
+    // CAP_SETGID).
+    let (srv, d) = start("", "", &|d| set_mode(&d.join("home/carol"), 0o700));
+    assert!(srv.wait_log("running as root with only"), "{}", srv.log());
+    // CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_SETGID (6), CAP_SETUID
+    // (7), in every thread; nothing to pass on.
+    let kept = "00000000000000e4";
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", srv.pid())).unwrap();
+    let mut threads = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for (set, mask) in cap_masks(&status) {
+            let want = match set.as_str() {
+                "CapInh" | "CapAmb" => "0000000000000000",
+                _ => kept,
+            };
+            assert_eq!(mask, want, "{set} of a thread:\n{status}");
+        }
+        threads += 1;
+    }
+    assert!(threads > 8, "{threads} threads");
+    let forward = d.join("home/carol/.forward");
+    let uid_file = d.join("out/carol-uid");
+    std::fs::write(
+        &forward,
+        format!("carol@test.example, \"|id -u > {}\"\n", uid_file.display()),
+    )
+    .unwrap();
+    own(&forward, CAROL, CAROL);
+    set_mode(&forward, 0o644);
+    let r = send(&srv, "x@remote.example", &["carol@test.example"], "capable");
+    assert_eq!(r.code, 250, "{r:?}\n{}", srv.log());
+    let md = d.join("home/carol/Maildir");
+    assert_eq!(subjects(&read_maildir(&md)), vec!["capable".to_string()]);
+    assert_eq!(owner_and_mode(&md).0, CAROL);
+    assert_eq!(
+        std::fs::read_to_string(&uid_file).unwrap().trim(),
+        CAROL.to_string()
+    );
+}

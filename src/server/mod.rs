@@ -411,6 +411,47 @@ fn drop_privileges(name: &str, config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// What a root server delivering as each system user needs, and all it
+/// keeps: to become a user in a helper or a pipe's process
+/// (`CAP_SETUID`, `CAP_SETGID`: the helper starts with these too, and
+/// loses them with root), to read a `~/.forward` in a home only its user
+/// may enter (`CAP_DAC_READ_SEARCH`), and to stop a helper or a pipe
+/// that ran past its time (`CAP_KILL`). Everything else, binding ports
+/// and overriding permissions to write included, goes.
+pub const DELIVERY_CAPABILITIES: &[caps::Capability] = &[
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_KILL,
+];
+
+/// Keeps only `keep` of root's capabilities: in the bounding set too, so
+/// that no program started later (the delivery helper, as root, before
+/// it becomes a user) gets any other back.
+fn keep_only(keep: &[caps::Capability]) -> Result<(), StartError> {
+    use caps::{CapSet, CapsHashSet};
+    let fail = |e: caps::errors::CapsError| {
+        StartError::System(format!("cannot give up capabilities: {e}"))
+    };
+    // Only what it has: a unit's CapabilityBoundingSet= may have taken
+    // some already.
+    let had = caps::read(None, CapSet::Permitted).map_err(fail)?;
+    let kept: CapsHashSet = keep.iter().copied().filter(|c| had.contains(c)).collect();
+    // The bounding set first, while CAP_SETPCAP is still there.
+    for cap in caps::all() {
+        if !kept.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).map_err(fail)? {
+            caps::drop(None, CapSet::Bounding, cap).map_err(fail)?;
+        }
+    }
+    caps::clear(None, CapSet::Inheritable).map_err(fail)?;
+    caps::set(None, CapSet::Effective, &kept).map_err(fail)?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(fail)?;
+    let mut names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+    names.sort();
+    log::info!("running as root with only {}", names.join(", "));
+    Ok(())
+}
+
 /// `chown -R`, without following symbolic links; bounded by what the
 /// server itself keeps there.
 fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -545,9 +586,12 @@ impl Server {
             local_addrs.push(a);
         }
         // Ports bound, queue, spool and socket set up: root is no longer
-        // needed.
+        // needed, or (delivering as each system user) only what that
+        // needs. No other thread runs yet: they all start with this.
         if let Some(name) = &config.user {
             drop_privileges(name, config)?;
+        } else if config.system_users && nix::unistd::geteuid().is_root() {
+            keep_only(DELIVERY_CAPABILITIES)?;
         }
         runtime.local.recover();
         let (room, files) = descriptor_room(config);
