@@ -899,7 +899,7 @@ fn stale_maildir_tmp_files_are_cleaned_at_start() {
     assert!(fresh.exists(), "a fresh file in tmp/ was removed");
     assert!(read_mail.exists(), "an old message in cur/ was removed");
     assert!(
-        srv.log().contains("removed 1 stale files from tmp/"),
+        srv.wait_log("removed 1 stale files from tmp/"),
         "{}",
         srv.log()
     );

@@ -383,7 +383,7 @@ fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
     );
     let srv = Server::start_config_with_file_limit(dir, &text, 64);
     assert!(
-        srv.log().contains("max_connections = 1000 is more than"),
+        srv.wait_log("max_connections = 1000 is more than"),
         "{}",
         srv.log()
     );

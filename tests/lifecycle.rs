@@ -98,7 +98,7 @@ fn stop_with_idle_session(sig: &str) {
     assert_421(c.try_reply(), "4.3.0", "shutting down", "idle session");
     assert!(c.closed(), "the connection is closed after the 421");
     assert_exits_0(&mut srv);
-    assert!(srv.log().contains(" stopped"), "{}", srv.log());
+    assert!(srv.wait_log(" stopped"), "{}", srv.log());
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn a_second_sigterm_cuts_the_grace_short() {
         "took {:?}",
         t0.elapsed()
     );
-    assert!(srv.log().contains("again: closing every connection now"));
+    assert!(srv.wait_log("again: closing every connection now"));
     assert!(srv.messages("alice").is_empty());
 }
 
@@ -358,7 +358,7 @@ fn sighup_reloads_for_new_sessions_and_keeps_the_old_config_on_errors() {
         c.expect("QUIT", 221);
         assert_eq!(srv.messages("carol").len(), 2 + i);
     }
-    assert!(srv.log().contains("server.workers"), "{}", srv.log());
+    assert!(srv.wait_log("server.workers"), "{}", srv.log());
     assert_running(&mut srv);
 }
 

@@ -34,7 +34,7 @@ fn pipe_targets_and_their_exit_codes() {
     let r = send(&srv, &["never@test.example"], "never");
     assert_eq!(r.code, 554, "{r:?}");
     assert!(
-        srv.log().contains("no such list"),
+        srv.wait_log("no such list"),
         "the command's complaint is logged"
     );
     // With another copy made, a temporary pipe failure does not fail the

@@ -159,7 +159,7 @@ fn maildirs_are_created_by_and_for_the_user() {
         Some("carol@test.example")
     );
     assert!(
-        srv.log().contains("as carol"),
+        srv.wait_log("as carol"),
         "the log says whose privileges were used"
     );
 
@@ -352,7 +352,7 @@ fn forward_files_are_honoured_only_when_safe() {
         250
     );
     assert!(!uid_file.exists(), "the unsafe .forward ran");
-    assert!(srv.log().contains(".forward: ignored"), "{}", srv.log());
+    assert!(srv.wait_log(".forward: ignored"), "{}", srv.log());
     // Writable by others (not by the group): ignored too.
     set_mode(&forward, 0o646);
     assert_eq!(
@@ -507,7 +507,7 @@ fn a_forward_cannot_borrow_other_peoples_files_or_groups() {
     assert_eq!(r.code, 451, "{r:?}");
     assert_eq!(std::fs::read(&planted).unwrap(), b"");
     assert!(
-        srv.log().contains("belongs to uid 2001, not to uid 2002"),
+        srv.wait_log("belongs to uid 2001, not to uid 2002"),
         "{}",
         srv.log()
     );
