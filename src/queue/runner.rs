@@ -95,6 +95,8 @@ pub struct Runner {
     when: HashMap<String, i64>,
     /// Messages the relay threads give back.
     done: Receiver<outbound::Done>,
+    /// How many messages are in the queue, for the server's status.
+    count: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn now() -> i64 {
@@ -116,7 +118,12 @@ impl Runner {
     /// so that what waits there is scheduled; this is done before the
     /// server takes connections, which then find the file work of the
     /// start behind them.
-    pub fn start(queue: Queue, live: Live, inbox: Arc<Inbox>) -> Runner {
+    pub fn start(
+        queue: Queue,
+        live: Live,
+        inbox: Arc<Inbox>,
+        count: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Runner {
         // The relay's threads end when the runner's ends of their channels
         // go. They are not waited for: a crash at any point loses nothing,
         // and a stop should not wait for a hung relay.
@@ -131,6 +138,7 @@ impl Runner {
             due: BTreeSet::new(),
             when: HashMap::new(),
             done,
+            count,
         };
         let connections = (runner.live)()
             .local
@@ -148,7 +156,16 @@ impl Runner {
         runner.forget_taken_drops();
         runner.rescan();
         runner.pick_up();
+        runner.counted();
         runner
+    }
+
+    /// Publishes how many messages wait: scheduled, or out at the relay.
+    fn counted(&self) {
+        self.count.store(
+            self.when.len() + self.out.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Runs until told to stop.
@@ -171,6 +188,7 @@ impl Runner {
                     self.back(d);
                 }
             }
+            self.counted();
             let until_due = self.due.first().map_or(SCAN_EVERY, |(t, _)| {
                 Duration::from_secs((t - now()).max(0) as u64)
             });

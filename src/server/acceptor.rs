@@ -82,7 +82,20 @@ pub struct Acceptor {
     calm_since: Option<Instant>,
     /// Since when something has waited for a worker, without a break.
     waiting_since: Option<Instant>,
+    /// When the service manager next hears from us.
+    beats: Beats,
 }
+
+/// What the acceptor tells the service manager on its own: `WATCHDOG=1`
+/// at half the watchdog's interval while it runs, and the status line
+/// when it has changed, looked at every [`STATUS_EVERY`].
+struct Beats {
+    watchdog: Option<Instant>,
+    status: Option<Instant>,
+    said: String,
+}
+
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// After an accept failure the listeners are tried again after this
 /// long at first, twice as long after each further failure, up to
@@ -165,6 +178,11 @@ impl Acceptor {
         for (i, (l, _)) in listeners.iter_mut().enumerate() {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
+        let beats = Beats {
+            watchdog: shared.notify.watchdog_every().map(|_| Instant::now()),
+            status: shared.notify.enabled().then(Instant::now),
+            said: String::new(),
+        };
         Ok(Acceptor {
             next: listeners.len(),
             poll,
@@ -181,6 +199,7 @@ impl Acceptor {
             reserve: Reserve::take(),
             calm_since: None,
             waiting_since: None,
+            beats,
             failures: AcceptFailures {
                 logged: None,
                 since: 0,
@@ -231,6 +250,7 @@ impl Acceptor {
             }
             self.take_parked();
             self.expire();
+            self.beat();
             if self.shared.finished.load(Ordering::SeqCst) {
                 return;
             }
@@ -283,6 +303,12 @@ impl Acceptor {
         }
         if self.shared.shutdown.load(Ordering::SeqCst) {
             soon(DRAIN_CHECK);
+        }
+        for at in [self.beats.watchdog, self.beats.status]
+            .into_iter()
+            .flatten()
+        {
+            soon(at.saturating_duration_since(now));
         }
         if self.shared.stressed.load(Ordering::Relaxed) {
             soon(Duration::from_secs(1));
@@ -555,6 +581,26 @@ impl Acceptor {
         }
     }
 
+    /// The watchdog's ping, and the status when it changed.
+    fn beat(&mut self) {
+        let now = Instant::now();
+        let notify = &self.shared.notify;
+        if let (Some(at), Some(every)) = (self.beats.watchdog, notify.watchdog_every()) {
+            if now >= at {
+                notify.send("WATCHDOG=1");
+                self.beats.watchdog = Some(now + every);
+            }
+        }
+        if self.beats.status.is_some_and(|at| now >= at) {
+            let status = self.shared.status();
+            if status != self.beats.said {
+                notify.send(&format!("STATUS={status}"));
+                self.beats.said = status;
+            }
+            self.beats.status = Some(now + STATUS_EVERY);
+        }
+    }
+
     fn stop_accepting(&mut self) {
         for (l, _) in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
@@ -562,6 +608,10 @@ impl Acceptor {
         self.listeners.clear();
         self.stopping = None;
         log::info!("no longer accepting connections");
+        self.shared.notify.send(&format!(
+            "STOPPING=1\nSTATUS=stopping: {}",
+            self.shared.status()
+        ));
     }
 
     fn signals(&mut self) {
@@ -572,11 +622,16 @@ impl Acceptor {
                 // here, it cannot stop the accepting either.
                 SIGHUP => {
                     let shared = &self.shared;
+                    shared.notify.reloading();
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.reload()))
                         .is_err()
                     {
                         log::error!("reload failed (a bug), keeping the old configuration");
                     }
+                    // Ready again, with the new configuration or the old.
+                    shared
+                        .notify
+                        .send(&format!("READY=1\nSTATUS={}", shared.status()));
                 }
                 _ if self.shared.shutdown.load(Ordering::SeqCst) => {
                     log::warn!("signal {sig} again: closing every connection now");

@@ -18,6 +18,7 @@ mod cert;
 pub mod conn;
 mod control;
 mod driver;
+mod notify;
 mod pool;
 pub mod stdio;
 mod tls;
@@ -127,9 +128,21 @@ pub struct Shared {
     /// Connections the descriptor limit leaves room for, worked out at
     /// start: the limit on open connections unless one is configured.
     room: usize,
+    /// The service manager's notifications.
+    notify: notify::Notify,
+    /// Messages in the queue, as the runner last counted them.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
+    /// One line on how the server is doing, for the service manager.
+    fn status(&self) -> String {
+        notify::status(
+            self.registry.open_count(),
+            self.queued.load(Ordering::Relaxed),
+        )
+    }
+
     /// Connections that may be open at once.
     pub fn max_connections(&self, config: &Config) -> usize {
         config.server.max_connections.unwrap_or(self.room)
@@ -487,6 +500,7 @@ pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
         server.workers(),
         server.local_addrs().len()
     );
+    server.notify_ready();
     server.wait();
     Ok(())
 }
@@ -616,6 +630,8 @@ impl Server {
             finished: AtomicBool::new(false),
             registry: Registry::default(),
             room,
+            notify: notify::Notify::from_env(),
+            queued: Arc::default(),
         });
         let live = {
             let shared = shared.clone();
@@ -629,7 +645,7 @@ impl Server {
         };
         // What waits in the queue is looked at before connections are
         // taken.
-        let runner = crate::queue::Runner::start(queue, live, inbox);
+        let runner = crate::queue::Runner::start(queue, live, inbox, shared.queued.clone());
         let (stopping_tx, stopping) = crossbeam_channel::bounded(1);
         // Parked sessions: as many as connections, which the listeners'
         // limits bound.
@@ -686,6 +702,14 @@ impl Server {
 
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Tells the service manager the server is ready (`READY=1`), if one
+    /// asked to be told.
+    pub fn notify_ready(&self) {
+        self.shared
+            .notify
+            .send(&format!("READY=1\nSTATUS={}", self.shared.status()));
     }
 
     /// Asks the server to stop, as SIGTERM does.

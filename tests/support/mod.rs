@@ -76,6 +76,21 @@ impl Server {
         Server::spawn(dir, config_path, cmd)
     }
 
+    /// A server with exactly this configuration text and these
+    /// environment variables.
+    pub fn start_config_with_env(
+        dir: tempfile::TempDir,
+        text: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let config_path = dir.path().join("mailroom.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&config_path);
+        cmd.envs(env.iter().copied());
+        Server::spawn(dir, config_path, cmd)
+    }
+
     /// A server with exactly this configuration text, allowed at most
     /// `files` open file descriptors (`ulimit -n`).
     pub fn start_config_with_file_limit(dir: tempfile::TempDir, text: &str, files: u32) -> Server {
