@@ -72,13 +72,13 @@ fn main() -> ExitCode {
     };
     if front.is_some() || args.get(1).map(String::as_str) == Some("queue") {
         // Commands for people and scripts: only warnings are logged.
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        server::journal::init("warn");
         return match front {
             Some((name, rest)) => mailroom::sendmail::main(name, rest, server::stdio::serve),
             None => mailroom::sendmail::control::main(&args[2..]),
         };
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    server::journal::init("info");
     let mode = match parse_args(std::env::args_os().skip(1)) {
         Ok(m) => m,
         Err(e) => {

@@ -220,3 +220,50 @@ fn an_abstract_socket_works_and_a_missing_one_stops_nothing() {
         srv.log()
     );
 }
+
+#[test]
+fn under_systemd_log_lines_carry_their_priority_and_no_timestamp() {
+    // JOURNAL_STREAM names the server's stderr, as systemd sets it.
+    let dir = tempfile::tempdir().unwrap();
+    // A per-address limit as high as the workers is warned about.
+    let text = base_config(
+        dir.path(),
+        "",
+        "workers = 2\nmax_connections_per_ip = 2",
+        "",
+    );
+    let srv = Server::start_config_after(
+        dir,
+        &text,
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM &&",
+    );
+    let mut c = srv.connect().hello();
+    c.expect("QUIT", 221);
+    assert!(srv.wait_log("disconnect from"), "{}", srv.log());
+    assert!(
+        srv.log()
+            .contains("<4>mailroom::server: server.max_connections_per_ip = 2"),
+        "{}",
+        srv.log()
+    );
+    let log = srv.log();
+    for l in log.lines() {
+        let p = l.get(..3).unwrap_or_default();
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&p),
+            "no priority: {l:?}"
+        );
+        assert!(!l.contains("Z "), "a timestamp of its own: {l:?}");
+    }
+    assert!(log.contains("<6>mailroom::server: ready: "), "{log}");
+    // A JOURNAL_STREAM that is not our stderr (inherited by something
+    // writing elsewhere) changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path());
+    let srv = Server::start_config_with_env(dir, &text, &[("JOURNAL_STREAM", "1:1")]);
+    assert!(
+        srv.log().lines().all(|l| l.starts_with('[')),
+        "{}",
+        srv.log()
+    );
+}

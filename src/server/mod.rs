@@ -18,6 +18,7 @@ mod cert;
 pub mod conn;
 mod control;
 mod driver;
+pub mod journal;
 mod notify;
 mod pool;
 pub mod stdio;

@@ -94,12 +94,18 @@ impl Server {
     /// A server with exactly this configuration text, allowed at most
     /// `files` open file descriptors (`ulimit -n`).
     pub fn start_config_with_file_limit(dir: tempfile::TempDir, text: &str, files: u32) -> Server {
+        Server::start_config_after(dir, text, &format!("ulimit -n {files} &&"))
+    }
+
+    /// A server with exactly this configuration text, started by a shell
+    /// after `prefix` (shell words ending in `&&`, or assignments).
+    pub fn start_config_after(dir: tempfile::TempDir, text: &str, prefix: &str) -> Server {
         let config_path = dir.path().join("mailroom.toml");
         std::fs::write(&config_path, text).unwrap();
         let mut cmd = Command::new("sh");
         // `exec` keeps the pid: the child is the server itself.
         cmd.arg("-c").arg(format!(
-            "ulimit -n {files} && exec '{BIN}' --config '{}'",
+            "{prefix} exec '{BIN}' --config '{}'",
             config_path.display()
         ));
         Server::spawn(dir, config_path, cmd)
