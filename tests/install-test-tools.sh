@@ -3,14 +3,17 @@
 # modules, curl, openssl, s-nail: a mail(1) that runs our sendmail, and
 # python3 for the relay tests' smarthost) and the mail readers the fault
 # tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
-# dotlockfile) from the Debian archive, but only those that are missing.
+# dotlockfile), and systemd's socket activation tool for the socket
+# activation test, from the Debian archive, but only those that are
+# missing.
 # Needs root (or sudo) only when something has to be installed. Called by
 # .ci/run.
 set -euo pipefail
 
 # command=package
 wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
-    doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin)
+    doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin
+    systemd-socket-activate=systemd script=bsdutils)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then
@@ -33,7 +36,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "install-test-tools: installing ${missing[*]}"
-# Dovecot's package would start its daemon; the tests need only doveadm.
+# Dovecot's and systemd's packages would start daemons; the tests need
+# only their tools.
 policy=/usr/sbin/policy-rc.d
 made_policy=
 if [ ! -e "$policy" ]; then

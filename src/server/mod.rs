@@ -13,6 +13,7 @@
 //! there. The acceptor never blocks and nothing grows without bound.
 
 mod acceptor;
+mod activation;
 mod body;
 mod cert;
 pub mod conn;
@@ -115,7 +116,8 @@ pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     /// Where the configuration came from; `None` for the embedded one.
     config_path: Option<PathBuf>,
-    /// The listeners bound at start, which a reload cannot change.
+    /// The listeners in use (bound at start, or passed by the service
+    /// manager), which a reload cannot change.
     bound: Vec<crate::config::Listener>,
     shutdown: Arc<AtomicBool>,
     /// The server is under pressure: every worker busy, connections
@@ -181,7 +183,7 @@ impl Shared {
                 return;
             }
         }
-        if new.server.listen != self.bound
+        if new.server.listen != old.config.server.listen
             || new.server.workers != old.config.server.workers
             || new.server.handoff_queue != old.config.server.handoff_queue
             || new.server.worker_stack != old.config.server.worker_stack
@@ -584,20 +586,45 @@ impl Server {
         let (socket, socket_path) = control::bind(&config.queue.dir).map_err(|e| {
             StartError::System(format!("socket in {}: {e}", config.queue.dir.display()))
         })?;
-        let listeners = config
-            .server
-            .listen
-            .iter()
-            .map(|l| {
-                acceptor::bind(l.addr)
-                    .map(|socket| (socket, *l))
-                    .map_err(|e| StartError::System(format!("cannot listen on {}: {e}", l.addr)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // The service manager's sockets, or our own.
+        let (listeners, passed) = match activation::take(config)? {
+            Some(passed) => (
+                passed
+                    .into_iter()
+                    .map(|(socket, l)| {
+                        socket
+                            .set_nonblocking(true)
+                            .map(|()| (mio::net::TcpListener::from_std(socket), l))
+                            .map_err(|e| StartError::System(format!("{}: {e}", l.addr)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                true,
+            ),
+            None => (
+                config
+                    .server
+                    .listen
+                    .iter()
+                    .map(|l| {
+                        acceptor::bind(l.addr)
+                            .map(|socket| (socket, *l))
+                            .map_err(|e| {
+                                StartError::System(format!("cannot listen on {}: {e}", l.addr))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                false,
+            ),
+        };
         let mut local_addrs: Vec<SocketAddr> = Vec::new();
         for (socket, l) in &listeners {
             let Ok(a) = socket.local_addr() else { continue };
-            log::info!("listening on {a} ({})", l.describe());
+            let from = if passed {
+                ", from the service manager"
+            } else {
+                ""
+            };
+            log::info!("listening on {a} ({}){from}", l.describe());
             local_addrs.push(a);
         }
         // Ports bound, queue, spool and socket set up: root is no longer
@@ -620,7 +647,7 @@ impl Server {
         let (tx, rx) = crossbeam_channel::bounded(config.server.workers);
         let workers_n = config.server.workers;
         let stack = config.server.worker_stack;
-        let bound = config.server.listen.clone();
+        let bound = listeners.iter().map(|(_, l)| *l).collect();
         let shared = Arc::new(Shared {
             runtime: RwLock::new(Arc::new(runtime)),
             config_path,

@@ -1,9 +1,11 @@
-//! systemd's notification protocol, against a socket of the test's own
-//! standing in for the service manager (this machine's init is not
-//! systemd): `READY=1` once the server serves, `RELOADING=1` with
-//! `MONOTONIC_USEC` then `READY=1` around a SIGHUP, `STOPPING=1` on
-//! SIGTERM, `STATUS=` lines, and `WATCHDOG=1` while the watchdog asks
-//! for it; and nothing at all without `NOTIFY_SOCKET`.
+//! The protocols between systemd and the server, tested without systemd
+//! as init (this machine's is not): the notifications, against a socket
+//! of the test's own standing in for the service manager (`READY=1` once
+//! the server serves, `RELOADING=1` with `MONOTONIC_USEC` then `READY=1`
+//! around a SIGHUP, `STOPPING=1` on SIGTERM, `STATUS=` lines, and
+//! `WATCHDOG=1` while the watchdog asks for it); socket activation,
+//! through systemd's own `systemd-socket-activate`; and log lines for the
+//! journal.
 
 mod support;
 
@@ -263,6 +265,159 @@ fn under_systemd_log_lines_carry_their_priority_and_no_timestamp() {
     let srv = Server::start_config_with_env(dir, &text, &[("JOURNAL_STREAM", "1:1")]);
     assert!(
         srv.log().lines().all(|l| l.starts_with('[')),
+        "{}",
+        srv.log()
+    );
+}
+
+/// Two free loopback ports (free when asked; nothing else here takes
+/// ports from this range meanwhile).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// A server that systemd-socket-activate starts on the first connection
+/// to one of `sockets` (name, port), its stderr in `log`.
+struct Activated {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Activated {
+    fn start(dir: &std::path::Path, text: &str, sockets: &[(&str, u16)]) -> Activated {
+        let config = dir.join("mailroom.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join("server.log");
+        let mut cmd = std::process::Command::new("systemd-socket-activate");
+        for (_, port) in sockets {
+            cmd.arg("-l").arg(format!("127.0.0.1:{port}"));
+        }
+        let names: Vec<&str> = sockets.iter().map(|(n, _)| *n).collect();
+        cmd.arg(format!("--fdname={}", names.join(":")))
+            .arg(BIN)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let a = Activated { child, log };
+        // Listening before the server exists.
+        assert!(a.wait_log("Listening on"), "{}", a.log());
+        a
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        // By its pid: systemd-socket-activate execs the server in place.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn socket_activation_serves_the_passed_sockets_with_their_roles() {
+    if !tool("systemd-socket-activate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [smtp, submission, configured] = free_ports();
+    // The configured address is not passed, so not listened on; the
+    // passed ones take their roles from their names.
+    let text = base_config(dir.path(), "", "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{configured}"));
+    let srv = Activated::start(
+        dir.path(),
+        &text,
+        &[("smtp", smtp), ("submission", submission)],
+    );
+    // The first connection starts the server, and is served.
+    let mut c = Client::connect(format!("127.0.0.1:{smtp}").parse().unwrap()).hello();
+    let r = c.send_mail(
+        "x@remote.example",
+        &["alice@test.example"],
+        "Subject: by 25\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}\n{}", srv.log());
+    let mut c = Client::connect(format!("127.0.0.1:{submission}").parse().unwrap()).hello();
+    let r = c.send_mail(
+        "x@remote.example",
+        &["alice@test.example"],
+        "Subject: by 587\r\n\r\nhi\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}\n{}", srv.log());
+    let log = srv.log();
+    assert!(
+        log.contains(&format!(
+            "listening on 127.0.0.1:{smtp} (smtp), from the service manager"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "listening on 127.0.0.1:{submission} (submission), from the service manager"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("not listening on 127.0.0.1:{configured}")),
+        "{log}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", configured)).is_err());
+    let delivered = read_maildir(&dir.path().join("mail/alice/Maildir"));
+    for subject in ["by 25", "by 587"] {
+        let line = format!("Subject: {subject}");
+        assert!(
+            delivered
+                .iter()
+                .any(|m| String::from_utf8_lossy(m).lines().any(|l| l == line)),
+            "{subject} not delivered"
+        );
+    }
+}
+
+#[test]
+fn a_passed_smtps_socket_without_tls_is_a_configuration_error() {
+    if !tool("systemd-socket-activate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [smtps] = free_ports();
+    let text = base_config(dir.path(), "", "", "");
+    let mut srv = Activated::start(dir.path(), &text, &[("smtps", smtps)]);
+    // The connection that starts it is closed unanswered.
+    let _ = std::net::TcpStream::connect(("127.0.0.1", smtps));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running:\n{}", srv.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(78), "{}", srv.log());
+    assert!(
+        srv.log().contains("needs TLS: give a [tls] section"),
         "{}",
         srv.log()
     );
