@@ -14,16 +14,20 @@ const EX_USAGE: u8 = 64;
 const EX_OSERR: u8 = 71;
 const EX_CONFIG: u8 = 78;
 
-const USAGE: &str = "usage: mailroom [--config FILE]
-       mailroom --check-config FILE
-       mailroom sendmail [sendmail options] [recipient ...]
-       mailroom mailq
+const USAGE: &str = "usage: mailroom [--config FILE]      run the SMTP server in the foreground
+       mailroom --check-config FILE  check a configuration file, print what is wrong
+       mailroom sendmail [OPTION...] [RECIPIENT...]
+                                     hand a message to mailroom, as sendmail(8) does
+       mailroom mailq                list the queue, each recipient with its last failure
        mailroom queue list | flush | delete ID... | hold ID... | release ID...
-       mailroom --version
+                                     look at the queue, retry it now, or change it
+       mailroom --version            print the version
+       mailroom --help               print this
 
-Runs the SMTP server in the foreground, logging to stderr (RUST_LOG sets
-the level; default info). Without --config it runs on the embedded copy of
-etc/mailroom.toml. SIGTERM or SIGINT stop it; SIGHUP reloads the file.";
+Called as sendmail, mailq or newaliases (a link to this binary), it is
+that command. The server logs to stderr (RUST_LOG sets the level; default
+info). Without --config it runs on the embedded copy of etc/mailroom.toml.
+SIGTERM or SIGINT stop it; SIGHUP reloads the file.";
 
 enum Mode {
     Run(Option<PathBuf>),

@@ -20,3 +20,31 @@ fn a_message_arrives_in_the_maildir() {
         Some("<sender@remote.example>")
     );
 }
+
+#[test]
+fn help_lists_every_command_and_version_names_the_release() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in [
+        "--config FILE",
+        "--check-config FILE",
+        "mailroom sendmail",
+        "mailroom mailq",
+        "mailroom queue list",
+        "--version",
+    ] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("mailroom {}", env!("CARGO_PKG_VERSION"))
+    );
+}
