@@ -82,7 +82,6 @@ fn main() -> ExitCode {
             None => mailroom::sendmail::control::main(&args[2..]),
         };
     }
-    server::journal::init("info");
     let mode = match parse_args(std::env::args_os().skip(1)) {
         Ok(m) => m,
         Err(e) => {
@@ -90,11 +89,21 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // A check prints its findings and nothing else.
+    server::journal::init(match mode {
+        Mode::Check(_) => "error",
+        _ => "info",
+    });
     match mode {
         Mode::Help => println!("{USAGE}"),
         Mode::Version => println!("mailroom {}", env!("CARGO_PKG_VERSION")),
+        // Only what is wrong is printed: nothing for a good file.
         Mode::Check(path) => match server::check(&path) {
-            Ok(()) => println!("{}: ok", path.display()),
+            Ok(findings) => {
+                for f in findings {
+                    println!("{}: warning: {f}", path.display());
+                }
+            }
             Err(e) => {
                 eprintln!("mailroom: {e}");
                 return ExitCode::from(EX_CONFIG);

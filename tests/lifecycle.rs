@@ -518,7 +518,8 @@ fn check_config_accepts_a_valid_file() {
     std::fs::write(&path, base_config(dir.path(), "", "", "")).unwrap();
     let run = check_config(dir.path(), &path);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(run.stdout.trim_end(), format!("{}: ok", path.display()));
+    // Nothing but its findings, and a good file has none.
+    assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
 }
 
 #[test]
@@ -558,7 +559,46 @@ fn check_config_accepts_the_shipped_file() {
     let dir = tempfile::tempdir().unwrap();
     let run = check_config(dir.path(), shipped);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(run.stdout.trim_end(), format!("{}: ok", shipped.display()));
+    assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+}
+
+#[test]
+fn check_config_warns_of_what_will_fail_at_rcpt_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        "staff: alice, nosuchuser\naway: bob@elsewhere.example\nround: trip\ntrip: round\nfine: alice\n",
+    )
+    .unwrap();
+    let path = dir.path().join("warned.toml");
+    let text = base_config(
+        dir.path(),
+        &format!("aliases = \"{}\"", aliases.display()),
+        "",
+        "[timeouts]\ncommand = 60\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let run = check_config(dir.path(), &path);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr, "");
+    let p = path.display().to_string();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    for want in [
+        "timeouts.command = 60 is below the 5 minutes RFC 5321 4.5.3.2 asks for",
+        "alias staff: nosuchuser@test.example names no mailbox",
+        "alias away: bob@elsewhere.example is elsewhere and there is no [relay], so RCPT TO:<away@test.example> gets 550",
+        "alias round: loops",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{p}: warning: {want}"))),
+            "{want:?} missing from:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("alias fine"), "{}", run.stdout);
 }
 
 #[test]

@@ -132,6 +132,17 @@ impl Aliases {
         Ok(Aliases { map, warnings })
     }
 
+    /// The alias names, in the order of the file.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<(usize, &str)> = self
+            .map
+            .iter()
+            .map(|(name, (line, _))| (*line, name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.into_iter().map(|(_, name)| name).collect()
+    }
+
     /// The members of an alias; names are case-insensitive.
     pub fn get(&self, name: &str) -> Option<&[Target]> {
         self.map

@@ -209,6 +209,59 @@ impl Local {
         );
     }
 
+    /// What will fail at RCPT time, found by resolving every alias as a
+    /// client's RCPT would: members that name no mailbox, addresses
+    /// elsewhere with no relay to take them, loops; and the aliases
+    /// file's own warnings. For `--check-config`.
+    pub fn findings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .aliases
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let domain = self
+            .config
+            .local_domains
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.config.hostname.clone());
+        let resolver = Resolver {
+            config: &self.config,
+            aliases: &self.aliases,
+            directory: self.directory.as_ref(),
+            alias_privileges: self.alias_privileges.clone(),
+            euid: nix::unistd::geteuid().as_raw(),
+        };
+        for name in self.aliases.names() {
+            let rcpt = format!("RCPT TO:<{name}@{domain}>");
+            match resolver.resolve(name, &domain) {
+                Lookup::Local(r) => {
+                    for m in r.missing {
+                        out.push(format!(
+                            "alias {name}: {} names no mailbox (its copy fails, and the sender is told)",
+                            m.address
+                        ));
+                    }
+                }
+                Lookup::Remote(a) => out.push(format!(
+                    "alias {name}: {a} is elsewhere and there is no [relay], so {rcpt} gets 550"
+                )),
+                Lookup::Loop(chain) => {
+                    out.push(format!("alias {name}: loops ({chain}), so {rcpt} gets 550"))
+                }
+                Lookup::TempFail(why) => {
+                    out.push(format!("alias {name}: {why}, so {rcpt} gets 451"))
+                }
+                Lookup::Refused(why) => {
+                    out.push(format!("alias {name}: {why}, so {rcpt} gets 550"))
+                }
+                Lookup::UnknownUser | Lookup::NotLocal => {}
+            }
+        }
+        out
+    }
+
     /// Who a recipient is, decided when it is given (RCPT time).
     pub fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
         let resolver = Resolver {

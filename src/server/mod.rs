@@ -510,14 +510,62 @@ pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
 
 /// Checks a configuration file as a start would, including the files it
 /// names (aliases, certificate and key), without starting anything.
-pub fn check(path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+pub fn check(path: &std::path::Path) -> Result<Vec<String>, crate::config::ConfigError> {
     let config = Config::load(path)?;
-    Runtime::new(config, None, None).map_err(|message| crate::config::ConfigError {
-        file: path.display().to_string(),
-        key: None,
-        message,
-    })?;
-    Ok(())
+    let runtime =
+        Runtime::new(config, None, None).map_err(|message| crate::config::ConfigError {
+            file: path.display().to_string(),
+            key: None,
+            message,
+        })?;
+    let config = &runtime.config;
+    let mut findings = config.server.warnings();
+    findings.extend(below_the_rfc(config));
+    findings.extend(runtime.local.findings());
+    Ok(findings)
+}
+
+/// Timeouts shorter than RFC 5321 4.5.3.2 asks: 5 minutes for the
+/// server's wait for a command; for the relay client, 5 minutes for a
+/// reply to a command, 3 for each block of data, 10 for the final dot.
+fn below_the_rfc(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at_least = |key: &str, got: Duration, secs: u64, what: &str| {
+        if got < Duration::from_secs(secs) {
+            out.push(format!(
+                "{key} = {} is below the {} minutes RFC 5321 4.5.3.2 asks for {what}",
+                got.as_secs(),
+                secs / 60
+            ));
+        }
+    };
+    at_least(
+        "timeouts.command",
+        config.timeouts.command,
+        300,
+        "a server awaiting the next command",
+    );
+    if let Some(r) = &config.relay {
+        at_least(
+            "relay.command_timeout",
+            r.command_timeout,
+            300,
+            "a reply to MAIL or RCPT",
+        );
+        at_least(
+            "relay.data_timeout",
+            r.data_timeout,
+            180,
+            "each block of data",
+        );
+        at_least(
+            "relay.dot_timeout",
+            r.dot_timeout,
+            600,
+            "the reply to the final dot",
+        );
+    }
+    out
 }
 
 /// A running server.
