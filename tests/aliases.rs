@@ -336,15 +336,16 @@ fn an_aliases_file_from_another_mta_loads_with_warnings() {
     let config = dir.path().join("mailroom.toml");
     std::fs::write(&config, base_config(dir.path(), &top, "", "")).unwrap();
     let out = check_config(dir.path(), &config);
-    let err = out.stderr;
-    assert!(out.code == Some(0), "{err}");
+    assert!(out.code == Some(0), "{}", out.stderr);
+    // The findings, one a line on stdout.
+    let found = out.stdout;
     let p = path.display();
     for warning in [
         format!("{p}:3: not UTF-8 text"),
         format!("{p}:5: not UTF-8 text: the entry at line 4 is skipped"),
         format!("{p}:7: Twice: defined again (names are case-insensitive); line 6 is used"),
     ] {
-        assert!(err.contains(&warning), "{warning}:\n{err}");
+        assert!(found.contains(&warning), "{warning}:\n{found}");
     }
     let srv = Server::start_config(dir, &std::fs::read_to_string(&config).unwrap());
     let mut c = srv.connect().hello();
