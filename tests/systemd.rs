@@ -384,6 +384,18 @@ fn socket_activation_serves_the_passed_sockets_with_their_roles() {
         "{log}"
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", configured)).is_err());
+    // The passed sockets (descriptors 3 and 4) are closed on exec, so a
+    // pipe's command never holds the port.
+    for fd in [3, 4] {
+        let info =
+            std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", srv.child.id())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & 0o2000000, 0, "descriptor {fd}: {info}");
+    }
     let delivered = read_maildir(&dir.path().join("mail/alice/Maildir"));
     for subject in ["by 25", "by 587"] {
         let line = format!("Subject: {subject}");

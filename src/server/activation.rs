@@ -7,9 +7,10 @@
 //! configuration may say `0.0.0.0:25`), else one of the kind its name
 //! says (`smtp`, `submission`, `smtps`, as the units in `systemd/` name
 //! them), else that kind's defaults. The `listenfd`
-//! crate checks that each descriptor is a listening TCP socket and turns
-//! it into a `TcpListener`, which takes `unsafe` code this crate does
-//! not have.
+//! crate checks that each descriptor is a listening TCP socket, marks it
+//! close-on-exec (so a pipe's command never holds the port) and turns it
+//! into a `TcpListener`, which takes `unsafe` code this crate does not
+//! have.
 
 use super::StartError;
 use crate::config::{Config, Listener, ListenerTls, Role};
