@@ -226,13 +226,7 @@ impl Local {
             .first()
             .cloned()
             .unwrap_or_else(|| self.config.hostname.clone());
-        let resolver = Resolver {
-            config: &self.config,
-            aliases: &self.aliases,
-            directory: self.directory.as_ref(),
-            alias_privileges: self.alias_privileges.clone(),
-            euid: nix::unistd::geteuid().as_raw(),
-        };
+        let resolver = self.resolver();
         for name in self.aliases.names() {
             let rcpt = format!("RCPT TO:<{name}@{domain}>");
             match resolver.resolve(name, &domain) {
@@ -262,15 +256,20 @@ impl Local {
         out
     }
 
-    /// Who a recipient is, decided when it is given (RCPT time).
-    pub fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
-        let resolver = Resolver {
+    /// The resolver over this configuration's aliases and accounts.
+    fn resolver(&self) -> Resolver<'_> {
+        Resolver {
             config: &self.config,
             aliases: &self.aliases,
             directory: self.directory.as_ref(),
             alias_privileges: self.alias_privileges.clone(),
             euid: nix::unistd::geteuid().as_raw(),
-        };
+        }
+    }
+
+    /// Who a recipient is, decided when it is given (RCPT time).
+    pub fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
+        let resolver = self.resolver();
         match rcpt {
             ForwardPath::Postmaster => resolver.resolve("postmaster", &self.config.hostname),
             ForwardPath::Mailbox(m) if super::is_local(&self.config, &m.domain) => {
