@@ -17,8 +17,10 @@ pub fn init(default: &str) {
         b.format(|buf, record| {
             writeln!(
                 buf,
-                "{}",
-                line(record.level(), record.target(), &record.args().to_string())
+                "<{}>{}: {}",
+                priority(record.level()),
+                record.target(),
+                record.args()
             )
         });
     }
@@ -37,15 +39,14 @@ fn stderr_is_journal() -> bool {
     want.to_str() == Some(&format!("{}:{}", st.st_dev, st.st_ino))
 }
 
-/// One line as the journal reads it.
-pub fn line(level: log::Level, target: &str, msg: &str) -> String {
-    let priority = match level {
+/// A level's syslog priority, as the journal reads it from `<N>`.
+fn priority(level: log::Level) -> u8 {
+    match level {
         log::Level::Error => 3,
         log::Level::Warn => 4,
         log::Level::Info => 6,
         log::Level::Debug | log::Level::Trace => 7,
-    };
-    format!("<{priority}>{target}: {msg}")
+    }
 }
 
 #[cfg(test)]
@@ -54,13 +55,10 @@ mod tests {
 
     #[test]
     fn each_level_has_its_syslog_priority() {
-        assert_eq!(
-            line(log::Level::Error, "mailroom::server", "x"),
-            "<3>mailroom::server: x"
-        );
-        assert_eq!(line(log::Level::Warn, "t", "w"), "<4>t: w");
-        assert_eq!(line(log::Level::Info, "t", "i"), "<6>t: i");
-        assert_eq!(line(log::Level::Debug, "t", "d"), "<7>t: d");
-        assert_eq!(line(log::Level::Trace, "t", "t"), "<7>t: t");
+        assert_eq!(priority(log::Level::Error), 3);
+        assert_eq!(priority(log::Level::Warn), 4);
+        assert_eq!(priority(log::Level::Info), 6);
+        assert_eq!(priority(log::Level::Debug), 7);
+        assert_eq!(priority(log::Level::Trace), 7);
     }
 }
