@@ -10,7 +10,7 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 /// The service manager's end: a datagram socket at a path.
@@ -20,39 +20,50 @@ struct Manager {
 }
 
 impl Manager {
+    /// At `notify.sock` in `dir`; the path comes back too.
     fn bind(dir: &std::path::Path) -> (Manager, String) {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
+        (Manager::on(sock), path.display().to_string())
+    }
+
+    fn on(sock: UnixDatagram) -> Manager {
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        (
-            Manager {
-                sock,
-                got: Vec::new(),
-            },
-            path.display().to_string(),
-        )
+        Manager {
+            sock,
+            got: Vec::new(),
+        }
+    }
+
+    /// Takes one datagram if one comes within 100 ms.
+    fn receive(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        let Ok(n) = self.sock.recv(&mut buf) else {
+            return false;
+        };
+        self.got
+            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        true
     }
 
     /// Waits (bounded) for a datagram with this line; gives it back.
     fn wait_for(&mut self, line: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = self.got.len();
-        loop {
-            if let Some(d) = self.got[seen..]
+        let mut found = None;
+        let came = within_10s(|| {
+            found = self.got[seen..]
                 .iter()
                 .find(|d| d.lines().any(|l| l == line))
-            {
-                return d.clone();
-            }
+                .cloned();
             seen = self.got.len();
-            assert!(Instant::now() < deadline, "no {line:?} in {:?}", self.got);
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                self.got
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            found.is_some() || {
+                self.receive();
+                false
             }
-        }
+        });
+        assert!(came, "no {line:?} in {:?}", self.got);
+        found.unwrap()
     }
 }
 
@@ -177,12 +188,7 @@ fn the_watchdog_hears_from_the_acceptor_at_half_its_interval() {
     );
     manager.wait_for("READY=1");
     std::thread::sleep(Duration::from_millis(600));
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = manager.sock.recv(&mut buf) {
-        manager
-            .got
-            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    while manager.receive() {}
     assert!(
         !manager.got.iter().any(|d| d.contains("WATCHDOG=1")),
         "{:?}",
@@ -196,18 +202,11 @@ fn an_abstract_socket_works_and_a_missing_one_stops_nothing() {
     use std::os::linux::net::SocketAddrExt;
     let name = format!("mailroom-test-{}", std::process::id());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-    let sock = UnixDatagram::bind_addr(&addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut manager = Manager::on(UnixDatagram::bind_addr(&addr).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let text = config(dir.path());
     let _srv = Server::start_config_with_env(dir, &text, &[("NOTIFY_SOCKET", &format!("@{name}"))]);
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    while !got.iter().any(|d: &String| d.contains("READY=1")) {
-        let n = sock.recv(&mut buf).expect("a notification");
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    manager.wait_for("READY=1");
     // A socket that is not there: the server serves all the same, and
     // says why it cannot notify.
     let dir = tempfile::tempdir().unwrap();
@@ -316,14 +315,7 @@ impl Activated {
     }
 
     fn wait_log(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        within_10s(|| self.log().contains(needle))
     }
 }
 
@@ -419,14 +411,16 @@ fn a_passed_smtps_socket_without_tls_is_a_configuration_error() {
     let mut srv = Activated::start(dir.path(), &text, &[("smtps", smtps)]);
     // The connection that starts it is closed unanswered.
     let _ = std::net::TcpStream::connect(("127.0.0.1", smtps));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = srv.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still running:\n{}", srv.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut status = None;
+    assert!(
+        within_10s(|| {
+            status = srv.child.try_wait().unwrap();
+            status.is_some()
+        }),
+        "still running:\n{}",
+        srv.log()
+    );
+    let status = status.unwrap();
     assert_eq!(status.code(), Some(78), "{}", srv.log());
     assert!(
         srv.log().contains("needs TLS: give a [tls] section"),

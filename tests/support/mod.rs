@@ -69,11 +69,7 @@ impl Server {
 
     /// A server with exactly this configuration text.
     pub fn start_config(dir: tempfile::TempDir, text: &str) -> Server {
-        let config_path = dir.path().join("mailroom.toml");
-        std::fs::write(&config_path, text).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&config_path);
-        Server::spawn(dir, config_path, cmd)
+        Server::start_config_with_env(dir, text, &[])
     }
 
     /// A server with exactly this configuration text and these
@@ -266,14 +262,7 @@ impl Server {
 
     /// Waits until the log contains `needle` (bounded).
     pub fn wait_log(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        within_10s(|| self.log().contains(needle))
     }
 
     /// Sends a signal to this server's PID.
@@ -449,12 +438,28 @@ pub fn threads(pid: u32) -> usize {
 }
 
 pub fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let mut got = None;
+    assert!(
+        within_10s(|| {
+            got = ready();
+            got.is_some()
+        }),
+        "waited 10 s for {what}"
+    );
+    got.unwrap()
+}
+
+/// Looks every 20 ms until `done` is true, for at most 10 s; whether it
+/// came true.
+pub fn within_10s(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(t) = ready() {
-            return t;
+        if done() {
+            return true;
         }
-        assert!(Instant::now() < deadline, "waited 10 s for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
