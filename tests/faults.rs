@@ -186,12 +186,13 @@ fn a_maildir_that_vanished_is_made_again() {
 }
 
 /// The messages of an mbox or a Maildir as Python's `mailbox` reads them:
-/// (Subject, body) pairs.
+/// (Subject, body) pairs, each of the two ended by a NUL on the way.
 fn python_read(kind: &str, path: &Path) -> Vec<(String, String)> {
-    let script = "import mailbox, json, sys\n\
+    let script = "import mailbox, sys\n\
                   box = mailbox.mbox(sys.argv[2], create=False) if sys.argv[1] == 'mbox' \
                   else mailbox.Maildir(sys.argv[2], create=False)\n\
-                  print(json.dumps([[m['Subject'] or '', m.get_payload()] for m in box]))\n";
+                  for m in box:\n\
+                  \x20   sys.stdout.write((m['Subject'] or '') + '\\0' + m.get_payload() + '\\0')\n";
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -206,43 +207,11 @@ fn python_read(kind: &str, path: &Path) -> Vec<(String, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    // A list of two-string lists, in JSON; the strings hold no quotes.
-    let v: Vec<Vec<String>> = parse_pairs(&text);
-    v.into_iter()
-        .map(|p| (p[0].clone(), p[1].clone()))
+    let fields: Vec<&str> = text.split_terminator('\0').collect();
+    fields
+        .chunks(2)
+        .map(|p| (p[0].to_string(), p[1].to_string()))
         .collect()
-}
-
-/// Just enough JSON for `[["a", "b"], ...]` with `\n`, `\r` and `\"`
-/// escapes.
-fn parse_pairs(text: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur: Vec<String> = Vec::new();
-    let mut chars = text.trim().chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                let mut s = String::new();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some('n') => s.push('\n'),
-                            Some('r') => s.push('\r'),
-                            Some('t') => s.push('\t'),
-                            Some(o) => s.push(o),
-                            None => {}
-                        },
-                        o => s.push(o),
-                    }
-                }
-                cur.push(s);
-            }
-            ']' if !cur.is_empty() => out.push(std::mem::take(&mut cur)),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Checks a mailbox read back after readers expunged every "drop"

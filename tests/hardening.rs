@@ -56,15 +56,19 @@ fn descriptors(srv: &Server) -> usize {
     open_descriptors(srv.pid())
 }
 
-/// Reads one reply line from a raw socket.
-fn line(s: &mut TcpStream) -> String {
+/// Reads one reply line, or fails with what the server logged.
+fn line(srv: &Server, s: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let mut b = [0u8; 1];
     while !out.ends_with(b"\n") {
         match s.read(&mut b) {
             Ok(0) => break,
             Ok(_) => out.push(b[0]),
-            Err(e) => panic!("reading a reply: {e} (so far {:?})", out),
+            Err(e) => panic!(
+                "reading a reply: {e} (so far {:?}); the server's log:\n{}",
+                out,
+                srv.log()
+            ),
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -90,7 +94,7 @@ fn fifty_silent_clients_do_not_stop_a_real_one() {
     // worker.
     for s in &mut silent {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let greeting = line(s);
+        let greeting = line(&srv, s);
         assert!(greeting.starts_with("220 "), "{greeting:?}");
     }
     let took = deliver_with_smtplib(&srv, "past fifty idle clients");
@@ -102,7 +106,7 @@ fn fifty_silent_clients_do_not_stop_a_real_one() {
     // The idle ones are still served when they speak again.
     ehlo[0].expect("NOOP", 250);
     silent[0].write_all(b"QUIT\r\n").unwrap();
-    assert!(line(&mut silent[0]).starts_with("221 "));
+    assert!(line(&srv, &mut silent[0]).starts_with("221 "));
 }
 
 #[test]
@@ -116,7 +120,7 @@ fn two_hundred_dripping_clients_do_not_stop_a_real_one() {
         .collect();
     for s in &mut drips {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let greeting = line(s);
+        let greeting = line(&srv, s);
         assert!(greeting.starts_with("220 "), "{greeting:?}");
     }
     // Each sends "NOOP\r\n" one octet a second, while a real client
@@ -138,7 +142,7 @@ fn two_hundred_dripping_clients_do_not_stop_a_real_one() {
     // What each had sent, octet by octet, made one command.
     let mut drips = dripping.join().unwrap();
     for s in &mut drips {
-        let r = line(s);
+        let r = line(&srv, s);
         assert!(r.starts_with("250 "), "{r:?}");
     }
 }
@@ -157,11 +161,11 @@ fn an_idle_client_is_timed_out_without_a_worker() {
     let start = Instant::now();
     for s in &mut idle {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        assert!(line(s).starts_with("220 "));
+        assert!(line(&srv, s).starts_with("220 "));
     }
     // Six idle clients on two workers: each is told of its timeout.
     for s in &mut idle {
-        let r = line(s);
+        let r = line(&srv, s);
         assert!(r.starts_with("421 4.4.2"), "{r:?}");
         assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0, "closed after the 421");
     }
@@ -300,22 +304,12 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((f[0] + f[1]) * 10)
 }
 
-/// Reads one reply line, or fails with what the server logged.
-fn reply_of(srv: &Server, s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\n") {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => out.push(b[0]),
-            Err(e) => panic!(
-                "reading a reply: {e} (so far {:?}); the server's log:\n{}",
-                out,
-                srv.log()
-            ),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Closes the idle connections, then delivers `subject` with smtplib.
+fn delivers_once_they_leave(srv: &Server, idle: Vec<TcpStream>, subject: &str) {
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(500));
+    let took = deliver_with_smtplib(srv, subject);
+    assert!(delivered(srv, subject), "{took:?}");
 }
 
 /// Opens `n` idle connections: those greeted, and how many were told
@@ -326,7 +320,7 @@ fn fill(srv: &Server, n: usize) -> (Vec<TcpStream>, usize) {
     for _ in 0..n {
         let mut s = TcpStream::connect(srv.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let r = reply_of(srv, &mut s);
+        let r = line(srv, &mut s);
         if r.starts_with("220 ") {
             greeted.push(s);
         } else {
@@ -361,10 +355,7 @@ fn connections_are_limited_to_what_the_descriptors_allow() {
     // The limit came first: the process never ran out.
     assert!(!srv.log().contains("accept failed"), "{}", srv.log());
     // Once the places are given back, mail flows again.
-    drop(greeted);
-    std::thread::sleep(Duration::from_millis(500));
-    let took = deliver_with_smtplib(&srv, "after the connections closed");
-    assert!(delivered(&srv, "after the connections closed"), "{took:?}");
+    delivers_once_they_leave(&srv, greeted, "after the connections closed");
 }
 
 #[test]
@@ -415,13 +406,7 @@ fn out_of_descriptors_clients_are_told_421_and_the_server_recovers() {
         greeted.len()
     );
     // Descriptors come back: the server serves again.
-    drop(greeted);
-    std::thread::sleep(Duration::from_millis(500));
-    let took = deliver_with_smtplib(&srv, "after the descriptors came back");
-    assert!(
-        delivered(&srv, "after the descriptors came back"),
-        "{took:?}"
-    );
+    delivers_once_they_leave(&srv, greeted, "after the descriptors came back");
 }
 
 #[test]
