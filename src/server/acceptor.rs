@@ -117,6 +117,18 @@ impl Reserve {
     }
 }
 
+/// What became of a client accepted with the reserve descriptor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Told 421 and closed.
+    Told,
+    /// Nobody was waiting after all.
+    NoneWaiting,
+    /// The reserve is gone (taken by another thread meanwhile): the
+    /// listeners are tried again later.
+    NoReserve,
+}
+
 /// Accept failures: when the last was logged, and how many since.
 struct AcceptFailures {
     logged: Option<Instant>,
@@ -401,21 +413,30 @@ impl Acceptor {
     }
 
     /// Out of descriptors: gives up the reserve one to accept a connection
-    /// and tell it 421, then takes the reserve again; false if that could
-    /// not be done.
-    fn refuse_one(&mut self, i: usize) -> bool {
+    /// and tell it 421, then takes the reserve again.
+    fn refuse_one(&mut self, i: usize) -> Refusal {
         if self.reserve.0.take().is_none() {
             self.reserve = Reserve::take();
-            return false;
+            return Refusal::NoReserve;
         }
         let listener = self.listeners[i].1;
         let accepted = self.listeners[i].0.accept();
-        if let Ok((stream, _)) = accepted {
-            let host = self.shared.runtime().config.hostname.clone();
-            refuse(TcpStream::from(stream), &listener, &reply::too_busy(&host));
-        }
+        let told = match accepted {
+            Ok((stream, _)) => {
+                let host = self.shared.runtime().config.hostname.clone();
+                refuse(TcpStream::from(stream), &listener, &reply::too_busy(&host));
+                Refusal::Told
+            }
+            // Linux looks for a free descriptor before it looks at the
+            // backlog: EMFILE comes even when nobody waits.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Refusal::NoneWaiting,
+            Err(_) => Refusal::NoReserve,
+        };
         self.reserve = Reserve::take();
-        self.reserve.0.is_some()
+        match told {
+            Refusal::Told | Refusal::NoneWaiting if self.reserve.0.is_none() => Refusal::NoReserve,
+            told => told,
+        }
     }
 
     /// Stress mode, as Postfix has it: while every worker is busy and
@@ -666,12 +687,20 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    self.failures.note(&e);
                     let out_of_files = matches!(
                         e.raw_os_error(),
                         Some(nix::libc::EMFILE | nix::libc::ENFILE)
                     );
-                    if !out_of_files || !self.refuse_one(i) {
+                    let refusal = if out_of_files {
+                        self.refuse_one(i)
+                    } else {
+                        Refusal::NoReserve
+                    };
+                    if refusal == Refusal::NoneWaiting {
+                        return true;
+                    }
+                    self.failures.note(&e);
+                    if refusal == Refusal::NoReserve {
                         return false;
                     }
                 }
