@@ -75,8 +75,11 @@ fn main() -> ExitCode {
         _ => None,
     };
     if front.is_some() || args.get(1).map(String::as_str) == Some("queue") {
-        // Commands for people and scripts: only warnings are logged.
-        server::journal::init("warn");
+        // Commands for people and scripts: only warnings are logged, and
+        // not even those for newaliases, which prints its findings.
+        let aliases = front
+            .is_some_and(|(name, rest)| name == "newaliases" || rest.iter().any(|a| a == "-bi"));
+        server::journal::init(if aliases { "error" } else { "warn" });
         return match front {
             Some((name, rest)) => mailroom::sendmail::main(name, rest, server::stdio::serve),
             None => mailroom::sendmail::control::main(&args[2..]),

@@ -568,7 +568,7 @@ fn check_config_warns_of_what_will_fail_at_rcpt_time() {
     let aliases = dir.path().join("aliases");
     std::fs::write(
         &aliases,
-        "staff: alice, nosuchuser\naway: bob@elsewhere.example\nround: trip\ntrip: round\nfine: alice\n",
+        "staff: alice, nosuchuser\naway: bob@elsewhere.example\nround: trip\ntrip: round\nfine: alice\nghosts: casper\n",
     )
     .unwrap();
     let path = dir.path().join("warned.toml");
@@ -589,6 +589,7 @@ fn check_config_warns_of_what_will_fail_at_rcpt_time() {
         "alias staff: nosuchuser@test.example names no mailbox",
         "alias away: bob@elsewhere.example is elsewhere and there is no [relay], so RCPT TO:<away@test.example> gets 550",
         "alias round: loops",
+        "alias ghosts: no member names a mailbox, so RCPT TO:<ghosts@test.example> gets 550",
     ] {
         assert!(
             lines

@@ -892,3 +892,70 @@ fn sendmail_bs_times_out_a_quiet_caller() {
     assert!(out.contains("421 4.4.2"), "{out}");
     assert!(status.success(), "{status:?}");
 }
+
+/// `newaliases` (the binary called so), as after editing /etc/aliases:
+/// it checks the file as the daemon reads it, prints what would fail at
+/// RCPT time, and makes the running daemon reload it. A broken file is
+/// refused before the daemon is asked; only root or the daemon's own user
+/// may ask.
+#[test]
+fn newaliases_checks_the_aliases_and_makes_the_daemon_reload_them() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "staff: alice\n").unwrap();
+    let top = format!("aliases = \"{}\"", aliases.display());
+    let text = base_config(dir.path(), &top, "", "");
+    let srv = Server::start_config(dir, &text);
+    let newaliases = |uid: Option<u32>| {
+        let mut cmd = local_command(&["-C"]);
+        cmd.arg0("newaliases").arg(&srv.config_path);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        run_command(&mut cmd, b"")
+    };
+    let rcpt = |to: &str| {
+        let mut c = srv.connect().hello();
+        c.expect("MAIL FROM:<a@elsewhere.example>", 250);
+        c.cmd(&format!("RCPT TO:<{to}>")).code
+    };
+    assert_eq!(rcpt("team@test.example"), 550);
+
+    std::fs::write(&aliases, "staff: alice\nteam: bob\nbroken: ghost\n").unwrap();
+    let r = newaliases(None);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            == "newaliases: warning: alias broken: no member names a mailbox, so RCPT TO:<broken@test.example> gets 550\n",
+        "{}",
+        r.stdout
+    );
+    assert!(srv.wait_log("reload asked by uid"), "{}", srv.log());
+    assert!(within_10s(|| rcpt("team@test.example") == 250));
+
+    // A file the daemon could not read is refused, and the daemon keeps
+    // the aliases it has.
+    std::fs::write(&aliases, "staff: alice\nno colon on this line\n").unwrap();
+    let r = newaliases(None);
+    assert_eq!(r.code, Some(78), "{}", r.stdout);
+    assert!(r.stderr.contains("aliases"), "{}", r.stderr);
+    assert_eq!(srv.log().matches("reload asked by uid").count(), 1);
+    assert_eq!(rcpt("team@test.example"), 250);
+
+    // Anyone else is refused by the daemon (the configuration and aliases
+    // must be readable to get that far).
+    std::fs::write(&aliases, "staff: alice\nteam: bob\n").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        for p in [srv.dir.path(), srv.config_path.as_path(), aliases.as_path()] {
+            let mode = if p.is_dir() { 0o711 } else { 0o644 };
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+        let r = newaliases(Some(nobody.uid.as_raw()));
+        assert_eq!(r.code, Some(77), "{} {}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("only root"), "{}", r.stderr);
+        assert_eq!(srv.log().matches("reload asked by uid").count(), 1);
+    }
+}

@@ -250,7 +250,10 @@ impl Local {
                 Lookup::Refused(why) => {
                     out.push(format!("alias {name}: {why}, so {rcpt} gets 550"))
                 }
-                Lookup::UnknownUser | Lookup::NotLocal => {}
+                Lookup::UnknownUser => out.push(format!(
+                    "alias {name}: no member names a mailbox, so {rcpt} gets 550"
+                )),
+                Lookup::NotLocal => {}
             }
         }
         out

@@ -67,10 +67,7 @@ pub fn main(name: &str, args: &[String], stdio: StdioSession) -> ExitCode {
         Mode::Verify => verify(&config, &opts),
         Mode::List => control::list(&config),
         Mode::RunQueue => control::flush(&config),
-        Mode::Aliases => {
-            println!("{name}: the aliases file is read as it is; there is no database to rebuild");
-            Ok(())
-        }
+        Mode::Aliases => newaliases(name, &config),
         Mode::Smtp => {
             ensure_queue(&config)?;
             let me = caller();
@@ -84,6 +81,45 @@ pub fn main(name: &str, args: &[String], stdio: StdioSession) -> ExitCode {
         }
     });
     finish(name, done)
+}
+
+/// `newaliases`, `sendmail -bi`: there is no database to build; the
+/// aliases are checked as the daemon would read them (what would fail at
+/// RCPT time is printed), then the daemon, if it runs, reloads them.
+fn newaliases(name: &str, config: &Config) -> Result<(), Fail> {
+    let findings = crate::server::check_aliases(config.clone()).map_err(|e| Fail(EX_CONFIG, e))?;
+    for f in findings {
+        println!("{name}: warning: {f}");
+    }
+    match control::ask(&config.queue.dir, "reload") {
+        Ok(_) => Ok(()),
+        // Not running: it reads them when it starts.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(())
+        }
+        // The socket's mode, or the daemon's own refusal: a reload is
+        // for root and the daemon's user.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Other
+            ) =>
+        {
+            Err(Fail(
+                EX_NOPERM,
+                format!("the aliases are good, but the daemon did not reload them: {e}"),
+            ))
+        }
+        Err(e) => Err(Fail(
+            EX_TEMPFAIL,
+            format!("the aliases are good, but the daemon did not reload them: {e}"),
+        )),
+    }
 }
 
 /// The exit code, after saying what failed.

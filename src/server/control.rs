@@ -3,8 +3,10 @@
 //! (sendmail does, after a drop), to retry the queue (`mailq -q`, `queue
 //! flush`), to read the queue again (after `queue hold`) or to list it
 //! (`mailq`: the queue files themselves are the daemon's alone). None of
-//! these changes mail, so none needs to know who asks. One line in, one
-//! answer out, served one client at a time with short timeouts.
+//! these changes mail, so none needs to know who asks. A reload
+//! (`newaliases`) is taken only from root or the daemon's own user, known
+//! by the socket's peer credentials. One line in, one answer out, served
+//! one client at a time with short timeouts.
 
 use crate::queue::{list, Queue, Wake};
 use crossbeam_channel::Sender;
@@ -57,9 +59,28 @@ fn answer(stream: UnixStream, queue: &Queue, wake: &Sender<Wake>) -> std::io::Re
         "flush" => poke(wake, Wake::Flush),
         "rescan" => poke(wake, Wake::Rescan),
         "list" => list::render(queue).unwrap_or_else(|e| format!("error: {e}\n")),
+        "reload" => reload(&stream),
         other => format!("error: unknown request {other:?}\n"),
     };
     (&stream).write_all(reply.as_bytes())
+}
+
+/// The same reload as SIGHUP, by raising it, for root and the daemon's
+/// own user.
+fn reload(stream: &UnixStream) -> String {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(peer) = getsockopt(stream, PeerCredentials) else {
+        return "error: the caller cannot be known\n".into();
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() != 0 && peer.uid() != me {
+        return "error: only root or the daemon's own user may ask for a reload\n".into();
+    }
+    log::info!("reload asked by uid {} (pid {})", peer.uid(), peer.pid());
+    match nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP) {
+        Ok(()) => "ok\n".into(),
+        Err(e) => format!("error: {e}\n"),
+    }
 }
 
 /// A full wake-up channel already holds a wake-up: the runner will look.
