@@ -428,3 +428,27 @@ fn a_passed_smtps_socket_without_tls_is_a_configuration_error() {
         srv.log()
     );
 }
+
+/// The units hide /proc/sys (`ProcSubset=pid`): the default host name,
+/// in the greeting, is still the system's, not "localhost".
+#[test]
+fn the_host_name_is_known_with_proc_sys_hidden() {
+    if !namespaces_or_skip("the_host_name_is_known_with_proc_sys_hidden") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), "", "", "").replace(
+        "hostname = \"mx.test.example\"\n",
+        "local_domains = [\"test.example\"]\n",
+    );
+    let text = text.replacen("local_domains = [\"test.example\", \"localhost\"]\n", "", 1);
+    let srv = Server::start_in_namespace_after(dir, &text, "mount -t tmpfs tmpfs /proc/sys\n");
+    let name = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(name, "localhost");
+    let mut c = srv.connect();
+    let greeting = c.reply().text();
+    assert!(
+        greeting.starts_with(&format!("{name} ")),
+        "{greeting:?}, not {name}"
+    );
+}

@@ -299,9 +299,12 @@ fn is_hostname(s: &str) -> bool {
 }
 
 /// The kernel's host name, or `localhost` when it cannot be read.
+/// The kernel's host name, by uname(2): /proc/sys is hidden in a
+/// sandbox (systemd's `ProcSubset=pid`).
 fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    nix::unistd::gethostname()
         .ok()
+        .and_then(|h| h.into_string().ok())
         .map(|h| h.trim().to_string())
         .filter(|h| is_hostname(h))
         .unwrap_or_else(|| "localhost".into())
