@@ -19,6 +19,7 @@ const USAGE: &str = "usage: mailroom [--config FILE]      run the SMTP server in
        mailroom sendmail [OPTION...] [RECIPIENT...]
                                      hand a message to mailroom, as sendmail(8) does
        mailroom mailq                list the queue, each recipient with its last failure
+       mailroom newaliases           check the aliases file and make the daemon reload it
        mailroom queue list | flush | delete ID... | hold ID... | release ID...
                                      look at the queue, retry it now, or change it
        mailroom --version            print the version
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
         .unwrap_or("mailroom");
     let front = match (called, args.get(1).map(String::as_str)) {
         (name @ ("sendmail" | "mailq" | "newaliases"), _) => Some((name, &args[1..])),
-        (_, Some(name @ ("sendmail" | "mailq"))) => Some((name, &args[2..])),
+        (_, Some(name @ ("sendmail" | "mailq" | "newaliases"))) => Some((name, &args[2..])),
         _ => None,
     };
     if front.is_some() || args.get(1).map(String::as_str) == Some("queue") {

@@ -4,8 +4,9 @@
 # python3 for the relay tests' smarthost) and the mail readers the fault
 # tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
 # dotlockfile), and systemd's socket activation tool for the socket
-# activation test, from the Debian archive, but only those that are
-# missing.
+# activation test, and debootstrap for the package test's throwaway Debian
+# root, from the Debian archive, but only those that are missing; then
+# cargo-deb, which builds the package, from crates.io.
 # Needs root (or sudo) only when something has to be installed. Called by
 # .ci/run.
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 # command=package
 wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
     doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin
-    systemd-socket-activate=systemd script=bsdutils)
+    systemd-socket-activate=systemd script=bsdutils debootstrap=debootstrap)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then
@@ -23,6 +24,11 @@ done
 # swaks --tls needs these Perl modules.
 if ! perl -MIO::Socket::SSL -MNet::SSLeay -e1 >/dev/null 2>&1; then
     missing+=(libio-socket-ssl-perl libnet-ssleay-perl)
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "install-test-tools: installing cargo-deb"
+    cargo install --locked cargo-deb@3.8.0
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -34,6 +34,7 @@ fn help_lists_every_command_and_version_names_the_release() {
         "--check-config FILE",
         "mailroom sendmail",
         "mailroom mailq",
+        "mailroom newaliases",
         "mailroom queue list",
         "--version",
     ] {

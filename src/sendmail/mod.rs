@@ -42,8 +42,10 @@ pub const EX_CONFIG: u8 = 78;
 /// says.
 pub const SYSTEM_CONFIG: &str = "/etc/mailroom/mailroom.toml";
 
-const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-C config] [-N dsn] [-R ret] [-V envid] [recipient ...]
-       sendmail -bp | -bv recipient ... | -q | -bi";
+const USAGE: &str = "usage: sendmail [-t] [-i] [-v] [-f|-r sender] [-F name] [-C config] [-N dsn] [-R ret] [-V envid] [-bm] [recipient ...]
+       sendmail -bs | -bp | -bv recipient ... | -q | -bi
+       mailq [-C config]
+       newaliases [-C config]";
 
 /// A failure: its exit code and the one line said about it.
 pub struct Fail(pub u8, pub String);
