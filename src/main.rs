@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+use mailroom::config::LogFormat;
 use mailroom::server::{self, StartError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
         // not even those for newaliases, which prints its findings.
         let aliases = front
             .is_some_and(|(name, rest)| name == "newaliases" || rest.iter().any(|a| a == "-bi"));
-        server::journal::init(if aliases { "error" } else { "warn" });
+        server::journal::init(if aliases { "error" } else { "warn" }, LogFormat::Text);
         return match front {
             Some((name, rest)) => mailroom::sendmail::main(name, rest, server::stdio::serve),
             None => mailroom::sendmail::control::main(&args[2..]),
@@ -93,11 +94,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // The server's configuration first: it says how log lines look.
+    let config = match &mode {
+        Mode::Run(path) => match server::load(path.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("mailroom: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        _ => None,
+    };
     // A check prints its findings and nothing else.
-    server::journal::init(match mode {
-        Mode::Check(_) => "error",
-        _ => "info",
-    });
+    server::journal::init(
+        match mode {
+            Mode::Check(_) => "error",
+            _ => "info",
+        },
+        config.as_ref().map_or(LogFormat::Text, |c| c.log_format),
+    );
     match mode {
         Mode::Help => println!("{USAGE}"),
         Mode::Version => println!("mailroom {}", env!("CARGO_PKG_VERSION")),
@@ -114,7 +129,8 @@ fn main() -> ExitCode {
             }
         },
         Mode::Run(path) => {
-            if let Err(e) = server::serve(path) {
+            let config = config.expect("loaded above");
+            if let Err(e) = server::serve(config, path) {
                 eprintln!("mailroom: {e}");
                 return ExitCode::from(match e {
                     StartError::Config(_) => EX_CONFIG,

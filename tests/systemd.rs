@@ -269,6 +269,79 @@ fn under_systemd_log_lines_carry_their_priority_and_no_timestamp() {
     );
 }
 
+/// `log_format = "logfmt"`: every line is key=value pairs that a logfmt
+/// reader takes apart (here a small parser of the format's grammar, with
+/// quoting), with a timestamp of its own, or with the priority and none
+/// under the journal.
+#[test]
+fn logfmt_lines_are_key_value_pairs_with_or_without_the_journal() {
+    fn pairs(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = line;
+        while !rest.is_empty() {
+            let (key, after) = rest
+                .split_once('=')
+                .unwrap_or_else(|| panic!("no = in {line:?}"));
+            let (value, after) = if let Some(q) = after.strip_prefix('"') {
+                let mut v = String::new();
+                let mut chars = q.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((i, '"')) => break i + 1,
+                        Some((_, '\\')) => v.push(match chars.next().unwrap().1 {
+                            'n' => '\n',
+                            c => c,
+                        }),
+                        Some((_, c)) => v.push(c),
+                        None => panic!("unterminated value in {line:?}"),
+                    }
+                };
+                (v, &q[end..])
+            } else {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_string(), &after[end..])
+            };
+            out.push((key.to_string(), value));
+            rest = after.strip_prefix(' ').unwrap_or(after);
+        }
+        out
+    }
+    let keys = |p: &[(String, String)]| p.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let top = "log_format = \"logfmt\"";
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), top, "", "");
+    let srv = Server::start_config(dir, &text);
+    let mut c = srv.connect().hello();
+    c.expect("QUIT", 221);
+    assert!(srv.wait_log("disconnect from"), "{}", srv.log());
+    let lines: Vec<Vec<(String, String)>> = srv.log().lines().map(pairs).collect();
+    for p in &lines {
+        assert_eq!(keys(p), ["ts", "level", "target", "msg"], "{p:?}");
+        assert!(p[0].1.ends_with('Z') && p[0].1.len() == 20, "{p:?}");
+    }
+    assert!(
+        lines.iter().any(|p| p[1].1 == "info"
+            && p[2].1 == "mailroom::server"
+            && p[3].1.starts_with("ready: ")),
+        "{}",
+        srv.log()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), top, "", "");
+    let srv = Server::start_config_after(
+        dir,
+        &text,
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM &&",
+    );
+    assert!(srv.wait_log("ready: "), "{}", srv.log());
+    for l in srv.log().lines() {
+        let (prio, rest) = l.split_at(3);
+        assert!(["<3>", "<4>", "<6>", "<7>"].contains(&prio), "{l:?}");
+        assert_eq!(keys(&pairs(rest)), ["level", "target", "msg"], "{l:?}");
+    }
+}
+
 /// Two free loopback ports (free when asked; nothing else here takes
 /// ports from this range meanwhile).
 fn free_ports<const N: usize>() -> [u16; N] {

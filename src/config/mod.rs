@@ -72,6 +72,18 @@ pub struct Config {
     /// The smarthost for mail to other hosts; without it such mail is
     /// refused.
     pub relay: Option<Relay>,
+    /// How log lines look; fixed at start.
+    pub log_format: LogFormat,
+}
+
+/// The server's log lines: env_logger's text, or logfmt (`key=value`
+/// pairs) for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Logfmt,
 }
 
 /// PEM files: the full certificate chain, and its private key.
@@ -248,6 +260,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         user: raw.user,
         users,
         pipe_user: raw.pipe_user,
+        log_format: raw.log_format,
         tls,
         relay,
     })

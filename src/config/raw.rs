@@ -53,6 +53,8 @@ pub struct RawConfig {
     pub pipe_user: String,
     pub tls: Option<RawTls>,
     pub relay: Option<RawRelay>,
+    #[serde(default)]
+    pub log_format: super::LogFormat,
 }
 
 #[derive(Deserialize)]

@@ -188,8 +188,9 @@ impl Shared {
             || new.server.handoff_queue != old.config.server.handoff_queue
             || new.server.worker_stack != old.config.server.worker_stack
             || new.queue.dir != old.config.queue.dir
+            || new.log_format != old.config.log_format
         {
-            log::warn!("reload: changes to server.listen, server.smtps, server.workers, server.handoff_queue, server.worker_stack and queue_dir take effect only after a restart");
+            log::warn!("reload: changes to server.listen, server.smtps, server.workers, server.handoff_queue, server.worker_stack, queue_dir and log_format take effect only after a restart");
         }
         let runtime = match Runtime::new(new, Some(&old), old.outbox.clone()) {
             Ok(r) => r,
@@ -483,12 +484,17 @@ fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> 
     Ok(())
 }
 
-pub fn serve(path: Option<PathBuf>) -> Result<(), StartError> {
-    let config = match &path {
+/// The configuration the server runs on: the file, or the embedded one.
+pub fn load(path: Option<&std::path::Path>) -> Result<Config, crate::config::ConfigError> {
+    match path {
         Some(p) => Config::load(p),
         None => Ok(Config::embedded()),
     }
-    .map_err(|e| StartError::Config(e.to_string()))?;
+}
+
+/// Runs the server on `config` (loaded from `path`, which a reload reads
+/// again) until it is stopped.
+pub fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> {
     log::info!(
         "mailroom {} starting with {}",
         env!("CARGO_PKG_VERSION"),

@@ -185,7 +185,8 @@ impl Server {
             .expect("spawn mailroom");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        // The server logs each bound address, then "ready"; the reader
+        // The server logs each bound address, then "ready" (as text or
+        // as logfmt's msg="ready: ..."); the reader
         // passes the addresses on and keeps collecting the log.
         let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
         {
@@ -196,7 +197,7 @@ impl Server {
                     if let Some(i) = line.find("listening on ") {
                         let addr = line[i + 13..].split_whitespace().next().unwrap_or_default();
                         let _ = tx.send(Some(addr.to_string()));
-                    } else if line.contains(" ready: ") {
+                    } else if line.contains(" ready: ") || line.contains("\"ready: ") {
                         let _ = tx.send(None);
                     }
                     let mut l = log.lock().unwrap();
