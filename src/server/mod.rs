@@ -306,7 +306,9 @@ const DESCRIPTORS_PER_RELAY: u64 = 4;
 /// short because of connections.
 fn descriptor_room(config: &Config) -> (usize, u64) {
     use nix::sys::resource::{getrlimit, Resource};
-    let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    // rlim_t is 32 bits on some 32-bit targets (armv7 with glibc).
+    #[allow(clippy::useless_conversion)]
+    let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| u64::from(soft));
     // The directory's own descriptor is among those it lists.
     let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count().saturating_sub(1));
     let relays = config.relay.as_ref().map_or(0, |r| r.connections);
