@@ -89,7 +89,9 @@ pub fn main(name: &str, args: &[String], stdio: StdioSession) -> ExitCode {
 /// aliases are checked as the daemon would read them (what would fail at
 /// RCPT time is printed), then the daemon, if it runs, reloads them.
 fn newaliases(name: &str, config: &Config) -> Result<(), Fail> {
-    let findings = crate::server::check_aliases(config.clone()).map_err(|e| Fail(EX_CONFIG, e))?;
+    let local = crate::delivery::local::Local::new(Arc::new(config.clone()))
+        .map_err(|e| Fail(EX_CONFIG, e))?;
+    let findings = local.findings();
     for f in findings {
         println!("{name}: warning: {f}");
     }

@@ -533,13 +533,6 @@ pub fn check(path: &std::path::Path) -> Result<Vec<String>, crate::config::Confi
     Ok(findings)
 }
 
-/// What would fail at RCPT time in the aliases and mailboxes of a loaded
-/// configuration (`newaliases`); an aliases file that cannot be read or
-/// parsed is an error.
-pub fn check_aliases(config: Config) -> Result<Vec<String>, String> {
-    Ok(Runtime::new(config, None, None)?.local.findings())
-}
-
 /// Timeouts shorter than RFC 5321 4.5.3.2 asks: 5 minutes for the
 /// server's wait for a command; for the relay client, 5 minutes for a
 /// reply to a command, 3 for each block of data, 10 for the final dot.
