@@ -91,39 +91,24 @@ pub fn main(name: &str, args: &[String], stdio: StdioSession) -> ExitCode {
 fn newaliases(name: &str, config: &Config) -> Result<(), Fail> {
     let local = crate::delivery::local::Local::new(Arc::new(config.clone()))
         .map_err(|e| Fail(EX_CONFIG, e))?;
-    let findings = local.findings();
-    for f in findings {
+    for f in local.findings() {
         println!("{name}: warning: {f}");
     }
-    match control::ask(&config.queue.dir, "reload") {
-        Ok(_) => Ok(()),
+    let Err(e) = control::ask(&config.queue.dir, "reload") else {
+        return Ok(());
+    };
+    let code = match e.kind() {
         // Not running: it reads them when it starts.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            Ok(())
-        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => return Ok(()),
         // The socket's mode, or the daemon's own refusal: a reload is
         // for root and the daemon's user.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Other
-            ) =>
-        {
-            Err(Fail(
-                EX_NOPERM,
-                format!("the aliases are good, but the daemon did not reload them: {e}"),
-            ))
-        }
-        Err(e) => Err(Fail(
-            EX_TEMPFAIL,
-            format!("the aliases are good, but the daemon did not reload them: {e}"),
-        )),
-    }
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Other => EX_NOPERM,
+        _ => EX_TEMPFAIL,
+    };
+    Err(Fail(
+        code,
+        format!("the aliases are good, but the daemon did not reload them: {e}"),
+    ))
 }
 
 /// The exit code, after saying what failed.
