@@ -21,6 +21,7 @@ const USAGE: &str = "usage: mailroom [--config FILE]      run the SMTP server in
                                      hand a message to mailroom, as sendmail(8) does
        mailroom mailq                list the queue, each recipient with its last failure
        mailroom newaliases           check the aliases file and make the daemon reload it
+       mailroom reload [-C FILE]     check the configuration and make the daemon reload it
        mailroom queue list | flush | delete ID... | hold ID... | release ID...
                                      look at the queue, retry it now, or change it
        mailroom --version            print the version
@@ -76,7 +77,11 @@ fn main() -> ExitCode {
         (_, Some(name @ ("sendmail" | "mailq" | "newaliases"))) => Some((name, &args[2..])),
         _ => None,
     };
-    if front.is_some() || args.get(1).map(String::as_str) == Some("queue") {
+    let control = args
+        .get(1)
+        .map(String::as_str)
+        .filter(|c| ["queue", "reload"].contains(c));
+    if front.is_some() || control.is_some() {
         // Commands for people and scripts: only warnings are logged, and
         // not even those for newaliases, which prints its findings.
         let aliases = front
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
         server::journal::init(if aliases { "error" } else { "warn" }, LogFormat::Text);
         return match front {
             Some((name, rest)) => mailroom::sendmail::main(name, rest, server::stdio::serve),
-            None => mailroom::sendmail::control::main(&args[2..]),
+            None => mailroom::sendmail::control::main(control.unwrap_or("queue"), &args[2..]),
         };
     }
     let mode = match parse_args(std::env::args_os().skip(1)) {

@@ -959,3 +959,54 @@ fn newaliases_checks_the_aliases_and_makes_the_daemon_reload_them() {
         assert_eq!(srv.log().matches("reload asked by uid").count(), 1);
     }
 }
+
+#[test]
+fn mailroom_reload_checks_the_file_then_makes_the_daemon_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), "", "", "");
+    let srv = Server::start_config(dir, &text);
+    let reload = |config: &std::path::Path| {
+        let mut cmd = local_command(&["reload", "--config"]);
+        cmd.arg(config);
+        run_command(&mut cmd, b"")
+    };
+    let rcpt = |to: &str| {
+        let mut c = srv.connect().hello();
+        c.expect("MAIL FROM:<a@elsewhere.example>", 250);
+        c.cmd(&format!("RCPT TO:<{to}>")).code
+    };
+    assert_eq!(rcpt("carol@test.example"), 550);
+
+    let carol = format!(
+        "{text}\n[mailbox.carol]\nmaildir = \"{}/mail/carol/Maildir\"\n",
+        srv.dir.path().display()
+    );
+    std::fs::write(&srv.config_path, &carol).unwrap();
+    let r = reload(&srv.config_path);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty() && r.stderr.is_empty(),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(srv.wait_log("configuration reloaded"), "{}", srv.log());
+    assert!(within_10s(|| rcpt("carol@test.example") == 250));
+
+    // A broken file is reported and the daemon is not asked: it keeps
+    // what it has.
+    std::fs::write(&srv.config_path, format!("{carol}\n[server\n")).unwrap();
+    let r = reload(&srv.config_path);
+    assert_eq!(r.code, Some(78), "{}", r.stderr);
+    assert!(r.stderr.starts_with("mailroom reload: "), "{}", r.stderr);
+    assert_eq!(srv.log().matches("reload asked by uid").count(), 1);
+    assert_eq!(rcpt("carol@test.example"), 250);
+
+    // No daemon on that queue: said so, exit 69 (EX_UNAVAILABLE).
+    let idle = tempfile::tempdir().unwrap();
+    let path = idle.path().join("mailroom.toml");
+    std::fs::write(&path, base_config(idle.path(), "", "", "")).unwrap();
+    let r = reload(&path);
+    assert_eq!(r.code, Some(69), "{}", r.stderr);
+    assert!(r.stderr.contains("mailroom is not running"), "{}", r.stderr);
+}

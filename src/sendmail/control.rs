@@ -7,7 +7,7 @@
 //! the daemon runs: it reads a file again before each attempt), and the
 //! daemon is then told to read the queue again.
 
-use super::{load_config, Fail, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
+use super::{load_config, Fail, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE};
 use crate::config::Config;
 use crate::queue::store::valid_id;
 use crate::queue::{list as listing, Place, Queue, SOCKET};
@@ -29,6 +29,40 @@ pub fn ask(queue_dir: &Path, request: &str) -> std::io::Result<String> {
         return Err(std::io::Error::other(why.trim_end().to_string()));
     }
     Ok(answer)
+}
+
+/// Why the daemon did not take a reload, as an exit code: `None` when it
+/// does not run (nobody listens on its socket).
+pub fn reload_refused(e: &std::io::Error) -> Option<u8> {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => None,
+        // The socket's mode, or the daemon's own refusal: a reload is for
+        // root and the daemon's user.
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Other => Some(EX_NOPERM),
+        _ => Some(EX_TEMPFAIL),
+    }
+}
+
+/// `mailroom reload`: the running daemon reads its configuration again,
+/// as on SIGHUP (a unit's `ExecReload=`, with no `kill` needed). The file
+/// is checked first: a broken one is reported here and the daemon is
+/// not asked, so that `systemctl reload` fails instead of the daemon
+/// logging it and keeping the old one.
+pub fn reload(config: &Config) -> Result<(), Fail> {
+    let Err(e) = ask(&config.queue.dir, "reload") else {
+        return Ok(());
+    };
+    let socket = config.queue.dir.join(SOCKET);
+    Err(match reload_refused(&e) {
+        None => Fail(
+            EX_UNAVAILABLE,
+            format!(
+                "mailroom is not running (nobody answers on {})",
+                socket.display()
+            ),
+        ),
+        Some(code) => Fail(code, format!("the daemon did not reload: {e}")),
+    })
 }
 
 /// `mailq`: the daemon's listing, or the queue read here.
@@ -62,9 +96,15 @@ pub fn flush(config: &Config) -> Result<(), Fail> {
 
 const QUEUE_USAGE: &str =
     "usage: mailroom queue [-C config] list | flush | delete ID... | hold ID... | release ID...";
+const RELOAD_USAGE: &str = "usage: mailroom reload [-C config]";
 
-/// `mailroom queue ...`.
-pub fn main(args: &[String]) -> ExitCode {
+/// `mailroom queue ...` and `mailroom reload`: the subcommand, then its
+/// arguments.
+pub fn main(command: &str, args: &[String]) -> ExitCode {
+    let (name, usage) = match command {
+        "reload" => ("mailroom reload", RELOAD_USAGE),
+        _ => ("mailroom queue", QUEUE_USAGE),
+    };
     // `-C FILE` may come anywhere.
     let mut config_path = None;
     let mut rest: Vec<String> = Vec::new();
@@ -73,25 +113,24 @@ pub fn main(args: &[String]) -> ExitCode {
         if a == "-C" || a == "--config" {
             match it.next() {
                 Some(p) => config_path = Some(Path::new(p)),
-                None => {
-                    return super::finish("mailroom queue", Err(Fail(EX_USAGE, QUEUE_USAGE.into())))
-                }
+                None => return super::finish(name, Err(Fail(EX_USAGE, usage.into()))),
             }
         } else {
             rest.push(a.clone());
         }
     }
-    let done = load_config(config_path).and_then(|config| match rest.as_slice() {
-        [cmd] if cmd == "list" => list(&config),
-        [cmd] if cmd == "flush" => flush(&config),
-        [cmd, ids @ ..]
+    let done = load_config(config_path).and_then(|config| match (command, rest.as_slice()) {
+        ("reload", []) => reload(&config),
+        ("queue", [cmd]) if cmd == "list" => list(&config),
+        ("queue", [cmd]) if cmd == "flush" => flush(&config),
+        ("queue", [cmd, ids @ ..])
             if !ids.is_empty() && ["delete", "hold", "release"].contains(&cmd.as_str()) =>
         {
             change(&config, cmd, ids)
         }
-        _ => Err(Fail(EX_USAGE, QUEUE_USAGE.into())),
+        _ => Err(Fail(EX_USAGE, usage.into())),
     });
-    super::finish("mailroom queue", done)
+    super::finish(name, done)
 }
 
 /// Deletes, holds or releases messages by id.

@@ -33,6 +33,7 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 pub const EX_NOINPUT: u8 = 66;
 pub const EX_NOUSER: u8 = 67;
+pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;
 pub const EX_TEMPFAIL: u8 = 75;
 pub const EX_NOPERM: u8 = 77;
@@ -97,13 +98,9 @@ fn newaliases(name: &str, config: &Config) -> Result<(), Fail> {
     let Err(e) = control::ask(&config.queue.dir, "reload") else {
         return Ok(());
     };
-    let code = match e.kind() {
-        // Not running: it reads them when it starts.
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => return Ok(()),
-        // The socket's mode, or the daemon's own refusal: a reload is
-        // for root and the daemon's user.
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Other => EX_NOPERM,
-        _ => EX_TEMPFAIL,
+    // Not running: it reads them when it starts.
+    let Some(code) = control::reload_refused(&e) else {
+        return Ok(());
     };
     Err(Fail(
         code,
