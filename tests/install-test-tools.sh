@@ -4,8 +4,9 @@
 # python3 for the relay tests' smarthost) and the mail readers the fault
 # tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
 # dotlockfile), and systemd's socket activation tool for the socket
-# activation test, and debootstrap for the package test's throwaway Debian
-# root, from the Debian archive, but only those that are missing; then
+# activation test, and debootstrap and systemd-nspawn for the package
+# test's throwaway Debian root (installed, then booted), from the Debian
+# archive, but only those that are missing; then
 # cargo-deb, which builds the package, from crates.io.
 # Needs root (or sudo) only when something has to be installed. Called by
 # .ci/run.
@@ -14,7 +15,8 @@ set -euo pipefail
 # command=package
 wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
     doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin
-    systemd-socket-activate=systemd script=bsdutils debootstrap=debootstrap)
+    systemd-socket-activate=systemd script=bsdutils debootstrap=debootstrap
+    systemd-nspawn=systemd-container)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then

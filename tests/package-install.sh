@@ -13,10 +13,17 @@
 #   - newaliases: an alias added to /etc/aliases works once it has run;
 #   - upgrades to a newer revision with a message waiting in the maildrop
 #     and a changed conffile: both kept, the message delivered after;
+#   - boots the root under systemd (systemd-nspawn, a private network of
+#     its own), where the installed units run as shipped: port 25 from
+#     mailroom.socket, readiness, STATUS, mail over SMTP and through
+#     sendmail, a reload, newaliases, journal priorities, a stop, a start
+#     by the socket, nothing refused by the sandbox, and the security
+#     score; then the same for the unprivileged virtual-mailbox unit,
+#     systemd/mailroom.service;
 #   - purges: spool, queue, configuration and account gone, /etc/aliases
 #     kept.
-# Run by tests/package.rs (as root; it needs debootstrap and cargo-deb,
-# which tests/install-test-tools.sh installs), or by hand:
+# Run by tests/package.rs (as root; it needs debootstrap, cargo-deb and
+# systemd-nspawn, which tests/install-test-tools.sh installs), or by hand:
 #   sudo tests/package-install.sh
 # MIRROR overrides the Debian mirror. A minbase root is cached in
 # target/package-test/ so that later runs need not download it again.
@@ -37,6 +44,8 @@ mkdir -p "$cache"
 work=$(mktemp -d /tmp/mailroom-package.XXXXXX)
 root=$work/root
 pid=
+nspawn=
+leader=
 log=$work/mailroom.log
 
 cleanup() {
@@ -44,9 +53,19 @@ cleanup() {
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     fi
+    if [ -n "$nspawn" ]; then
+        # The container's init first: that ends its whole PID namespace,
+        # which outlives systemd-nspawn.
+        [ -z "$leader" ] || kill -KILL "$leader" 2>/dev/null || true
+        kill -KILL "$nspawn" 2>/dev/null || true
+        wait "$nspawn" 2>/dev/null || true
+    fi
     # The mounts are in this namespace alone; they go with it, but the
     # tree cannot be removed while they are there.
     umount -R "$root/proc" "$root/dev" 2>/dev/null || true
+    # What a container stopped by force may leave mounted under the root.
+    awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r |
+        while read -r m; do umount -l "$m" || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,7 +116,8 @@ step "apt-get install ./$(basename "$deb") bsd-mailx"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get -q update >"$work/apt.log" 2>&1 ||
     { cat "$work/apt.log" >&2; fail "apt-get update"; }
 in_root env DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends \
-    "/tmp/$(basename "$deb")" bsd-mailx >>"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; fail "apt-get install"; }
+    "/tmp/$(basename "$deb")" bsd-mailx systemd systemd-sysv >>"$work/apt.log" 2>&1 ||
+    { cat "$work/apt.log" >&2; fail "apt-get install"; }
 in_root dpkg-query -W -f='${Status}\n' mailroom | grep -qx "install ok installed" || fail "not installed"
 in_root dpkg-query -W -f='${Status}\n' bsd-mailx | grep -qx "install ok installed" ||
     fail "bsd-mailx did not take mailroom as its mail-transport-agent"
@@ -237,6 +257,186 @@ grep -q "127.0.0.1:$port" "$root/etc/mailroom/mailroom.toml" || fail "the change
 start
 wait_mail alice "across the upgrade"
 stop
+
+# Under systemd: the root booted with systemd as its init, in a network
+# namespace of its own that has only loopback (port 25 inside is nobody
+# else's). Commands run inside through nsenter; the mail is read from
+# here, in the same tree. If systemd cannot boot in a container on this
+# machine, that is said and the rest goes on.
+inside() { nsenter -t "$leader" -a "$@"; }
+in_net() { nsenter -t "$leader" -n "$@"; }
+unit_is() { [ "$(inside systemctl show -p "$2" --value "$1")" = "$3" ]; }
+journal() { inside journalctl -b -u mailroom.service -o cat --no-pager "$@"; }
+# Whether the journal (with journalctl's arguments after the pattern) has
+# a line matching PATTERN; read whole, so that no pipe breaks under
+# pipefail.
+journal_has() {
+    local pattern=$1
+    shift
+    grep -q -- "$pattern" <<<"$(journal "$@")"
+}
+maildir_count() {
+    python3 -c 'import mailbox,sys; print(len(mailbox.Maildir(sys.argv[1], create=False)))' "$1" 2>/dev/null || echo 0
+}
+# Mail over SMTP to port 25 inside: RCPT SUBJECT. An unknown recipient is
+# retried for a while (an alias that a reload has yet to add).
+smtp_in() {
+    in_net python3 - "$1" "$2" <<'PY'
+import smtplib, sys, time
+for _ in range(50):
+    try:
+        with smtplib.SMTP("127.0.0.1", 25, timeout=30) as s:
+            s.sendmail("someone@elsewhere.example", [sys.argv[1]],
+                       f"Subject: {sys.argv[2]}\r\n\r\nhello\r\n".encode())
+        sys.exit(0)
+    except smtplib.SMTPRecipientsRefused:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+boot() {
+    umount -R "$root/proc" "$root/dev"
+    rm -f "$root/usr/sbin/policy-rc.d"
+    systemd-nspawn -D "$root" --private-network --register=no --keep-unit -b \
+        </dev/null >"$work/boot.log" 2>&1 &
+    nspawn=$!
+    leader=
+    for _ in $(seq 100); do
+        for child in $(pgrep -P "$nspawn"); do
+            [ "$(cat "/proc/$child/comm" 2>/dev/null)" = systemd ] && leader=$child
+        done
+        [ -n "$leader" ] && break
+        sleep 0.1
+    done
+    [ -n "$leader" ] || return 1
+    # systemctl answers once systemd has its socket; then it waits out
+    # the start-up.
+    for _ in $(seq 300); do
+        inside test -S /run/systemd/private && break
+        sleep 0.1
+    done
+    state=$(timeout 120 nsenter -t "$leader" -a systemctl is-system-running --wait) || true
+    [ "$state" = running ] || [ "$state" = degraded ]
+}
+poweroff() {
+    [ -z "$leader" ] || inside systemctl poweroff 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$nspawn" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -z "$leader" ] || kill -KILL "$leader" 2>/dev/null || true
+    kill -KILL "$nspawn" 2>/dev/null || true
+    wait "$nspawn" || true
+    nspawn=
+    leader=
+    mount -t proc proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+    chmod +x "$root/usr/sbin/policy-rc.d"
+}
+# What every run under systemd must show in the end: a clean stop, and no
+# call refused by the unit's system call filter or sandbox.
+clean_stop() {
+    # (Its warning that the socket can start it again is the point.)
+    inside systemctl stop mailroom.service 2>/dev/null || fail "systemctl stop"
+    unit_is mailroom.service Result success || fail "stop: $(inside systemctl status --no-pager mailroom.service)"
+    unit_is mailroom.service ExecMainStatus 0 || fail "stop: exit status $(inside systemctl show -p ExecMainStatus --value mailroom.service)"
+    ! grep -i "operation not permitted\|permission denied" <<<"$(journal)" ||
+        fail "the sandbox refused mailroom something: $(journal)"
+}
+
+step "booting the root under systemd (systemd-nspawn)"
+if ! boot; then
+    echo "package-install: note: systemd did not boot in a container here (state: ${state:-none}), so the units were not run under it: $(tail -5 "$work/boot.log" | tr '\n' ' ')"
+    poweroff
+else
+    step "under systemd: mailroom.socket on port 25, mailroom.service ready"
+    [ "$(inside systemctl is-active mailroom.socket)" = active ] || fail "mailroom.socket is not active"
+    [ "$(inside systemctl is-active mailroom.service)" = active ] ||
+        fail "mailroom.service: $(inside systemctl status --no-pager mailroom.service) $(journal)"
+    # Type=notify: active means READY=1 came.
+    status=$(inside systemctl show -p StatusText --value mailroom.service)
+    grep -Eq "^[0-9]+ connections? open, [0-9]+ messages? in the queue$" <<<"$status" || fail "STATUS=: \"$status\""
+    journal_has "listening on \[::\]:25 (.*), from the service manager" ||
+        fail "port 25 was not passed by systemd: $(journal)"
+
+    step "under systemd: SMTP to port 25, and sendmail as bob"
+    smtp_in alice@box.test "under systemd" || fail "SMTP to port 25: $(journal)"
+    wait_mail alice "under systemd"
+    printf 'Subject: sendmail under systemd\n\nfrom cron\n' |
+        inside setpriv --reuid=bob --regid=bob --init-groups env -i PATH=/usr/bin:/bin HOME=/home/bob \
+            /usr/sbin/sendmail -i alice || fail "sendmail as bob"
+    wait_mail alice "sendmail under systemd"
+
+    step "under systemd: systemctl reload, newaliases"
+    main=$(inside systemctl show -p MainPID --value mailroom.service)
+    inside systemctl reload mailroom.service || fail "systemctl reload"
+    for _ in $(seq 100); do
+        journal_has "configuration reloaded from /etc/mailroom/mailroom.toml" && break
+        sleep 0.1
+    done
+    journal_has "configuration reloaded" || fail "no reload: $(journal)"
+    unit_is mailroom.service MainPID "$main" || fail "the reload restarted mailroom"
+    [ "$(inside systemctl is-active mailroom.service)" = active ] || fail "not active after the reload"
+    echo "crew: bob" >>"$root/etc/aliases"
+    out=$(inside newaliases 2>&1) || fail "newaliases: $out"
+    journal_has "reload asked by uid 0" || fail "newaliases did not reach the daemon: $out"
+    smtp_in crew@box.test "to the crew" || fail "mail to the alias newaliases added"
+    wait_mail bob "to the crew"
+
+    step "under systemd: journal priorities"
+    journal_has "mailroom::server: ready: " -p info || fail "journalctl -p info has no ready line"
+    ! journal_has "mailroom::server: ready: " -p warning || fail "journalctl -p warning shows an info line"
+
+    step "under systemd: stop, then a start by the socket"
+    clean_stop
+    [ "$(inside systemctl is-active mailroom.socket)" = active ] || fail "mailroom.socket stopped with the service"
+    smtp_in alice@box.test "woken by the socket" || fail "SMTP after the stop"
+    wait_mail alice "woken by the socket"
+    [ "$(inside systemctl is-active mailroom.service)" = active ] || fail "the socket did not start mailroom.service"
+    echo "figure: under systemd, the package's unit: $(inside systemd-analyze security --no-pager mailroom.service | tail -1)"
+    clean_stop
+
+    step "under systemd: the unprivileged unit, systemd/mailroom.service, with virtual mailboxes"
+    cp "$project/systemd/mailroom.service" "$root/etc/systemd/system/mailroom.service"
+    ln -s /usr/sbin/mailroom "$root/usr/local/bin/mailroom"
+    cp -p "$root/etc/mailroom/mailroom.toml" "$work/conffile"
+    cat >"$root/etc/mailroom/mailroom.toml" <<'EOF'
+hostname = "box.test"
+local_domains = ["box.test", "localhost"]
+spool_dir = "/var/spool/mailroom/spool"
+queue_dir = "/var/spool/mailroom/queue"
+[server]
+listen = ["0.0.0.0:25"]
+[mailbox.carol]
+maildir = "/var/mail/mailroom/carol/Maildir"
+[mailbox.postmaster]
+maildir = "/var/mail/mailroom/postmaster/Maildir"
+EOF
+    # As the unit's install notes say, and the spool the root unit made
+    # handed over.
+    inside install -d -o mailroom -g mailroom -m 0700 /var/mail/mailroom
+    inside chown -R mailroom:mailroom /var/spool/mailroom
+    inside systemctl daemon-reload
+    inside systemctl start mailroom.service || fail "the unprivileged unit: $(journal)"
+    [ "$(inside systemctl show -p User --value mailroom.service)" = mailroom ] || fail "not the unprivileged unit"
+    smtp_in carol@box.test "unprivileged" || fail "SMTP to the unprivileged unit: $(journal)"
+    printf 'Subject: unprivileged sendmail\n\nfrom cron\n' |
+        inside setpriv --reuid=bob --regid=bob --init-groups env -i PATH=/usr/bin:/bin HOME=/home/bob \
+            /usr/sbin/sendmail -i carol || fail "sendmail as bob"
+    for _ in $(seq 100); do
+        [ "$(maildir_count "$root/var/mail/mailroom/carol/Maildir")" = 2 ] && break
+        sleep 0.1
+    done
+    [ "$(maildir_count "$root/var/mail/mailroom/carol/Maildir")" = 2 ] || fail "carol's Maildir: $(journal)"
+    inside systemctl reload mailroom.service || fail "systemctl reload"
+    echo "figure: under systemd, the unprivileged unit: $(inside systemd-analyze security --no-pager mailroom.service | tail -1)"
+    clean_stop
+
+    rm "$root/etc/systemd/system/mailroom.service" "$root/usr/local/bin/mailroom"
+    cp -p "$work/conffile" "$root/etc/mailroom/mailroom.toml"
+    poweroff
+fi
 
 installed=$(in_root dpkg-query -W -f='${Installed-Size}' mailroom)
 echo "figure: package $(basename "$deb"): $(stat -c %s "$deb") bytes; installed size ${installed} KiB"
