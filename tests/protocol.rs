@@ -455,13 +455,24 @@ fn case_sensitive_users_when_configured() {
 }
 
 /// Memory per session is bounded by the line buffer, never by the message:
-/// the server's peak resident size stays far below one 24 MB message, for
-/// Maildir copies (copied from the spool) and mbox copies (quoted as they
-/// stream) alike.
+/// the server's peak resident size grows by far less than one 24 MB
+/// message, for Maildir copies (copied from the spool) and mbox copies
+/// (quoted as they stream) alike. Growth, not size: under qemu-user (the
+/// ARM runs of .ci/small-boxes) the process is the emulator, which alone
+/// is 17 MiB.
 #[test]
 fn a_large_message_is_streamed_not_buffered() {
     let srv = Server::start_with("", "", "[mailbox.carol]\nmbox = \"carol.mbox\"");
+    let kb = |field: &str| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    };
     let mut c = srv.connect().hello();
+    let before_kb = kb("VmRSS:");
     c.expect("MAIL FROM:<a@remote.example> SIZE=24600000", 250);
     c.expect("RCPT TO:<alice@test.example>", 250);
     c.expect("RCPT TO:<bob@test.example>", 250);
@@ -475,15 +486,10 @@ fn a_large_message_is_streamed_not_buffered() {
     }
     c.send(".\r\n");
     assert_eq!(c.reply().code, 250);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
+    let peak_kb = kb("VmHWM:");
     assert!(
-        peak_kb < 16 * 1024,
-        "peak RSS {peak_kb} kB for a 24 MB message"
+        peak_kb - before_kb < 12 * 1024,
+        "peak RSS {peak_kb} kB, {before_kb} kB before a 24 MB message"
     );
     for user in ["alice", "bob"] {
         let msgs = srv.messages(user);
