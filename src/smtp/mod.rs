@@ -15,5 +15,6 @@ pub mod header;
 pub mod line;
 pub mod peer;
 pub mod reply;
+pub mod sasl;
 pub mod session;
 pub mod trace;

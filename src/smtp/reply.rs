@@ -316,6 +316,29 @@ pub fn delivery_failed(text: String) -> Reply {
     Reply::new(554, e(5, 3, 0), text)
 }
 
+// AUTH (RFC 4954).
+
+/// A `334` challenge: base64 text, or nothing.
+pub fn auth_challenge(base64: &'static str) -> Reply {
+    Reply::new(334, None, base64)
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, e(5, 0, 0), "Authentication cancelled")
+}
+pub fn auth_undecodable(what: &'static str) -> Reply {
+    Reply::new(501, e(5, 5, 2), what)
+}
+pub fn auth_mechanism_unknown() -> Reply {
+    Reply::new(504, e(5, 5, 4), "Unrecognized authentication type")
+}
+pub fn auth_other_identity() -> Reply {
+    Reply::new(
+        535,
+        e(5, 7, 8),
+        "Authentication failed: you may not act as another user",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +432,11 @@ mod tests {
             delivered_to_loop("x"),
             no_valid_recipients(),
             delivery_failed("x".into()),
+            auth_challenge("VXNlcm5hbWU6"),
+            auth_cancelled(),
+            auth_undecodable("x"),
+            auth_mechanism_unknown(),
+            auth_other_identity(),
         ];
         for r in all {
             let wire = r.render(true);
