@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delivery;
