@@ -11,6 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::pki::{make_pki_for, Pki};
 use support::smarthost::{Relayed, Smarthost};
 use support::*;
 
@@ -324,36 +325,8 @@ fn assert_bounce(raw: &[u8], to: &str, rcpt: &str, status: &str) -> Report {
 // ---------------------------------------------------------------------
 
 /// A test CA and a leaf it signed for `names`; PEM files in `dir`.
-struct Pki {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
 fn make_pki(dir: &Path, tag: &str, names: &[&str]) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("mailroom relay test CA {tag}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut leaf_params = CertificateParams::new(names).unwrap();
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("smarthost {tag}"));
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-    let pki = Pki {
-        cert: dir.join(format!("cert-{tag}.pem")),
-        key: dir.join(format!("key-{tag}.pem")),
-        ca: dir.join(format!("ca-{tag}.pem")),
-    };
-    std::fs::write(&pki.cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&pki.ca, ca.pem()).unwrap();
-    pki
+    make_pki_for(dir, tag, names, &format!("smarthost {tag}"))
 }
 
 /// A self-signed certificate for `names` (no CA anyone trusts).

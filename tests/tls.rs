@@ -13,57 +13,16 @@ use rustls::{
 };
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::pki::{curl_to_alice, make_pki, Pki};
 use support::*;
 
 // ---------------------------------------------------------------------
 // Certificates and a TLS client
 // ---------------------------------------------------------------------
-
-/// A test CA and a leaf certificate it signed, for `localhost`,
-/// `mx.test.example` and `127.0.0.1`. `cert` holds the full chain.
-struct Pki {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-    ca_der: CertificateDer<'static>,
-    leaf_der: CertificateDer<'static>,
-}
-
-fn make_pki(dir: &Path, tag: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("mailroom test CA {tag}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf_params = CertificateParams::new(vec![
-        "localhost".into(),
-        "mx.test.example".into(),
-        "127.0.0.1".into(),
-    ])
-    .unwrap();
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("mx.test.example {tag}"));
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-    let pki = Pki {
-        cert: dir.join(format!("cert-{tag}.pem")),
-        key: dir.join(format!("key-{tag}.pem")),
-        ca: dir.join(format!("ca-{tag}.pem")),
-        ca_der: ca.der().clone(),
-        leaf_der: leaf.der().clone(),
-    };
-    std::fs::write(&pki.cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    std::fs::write(&pki.ca, ca.pem()).unwrap();
-    pki
-}
 
 const TLS_BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
@@ -808,7 +767,6 @@ fn curl_ssl_reqd_and_smtps() {
         return;
     }
     let (srv, pki) = tls_server();
-    let file = srv.dir.path().join("curl.eml");
     for (url, subject) in [
         (
             format!("smtp://127.0.0.1:{}", srv.addrs[0].port()),
@@ -819,25 +777,13 @@ fn curl_ssl_reqd_and_smtps() {
             "curl smtps",
         ),
     ] {
-        std::fs::write(&file, format!("Subject: {subject}\r\n\r\nhi\r\n")).unwrap();
-        let out = Command::new("curl")
-            .args(["--silent", "--show-error", "--ssl-reqd", "--cacert"])
-            .arg(&pki.ca)
-            .args([
-                &url,
-                "--mail-from",
-                "s@client.example",
-                "--mail-rcpt",
-                "alice@test.example",
-                "--upload-file",
-            ])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        curl_to_alice(
+            srv.dir.path(),
+            &url,
+            &pki.ca,
+            &[],
+            "s@client.example",
+            subject,
         );
         assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
     }

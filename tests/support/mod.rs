@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod delivery;
+pub mod pki;
 pub mod smarthost;
 
 use std::io::{BufRead, BufReader, Read, Write};
