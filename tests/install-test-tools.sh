@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the external clients the tests drive (swaks with its TLS
-# modules, curl, openssl, s-nail: a mail(1) that runs our sendmail, and
+# modules, curl, openssl, msmtp, s-nail: a mail(1) that runs our sendmail, and
 # python3 for the relay tests' smarthost) and the mail readers the fault
 # tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
 # dotlockfile), and systemd's socket activation tool for the socket
@@ -16,7 +16,7 @@ set -euo pipefail
 wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
     doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin
     systemd-socket-activate=systemd script=bsdutils debootstrap=debootstrap
-    systemd-nspawn=systemd-container)
+    systemd-nspawn=systemd-container msmtp=msmtp)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then

@@ -8,6 +8,7 @@
 //! The defaults written in `raw` are the ones documented in the shipped
 //! `etc/mailroom.toml`; a test keeps the two in step.
 
+mod auth;
 mod mailboxes;
 mod queue;
 mod raw;
@@ -15,10 +16,11 @@ mod relay;
 mod server;
 mod timeouts;
 
+pub use auth::Auth;
 pub use mailboxes::{Store, StoreTemplate, Users, VirtualMailbox};
 pub use queue::QueueSettings;
 pub use relay::{Relay, RelayTls};
-pub use server::{Listener, ListenerTls, Role, Server};
+pub use server::{Listener, ListenerAuth, ListenerTls, Role, Server};
 pub use timeouts::Timeouts;
 
 use crate::smtp::data::BareNewline;
@@ -72,6 +74,8 @@ pub struct Config {
     /// The smarthost for mail to other hosts; without it such mail is
     /// refused.
     pub relay: Option<Relay>,
+    /// Who may AUTH, on the listeners that offer it.
+    pub auth: Option<Auth>,
     /// How log lines look; fixed at start.
     pub log_format: LogFormat,
 }
@@ -219,6 +223,27 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let timeouts = timeouts::validate(raw.timeouts, raw.stress, e)?;
     let queue = queue::validate(raw.queue_dir, raw.queue, e)?;
     let relay = raw.relay.map(|r| relay::validate(r, e)).transpose()?;
+    let auth = raw.auth.map(|a| auth::validate(a, e)).transpose()?;
+    if let Some(l) = server.listen.iter().find(|l| l.auth != ListenerAuth::Off) {
+        if auth.is_none() {
+            return Err(e.at(
+                "server.listen",
+                format!(
+                    "{} offers AUTH: give an [auth] section with the users file",
+                    l.addr
+                ),
+            ));
+        }
+        if !has_tls {
+            return Err(e.at(
+                "server.listen",
+                format!(
+                    "{} offers AUTH, which is only ever offered over TLS: give a [tls] section",
+                    l.addr
+                ),
+            ));
+        }
+    }
     let mailboxes = mailboxes::validate_mailboxes(raw.mailbox, raw.case_insensitive_users, e)?;
     let users = mailboxes::validate_users(raw.users, e)?;
     if let Some(u) = &raw.user {
@@ -263,6 +288,7 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         log_format: raw.log_format,
         tls,
         relay,
+        auth,
     })
 }
 
@@ -356,6 +382,7 @@ maildir = "var/mail/alice/Maildir"
                 addr: "127.0.0.1:2525".parse().unwrap(),
                 role: Role::Smtp,
                 tls: ListenerTls::Starttls,
+                auth: ListenerAuth::Off,
             }]
         );
         assert_eq!(c.timeouts.data_total, Duration::from_secs(600));

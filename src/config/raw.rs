@@ -53,8 +53,25 @@ pub struct RawConfig {
     pub pipe_user: String,
     pub tls: Option<RawTls>,
     pub relay: Option<RawRelay>,
+    pub auth: Option<RawAuth>,
     #[serde(default)]
     pub log_format: super::LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub users: PathBuf,
+    #[serde(default)]
+    pub senders: BTreeMap<String, Vec<String>>,
+    #[serde(default = "five")]
+    pub max_failures: u32,
+    #[serde(default = "six_hundred")]
+    pub failure_window: u64,
+}
+
+fn five() -> u32 {
+    5
 }
 
 #[derive(Deserialize)]
@@ -128,6 +145,10 @@ pub struct RawListenTable {
     /// Only in `listen`: implicit TLS needs no STARTTLS.
     pub require_tls: Option<bool>,
     pub role: Option<RawRole>,
+    /// Offer AUTH (once TLS runs).
+    pub auth: Option<bool>,
+    /// Mail needs AUTH first; implies `auth`.
+    pub require_auth: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

@@ -60,6 +60,19 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub role: Role,
     pub tls: ListenerTls,
+    pub auth: ListenerAuth,
+}
+
+/// What a listener asks of AUTH (RFC 4954).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerAuth {
+    /// Not offered: `502`, as on port 25 by default.
+    #[default]
+    Off,
+    /// Offered once TLS runs; mail without it is taken as before.
+    Offer,
+    /// Offered, and mail needs it first (`530 5.7.0`): submission.
+    Require,
 }
 
 /// What a listener is for. Today both roles take mail for this box's
@@ -109,13 +122,19 @@ impl Listener {
         self.tls != ListenerTls::Starttls
     }
 
-    /// For the log: `submission, TLS required`.
+    /// For the log: `submission, TLS required, AUTH required`.
     pub fn describe(&self) -> String {
-        match self.tls {
-            ListenerTls::Starttls => self.role.to_string(),
-            ListenerTls::RequireStarttls => format!("{}, TLS required", self.role),
-            ListenerTls::Implicit => format!("{}, implicit TLS", self.role),
-        }
+        let tls = match self.tls {
+            ListenerTls::Starttls => "",
+            ListenerTls::RequireStarttls => ", TLS required",
+            ListenerTls::Implicit => ", implicit TLS",
+        };
+        let auth = match self.auth {
+            ListenerAuth::Off => "",
+            ListenerAuth::Offer => ", AUTH",
+            ListenerAuth::Require => ", AUTH required",
+        };
+        format!("{}{tls}{auth}", self.role)
     }
 }
 
@@ -229,9 +248,9 @@ fn listener<'a>(
     implicit: bool,
     e: &Errors,
 ) -> Result<(Listener, &'a str), ConfigError> {
-    let (address, require_tls, role) = match entry {
-        RawListen::Address(a) => (a, None, None),
-        RawListen::Table(t) => (&t.address, t.require_tls, t.role),
+    let (address, require_tls, role, auth, require_auth) = match entry {
+        RawListen::Address(a) => (a, None, None, None, None),
+        RawListen::Table(t) => (&t.address, t.require_tls, t.role, t.auth, t.require_auth),
     };
     let addr = address.parse::<SocketAddr>().map_err(|_| {
         e.at(
@@ -260,5 +279,24 @@ fn listener<'a>(
         None if implicit => Role::Submission,
         None => Role::Smtp,
     };
-    Ok((Listener { addr, role, tls }, address))
+    let auth = match (auth, require_auth) {
+        (Some(false), Some(true)) => {
+            return Err(e.at(
+                key,
+                format!("{address}: require_auth = true needs auth, which is false"),
+            ))
+        }
+        (_, Some(true)) => ListenerAuth::Require,
+        (Some(true), _) => ListenerAuth::Offer,
+        _ => ListenerAuth::Off,
+    };
+    Ok((
+        Listener {
+            addr,
+            role,
+            tls,
+            auth,
+        },
+        address,
+    ))
 }

@@ -96,6 +96,7 @@ pub fn listener_for(config: &Config, addr: std::net::SocketAddr, name: &str) -> 
         None => Listener {
             addr,
             role,
+            auth: Default::default(),
             tls: if implicit {
                 ListenerTls::Implicit
             } else {

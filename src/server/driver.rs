@@ -30,6 +30,8 @@ pub struct Context {
     pub implicit_tls: bool,
     /// Set while the server is under pressure: shorter timeouts.
     pub stressed: Arc<AtomicBool>,
+    /// Whose passwords AUTH checks; none where AUTH is not offered.
+    pub users: Option<Arc<crate::auth::Users>>,
 }
 
 /// A worker's buffers, kept from one session to the next. Allocated for
@@ -297,6 +299,15 @@ impl<S: Transport> Driver<S> {
                     self.upgrade()?;
                     return Ok(true);
                 }
+                Action::Authenticate(c) => {
+                    let ok = self
+                        .ctx
+                        .users
+                        .as_ref()
+                        .is_some_and(|u| u.check(&c.login, &c.password));
+                    response = self.session.authenticated(ok);
+                    continue;
+                }
                 Action::ReceiveData => self.receive_data()?,
                 Action::ReceiveChunk {
                     size,
@@ -503,6 +514,7 @@ mod tests {
             tls: None,
             implicit_tls: false,
             stressed: Arc::default(),
+            users: None,
         };
         let peer = Peer::Tcp {
             addr: "192.0.2.9:4321".parse().unwrap(),

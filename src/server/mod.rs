@@ -55,6 +55,8 @@ pub struct Runtime {
     /// The queue, for what sessions cannot finish while their client
     /// waits; fixed at start.
     pub outbox: Option<crate::queue::Outbox>,
+    /// The users file of `[auth]`, read again on each reload.
+    pub users: Option<Arc<crate::auth::Users>>,
 }
 
 impl Runtime {
@@ -71,6 +73,11 @@ impl Runtime {
     ) -> Result<Runtime, String> {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let relay = crate::relay::Relay::new(&config)?.map(Arc::new);
+        let users = config
+            .auth
+            .as_ref()
+            .map(|a| crate::auth::Users::load(&a.users).map(Arc::new))
+            .transpose()?;
         let config = Arc::new(config);
         let mut local = Local::new(config.clone())?;
         if let Some(old) = old {
@@ -99,6 +106,7 @@ impl Runtime {
             config,
             tls,
             relay,
+            users,
         })
     }
 }

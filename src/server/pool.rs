@@ -10,9 +10,10 @@ use super::conn::Socket;
 use super::driver::{Buffers, Context, Driver, Served};
 use super::{Job, Parked, Shared, Ticket};
 use crate::clock::SYSTEM;
+use crate::config::ListenerAuth;
 use crate::smtp::peer::Peer;
 use crate::smtp::reply;
-use crate::smtp::session::{Session, TlsPolicy};
+use crate::smtp::session::{AuthPolicy, Session, TlsPolicy};
 use crossbeam_channel::Receiver;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -139,7 +140,11 @@ fn serve(
         &SYSTEM,
         Peer::Tcp { addr: peer, name },
         policy,
-    );
+    )
+    .with_auth(AuthPolicy {
+        offer: listener.auth != ListenerAuth::Off,
+        require: listener.auth == ListenerAuth::Require,
+    });
     let ctx = Context {
         config: rt.config.clone(),
         delivery: rt.delivery.clone(),
@@ -148,6 +153,7 @@ fn serve(
         tls: rt.tls.clone(),
         implicit_tls: listener.implicit_tls(),
         stressed: shared.stressed.clone(),
+        users: rt.users.clone(),
     };
     let served =
         Driver::new(Socket::new(stream), session, ctx, buffers).serve(buffers, Some(waiting));

@@ -32,7 +32,12 @@ pub enum Command {
     Vrfy(String),
     Expn(String),
     StartTls,
-    /// A verb this server knows but does not offer (AUTH, ETRN, TURN, ...).
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    /// A verb this server knows but does not offer (ETRN, TURN, ...).
     NotImplemented,
 }
 
@@ -166,13 +171,13 @@ pub enum ParseError {
 }
 
 /// The verbs this server handles.
-const VERBS: [&str; 13] = [
+const VERBS: [&str; 14] = [
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "STARTTLS", "NOOP", "HELP",
-    "VRFY", "EXPN",
+    "VRFY", "EXPN", "AUTH",
 ];
 /// Verbs it knows but does not offer: `502`.
-const KNOWN_UNOFFERED: [&str; 9] = [
-    "AUTH", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
+const KNOWN_UNOFFERED: [&str; 8] = [
+    "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
 ];
 
 /// Parses one command line. The caller has stripped the line end; trailing
@@ -277,6 +282,19 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             Command::Vrfy(arg)
         } else {
             Command::Expn(arg)
+        });
+    }
+    if is("AUTH") {
+        let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
+        let usage = "Syntax: AUTH mechanism [initial-response]";
+        let mechanism = words.next().ok_or(ParseError::Syntax(usage))?;
+        let initial = words.next().map(str::to_string);
+        if words.next().is_some() {
+            return Err(ParseError::Syntax(usage));
+        }
+        return Ok(Command::Auth {
+            mechanism: mechanism.to_string(),
+            initial,
         });
     }
     if KNOWN_UNOFFERED.iter().any(|v| is(v)) {
@@ -532,7 +550,20 @@ mod tests {
             ("VRFY alice", Command::Vrfy("alice".into())),
             ("EXPN staff", Command::Expn("staff".into())),
             ("STARTTLS", Command::StartTls),
-            ("AUTH PLAIN AGFhAGI=", Command::NotImplemented),
+            (
+                "AUTH PLAIN AGFhAGI=",
+                Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial: Some("AGFhAGI=".into()),
+                },
+            ),
+            (
+                "auth login",
+                Command::Auth {
+                    mechanism: "login".into(),
+                    initial: None,
+                },
+            ),
             ("ETRN example.org", Command::NotImplemented),
             ("TURN", Command::NotImplemented),
         ];
@@ -559,6 +590,11 @@ mod tests {
             ("STARTTLS x", Syntax("Syntax: STARTTLS")),
             ("VRFY", Syntax("Syntax: VRFY address")),
             ("EXPN", Syntax("Syntax: EXPN mailing-list")),
+            ("AUTH", Syntax("Syntax: AUTH mechanism [initial-response]")),
+            (
+                "AUTH PLAIN abc= more",
+                Syntax("Syntax: AUTH mechanism [initial-response]"),
+            ),
             ("BDAT", BdatSyntax),
             ("BDAT x", BdatSyntax),
             ("BDAT -1", BdatSyntax),

@@ -331,6 +331,29 @@ pub fn auth_undecodable(what: &'static str) -> Reply {
 pub fn auth_mechanism_unknown() -> Reply {
     Reply::new(504, e(5, 5, 4), "Unrecognized authentication type")
 }
+pub fn auth_ok() -> Reply {
+    Reply::new(235, e(2, 7, 0), "Authentication successful")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, e(5, 7, 8), "Authentication credentials invalid")
+}
+pub fn auth_needs_tls() -> Reply {
+    Reply::new(
+        538,
+        e(5, 7, 11),
+        "Encryption required for requested authentication mechanism",
+    )
+}
+pub fn auth_required() -> Reply {
+    Reply::new(530, e(5, 7, 0), "Authentication required")
+}
+pub fn too_many_auth_failures(host: &str) -> Reply {
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        format!("{host} Too many failed authentication attempts, closing connection"),
+    )
+}
 pub fn auth_other_identity() -> Reply {
     Reply::new(
         535,
@@ -437,6 +460,11 @@ mod tests {
             auth_undecodable("x"),
             auth_mechanism_unknown(),
             auth_other_identity(),
+            auth_ok(),
+            auth_failed(),
+            auth_needs_tls(),
+            auth_required(),
+            too_many_auth_failures("h"),
         ];
         for r in all {
             let wire = r.render(true);

@@ -12,6 +12,8 @@ pub struct Offer {
     pub expn: bool,
     /// STARTTLS can be started: TLS is configured and not running yet.
     pub starttls: bool,
+    /// AUTH can be used: the listener offers it and TLS is running.
+    pub auth: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -20,6 +22,8 @@ enum Keyword {
     Plain(&'static str),
     /// `SIZE` with the limit (RFC 1870).
     Size,
+    /// `AUTH` with the mechanisms (RFC 4954).
+    Auth,
 }
 
 #[derive(Clone, Copy)]
@@ -28,6 +32,7 @@ enum When {
     Vrfy,
     Expn,
     StartTls,
+    Auth,
 }
 
 /// A verb and its place in the HELP reply.
@@ -50,20 +55,20 @@ const fn row(keyword: Keyword, verbs: &'static [Verb], when: When) -> Row {
 /// In the order EHLO lists them; HELP puts the verbs in their own order.
 /// VRFY and EXPN are RFC 5321 verbs that HELP always names (VRFY answers
 /// 252 when it is off); the keywords only say that they really answer.
-const ROWS: [Row; 13] = [
+const ROWS: [Row; 14] = [
     row(
         Keyword::None,
         &[
             (0, "HELO"),
             (1, "EHLO"),
-            (3, "MAIL"),
-            (4, "RCPT"),
-            (5, "DATA"),
-            (7, "RSET"),
-            (8, "NOOP"),
-            (9, "QUIT"),
-            (11, "VRFY"),
-            (12, "EXPN"),
+            (4, "MAIL"),
+            (5, "RCPT"),
+            (6, "DATA"),
+            (8, "RSET"),
+            (9, "NOOP"),
+            (10, "QUIT"),
+            (12, "VRFY"),
+            (13, "EXPN"),
         ],
         When::Always,
     ),
@@ -76,13 +81,14 @@ const ROWS: [Row; 13] = [
         &[(2, "STARTTLS")],
         When::StartTls,
     ),
+    row(Keyword::Auth, &[(3, "AUTH")], When::Auth),
     row(Keyword::Plain("8BITMIME"), &[], When::Always),
     row(Keyword::Plain("ENHANCEDSTATUSCODES"), &[], When::Always),
-    row(Keyword::Plain("CHUNKING"), &[(6, "BDAT")], When::Always),
+    row(Keyword::Plain("CHUNKING"), &[(7, "BDAT")], When::Always),
     row(Keyword::Plain("BINARYMIME"), &[], When::Always),
     row(Keyword::Plain("SMTPUTF8"), &[], When::Always),
     row(Keyword::Plain("DSN"), &[], When::Always),
-    row(Keyword::Plain("HELP"), &[(10, "HELP")], When::Always),
+    row(Keyword::Plain("HELP"), &[(11, "HELP")], When::Always),
 ];
 
 impl Offer {
@@ -92,6 +98,7 @@ impl Offer {
             When::Vrfy => self.vrfy,
             When::Expn => self.expn,
             When::StartTls => self.starttls,
+            When::Auth => self.auth,
         })
     }
 
@@ -102,6 +109,7 @@ impl Offer {
                 Keyword::None => None,
                 Keyword::Plain(k) => Some(k.to_string()),
                 Keyword::Size => Some(format!("SIZE {}", self.max_message_size)),
+                Keyword::Auth => Some(format!("AUTH {}", crate::smtp::sasl::MECHANISMS)),
             })
             .collect()
     }
@@ -127,6 +135,7 @@ mod tests {
             vrfy,
             expn,
             starttls,
+            auth: false,
         }
     }
 
@@ -149,6 +158,11 @@ mod tests {
         let all = offer(true, true, true).keywords();
         assert_eq!(all[2..5], ["VRFY", "EXPN", "STARTTLS"]);
         assert_eq!(all.len(), 12);
+        let auth = Offer {
+            auth: true,
+            ..offer(false, false, false)
+        };
+        assert_eq!(auth.keywords()[2], "AUTH PLAIN LOGIN");
     }
 
     #[test]
@@ -163,5 +177,13 @@ mod tests {
             "HELO EHLO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
         );
         assert_eq!(offer(true, true, true).help().code(), 214);
+        let auth = Offer {
+            auth: true,
+            ..offer(false, false, false)
+        };
+        assert_eq!(
+            verbs(auth),
+            "HELO EHLO AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN"
+        );
     }
 }

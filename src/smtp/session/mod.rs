@@ -21,6 +21,7 @@ use super::command::{self, BodyType, Command, MailParams, ParseError, RcptParams
 use super::failure::DeliveryError;
 use super::peer::Peer;
 use super::reply::{self, Enhanced, Reply};
+use super::sasl;
 use super::trace::{Clock, Received, TlsInfo, UnixTime};
 use phase::{Phase, Verb};
 use std::sync::Arc;
@@ -83,6 +84,9 @@ pub enum Action {
     /// sent after the command, handshake, then call
     /// [`Session::tls_started`].
     StartTls,
+    /// Check this login and password, then hand the outcome to
+    /// [`Session::authenticated`], which gives the reply.
+    Authenticate(sasl::Credentials),
     /// Receive exactly `size` octets of a BDAT chunk. `start`: this chunk
     /// begins a new body (new spool, trace field first). `discard`: read and
     /// drop the octets. Then call [`Session::chunk_received`].
@@ -184,6 +188,18 @@ pub struct Envelope<R> {
     pub received: UnixTime,
 }
 
+/// What the listener asks of AUTH (RFC 4954).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// AUTH is offered, once TLS runs.
+    pub offer: bool,
+    /// Mail needs AUTH first (`530 5.7.0` until then).
+    pub require: bool,
+}
+
+/// Failed AUTH attempts after which a session is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
+
 /// What the listener asks of TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TlsPolicy {
@@ -227,6 +243,8 @@ struct Hello {
 enum Pending {
     /// The answer to a lookup, for the RCPT, VRFY or EXPN that asked.
     Rcpt(ForwardPath, RcptParams),
+    /// Whether this login's password was right.
+    Auth(String),
     Vrfy(String),
     Expn(String),
     /// The end of a BDAT chunk that is read and dropped: then this reply.
@@ -245,6 +263,13 @@ pub struct Session<R> {
     pending: Option<Pending>,
     /// Errors since the session began or last delivered a message.
     errors: u32,
+    auth: AuthPolicy,
+    /// Who the client proved to be with AUTH.
+    login: Option<String>,
+    /// An AUTH exchange in progress: the client's next line is its
+    /// response, not a command.
+    sasl: Option<sasl::Awaiting>,
+    auth_failures: u32,
 }
 
 impl<R: Resolved> Session<R> {
@@ -264,7 +289,22 @@ impl<R: Resolved> Session<R> {
             tx: None,
             pending: None,
             errors: 0,
+            auth: AuthPolicy::default(),
+            login: None,
+            sasl: None,
+            auth_failures: 0,
         }
+    }
+
+    /// What this listener asks of AUTH; none unless told.
+    pub fn with_auth(mut self, auth: AuthPolicy) -> Session<R> {
+        self.auth = auth;
+        self
+    }
+
+    /// The login the client authenticated as.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
     }
 
     pub fn peer(&self) -> &Peer {
@@ -327,7 +367,10 @@ impl<R: Resolved> Session<R> {
                 delay: false,
             };
         }
-        let r = self.handle(line);
+        let r = match self.sasl.take() {
+            Some(awaiting) => self.sasl_line(awaiting, line),
+            None => self.handle(line),
+        };
         self.counted(r)
     }
 
@@ -392,8 +435,67 @@ impl<R: Resolved> Session<R> {
                 action: Action::StartTls,
                 delay: false,
             },
+            Command::Auth { mechanism, initial } => {
+                self.sasl_step(sasl::start(&mechanism, initial.as_deref()))
+            }
             Command::NotImplemented => Response::reply(reply::not_implemented()),
         }
+    }
+
+    /// A line of an AUTH exchange. Only base64 and `*` belong here, so a
+    /// line that is not text cannot be one.
+    fn sasl_line(&mut self, awaiting: sasl::Awaiting, line: &[u8]) -> Response {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Response::reply(reply::auth_undecodable(
+                "Cannot decode the response: not base64",
+            ));
+        };
+        self.sasl_step(sasl::respond(awaiting, text.trim_end_matches([' ', '\t'])))
+    }
+
+    fn sasl_step(&mut self, step: sasl::Step) -> Response {
+        match step {
+            sasl::Step::Challenge(r, awaiting) => {
+                self.sasl = Some(awaiting);
+                Response::reply(r)
+            }
+            sasl::Step::Refuse(r) => Response::reply(r),
+            sasl::Step::Check(credentials) => {
+                self.pending = Some(Pending::Auth(credentials.login.clone()));
+                Response {
+                    reply: None,
+                    action: Action::Authenticate(credentials),
+                    delay: false,
+                }
+            }
+        }
+    }
+
+    /// Whether the password of [`Action::Authenticate`] was right. The
+    /// third failure ends the session.
+    pub fn authenticated(&mut self, ok: bool) -> Response {
+        let Some(Pending::Auth(login)) = self.pending.take() else {
+            unreachable!("an AUTH outcome with no AUTH asked");
+        };
+        if ok {
+            log::info!("[{}]: authenticated as {login}", self.peer);
+            self.login = Some(login);
+            return Response::reply(reply::auth_ok());
+        }
+        self.auth_failures += 1;
+        log::warn!(
+            "[{}]: AUTH failed for login {login:?} ({} in this session)",
+            self.peer,
+            self.auth_failures
+        );
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return self.counted(Response {
+                reply: Some(reply::too_many_auth_failures(&self.settings.hostname)),
+                action: Action::Close,
+                delay: false,
+            });
+        }
+        self.counted(Response::reply(reply::auth_failed()))
     }
 
     /// Whether the command may run now, in this order: is it offered here,
@@ -409,8 +511,19 @@ impl<R: Resolved> Session<R> {
                 return Err(reply::not_implemented());
             }
         }
+        if verb == Verb::Auth {
+            if !self.auth.offer {
+                return Err(reply::not_implemented());
+            }
+            if self.tls.is_none() {
+                return Err(reply::auth_needs_tls());
+            }
+        }
         if verb.needs_tls_first() && self.policy.require && self.tls.is_none() {
             return Err(reply::tls_required());
+        }
+        if verb == Verb::Mail && self.auth.require && self.login.is_none() {
+            return Err(reply::auth_required());
         }
         // DATA for a binary body is told to use BDAT instead, amid its
         // chunks too, where the table would only say it comes too late.
@@ -432,6 +545,9 @@ impl<R: Resolved> Session<R> {
             return Err(reply::bad_sequence(
                 "Error: BODY=BINARYMIME needs BDAT, not DATA",
             ));
+        }
+        if verb == Verb::Auth && self.login.is_some() {
+            return Err(reply::bad_sequence("Error: already authenticated"));
         }
         Ok(())
     }
@@ -466,6 +582,7 @@ impl<R: Resolved> Session<R> {
             vrfy: self.settings.vrfy,
             expn: self.settings.expn,
             starttls: self.policy.offer && self.tls.is_none(),
+            auth: self.auth.offer && self.tls.is_some() && self.login.is_none(),
         }
     }
 
@@ -656,12 +773,17 @@ impl<R: Resolved> Session<R> {
         let hello = self.hello.as_ref().expect("a transaction needs a greeting");
         let utf8 = tx.params.smtputf8;
         // RFC 3848 and RFC 6531; plain HELO has no registered TLS form.
-        let protocol = match (hello.esmtp, utf8, self.tls.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, false, true) => "ESMTPS",
-            (true, true, false) => "UTF8SMTP",
-            (true, true, true) => "UTF8SMTPS",
+        // RFC 3848 and RFC 6531: S for TLS, A for AUTH.
+        let protocol = match (hello.esmtp, utf8, self.tls.is_some(), self.login.is_some()) {
+            (false, ..) => "SMTP",
+            (true, false, false, false) => "ESMTP",
+            (true, false, true, false) => "ESMTPS",
+            (true, false, false, true) => "ESMTPA",
+            (true, false, true, true) => "ESMTPSA",
+            (true, true, false, false) => "UTF8SMTP",
+            (true, true, true, false) => "UTF8SMTPS",
+            (true, true, false, true) => "UTF8SMTPA",
+            (true, true, true, true) => "UTF8SMTPSA",
         };
         Received {
             helo: &hello.name,
@@ -992,6 +1114,11 @@ mod tests {
                 assert!(r.reply.is_none(), "a lookup comes before the reply");
                 s.answer(lookup(path))
             }
+            // Every login's password is "right".
+            Action::Authenticate(c) => {
+                assert!(r.reply.is_none(), "a check comes before the reply");
+                s.authenticated(c.password == "right")
+            }
             _ => r,
         }
     }
@@ -1044,6 +1171,105 @@ mod tests {
             t.contains("[192.0.2.9])\n\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 key-exchange X25519)\n\tby mx.example.org (mailroom) with ESMTPS id "),
             "{t}"
         );
+    }
+
+    fn b64(text: &str) -> String {
+        crate::smtp::encoding::base64_encode(text.as_bytes())
+    }
+
+    fn submission() -> Session<Rcpt> {
+        session(|_| ()).with_auth(AuthPolicy {
+            offer: true,
+            require: true,
+        })
+    }
+
+    #[test]
+    fn auth_is_offered_over_tls_only_and_submission_needs_it() {
+        let mut s = submission();
+        assert!(!ehlo_lines(&mut s).iter().any(|l| l.starts_with("AUTH")));
+        let plain = format!("AUTH PLAIN {}", b64("\0alice\0right"));
+        dialogue(&mut s, &[(&plain, 538), ("MAIL FROM:<a@b.example>", 530)]);
+        s.tls_started(tls13());
+        dialogue(&mut s, &[(&plain, 503)]);
+        assert!(ehlo_lines(&mut s).contains(&"AUTH PLAIN LOGIN".to_string()));
+        dialogue(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b.example>", 530),
+                (&plain, 235),
+                (&plain, 503),
+                ("MAIL FROM:<a@b.example>", 250),
+                ("RCPT TO:<alice@example.org>", 250),
+                (&plain, 503),
+            ],
+        );
+        assert_eq!(s.login(), Some("alice"));
+        // Once authenticated, EHLO offers it no more.
+        assert!(!ehlo_lines(&mut s).iter().any(|l| l.starts_with("AUTH")));
+        dialogue(&mut s, &[("MAIL FROM:<a@b.example>", 250)]);
+        dialogue(&mut s, &[("RCPT TO:<alice@example.org>", 250)]);
+        let t = s.trace_field();
+        assert!(t.contains(" with ESMTPSA id "), "{t}");
+        assert!(!t.contains("right"), "{t}");
+    }
+
+    #[test]
+    fn where_auth_is_not_offered_it_is_not_implemented() {
+        let mut s = session(|_| ());
+        s.tls_started(tls13());
+        assert!(!ehlo_lines(&mut s).iter().any(|l| l.starts_with("AUTH")));
+        dialogue(
+            &mut s,
+            &[("AUTH PLAIN", 502), ("MAIL FROM:<a@b.example>", 250)],
+        );
+    }
+
+    #[test]
+    fn login_exchange_cancel_and_malformed_answers() {
+        let mut s = submission();
+        s.tls_started(tls13());
+        ehlo_lines(&mut s);
+        let user = b64("alice");
+        dialogue(
+            &mut s,
+            &[
+                ("AUTH LOGIN", 334),
+                (&user, 334),
+                ("*", 501),
+                ("AUTH LOGIN", 334),
+                ("not base64!", 501),
+                // The exchange is over: commands are commands again.
+                ("NOOP", 250),
+                ("AUTH PLAIN", 334),
+                ("\u{1}\u{2}", 501),
+                ("AUTH CRAM-MD5", 504),
+                ("AUTH LOGIN", 334),
+                (&user, 334),
+                (&b64("right"), 235),
+            ],
+        );
+        assert_eq!(s.login(), Some("alice"));
+        // A line that is not text is no answer either.
+        let mut s = submission();
+        s.tls_started(tls13());
+        ehlo_lines(&mut s);
+        dialogue(&mut s, &[("AUTH PLAIN", 334)]);
+        let r = s.command(b"\xff\xfe");
+        assert_eq!(r.reply.unwrap().code(), 501);
+    }
+
+    #[test]
+    fn the_third_failed_auth_ends_the_session() {
+        let mut s = submission();
+        s.tls_started(tls13());
+        ehlo_lines(&mut s);
+        let wrong = format!("AUTH PLAIN {}", b64("\0alice\0wrong"));
+        dialogue(&mut s, &[(&wrong, 535), (&wrong, 535)]);
+        let r = run(&mut s, &wrong);
+        assert_eq!(r.reply.unwrap().code(), 421);
+        assert_eq!(r.action, Action::Close);
+        assert_eq!(s.login(), None);
     }
 
     #[test]
@@ -1338,6 +1564,7 @@ mod tests {
             vrfy: false,
             expn: false,
             starttls: false,
+            auth: false,
         };
         assert_eq!(lines[1..], offer.keywords());
         assert!(lines.contains(&"SIZE 26214400"));

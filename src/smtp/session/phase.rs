@@ -9,8 +9,9 @@
 use crate::smtp::command::Command;
 use crate::smtp::reply::{self, Reply};
 
-/// Where a session is. AUTH (RFC 4954) will add its own phase between
-/// `Greeted` and `Envelope`, and a row to the table for its verb.
+/// Where a session is. An AUTH exchange (RFC 4954) in progress is not a
+/// phase: its lines are not commands, and the session routes them before
+/// anything here is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Connected, or TLS just started: no HELO/EHLO yet.
@@ -39,7 +40,8 @@ pub enum Verb {
     Vrfy,
     Expn,
     StartTls,
-    /// A verb this server knows but does not offer (AUTH, ETRN, ...).
+    Auth,
+    /// A verb this server knows but does not offer (ETRN, TURN, ...).
     Unoffered,
 }
 
@@ -59,6 +61,7 @@ impl Verb {
             Command::Vrfy(_) => Verb::Vrfy,
             Command::Expn(_) => Verb::Expn,
             Command::StartTls => Verb::StartTls,
+            Command::Auth { .. } => Verb::Auth,
             Command::NotImplemented => Verb::Unoffered,
         }
     }
@@ -81,6 +84,11 @@ pub fn check(verb: Verb, phase: Phase) -> Result<(), Reply> {
         (Helo | Ehlo | Rset | Noop | Quit | Help | Vrfy | Expn | Unoffered, _) => Ok(()),
         (Mail, Greeted) | (Rcpt | Data, Envelope) | (Bdat, Envelope | Chunking) => Ok(()),
         (StartTls, Fresh | Greeted) => Ok(()),
+        (Auth, Greeted) => Ok(()),
+        // An ESMTP extension: EHLO first (RFC 4954 4), and never amid a
+        // transaction (503, RFC 4954 4).
+        (Auth, Fresh) => refuse("Error: send EHLO first"),
+        (Auth, Envelope | Chunking) => refuse("Error: AUTH not allowed inside a mail transaction"),
         (Mail | Data | Bdat, Fresh) => refuse("Error: send HELO/EHLO first"),
         (Mail, Envelope | Chunking) => refuse("Error: nested MAIL command"),
         (Rcpt, Fresh | Greeted) | (Data | Bdat, Greeted) => refuse("Error: need MAIL command"),
@@ -103,7 +111,7 @@ mod tests {
         use Phase::*;
         use Verb::*;
         let phases = [Fresh, Greeted, Envelope, Chunking];
-        let rows: [(Verb, [&str; 4]); 14] = [
+        let rows: [(Verb, [&str; 4]); 15] = [
             (Helo, [".", ".", ".", "."]),
             (Ehlo, [".", ".", ".", "."]),
             (Mail, ["HELO first", ".", "nested", "nested"]),
@@ -117,6 +125,15 @@ mod tests {
             (Vrfy, [".", ".", ".", "."]),
             (Expn, [".", ".", ".", "."]),
             (StartTls, [".", ".", "in transaction", "in transaction"]),
+            (
+                Auth,
+                [
+                    "EHLO first",
+                    ".",
+                    "AUTH in transaction",
+                    "AUTH in transaction",
+                ],
+            ),
             (Unoffered, [".", ".", ".", "."]),
         ];
         let short = |r: Reply| {
@@ -129,6 +146,8 @@ mod tests {
                 "Error: RCPT after message data" => "after data",
                 "Error: DATA after BDAT" => "after BDAT",
                 "Error: STARTTLS not allowed inside a mail transaction" => "in transaction",
+                "Error: send EHLO first" => "EHLO first",
+                "Error: AUTH not allowed inside a mail transaction" => "AUTH in transaction",
                 other => panic!("{other}"),
             }
         };

@@ -1,0 +1,389 @@
+//! Authenticated submission (AUTH, RFC 4954) against the real server,
+//! over TLS with a test CA made at test time, with real clients nobody
+//! here wrote: Python's smtplib, swaks (PLAIN and LOGIN), curl, lettre
+//! and msmtp; and what is refused: a wrong password, an unknown login,
+//! AUTH before TLS, malformed base64, a cancelled exchange, mail before
+//! AUTH on a listener that requires it, AUTH where it is not offered, and
+//! the session closed at the third failure.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::pki::{curl_to_alice, make_pki, Pki};
+use support::*;
+
+/// The password of `printer` (argon2id) and of `nas` (SHA-512-crypt, made
+/// by openssl).
+const PRINTER: &str = "ink jet 42";
+const NAS: &str = "disk:full";
+
+/// A server with TLS whose first listener is port 25 as ever (no AUTH),
+/// the second submission with STARTTLS and AUTH required, the third
+/// implicit TLS with AUTH required.
+fn submission_server() -> (Server, Pki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "auth");
+    let users = dir.path().join("users");
+    let nas = Command::new("openssl")
+        .args(["passwd", "-6", NAS])
+        .output()
+        .expect("openssl passwd");
+    assert!(nas.status.success());
+    let nas = String::from_utf8(nas.stdout).unwrap();
+    std::fs::write(
+        &users,
+        format!(
+            "# devices\nprinter:{}\nnas:{}\n",
+            mailroom::auth::hash(PRINTER).unwrap(),
+            nas.trim()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&users, None, None).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nusers = \"{}\"",
+        pki.cert.display(),
+        pki.key.display(),
+        users.display()
+    );
+    let text = base_config(
+        dir.path(),
+        "",
+        "smtps = [{ address = \"127.0.0.1:0\", require_auth = true }]",
+        &tables,
+    )
+    .replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\", { address = \"127.0.0.1:0\", require_tls = true, \
+         require_auth = true, role = \"submission\" }]",
+    );
+    (Server::start_config(dir, &text), pki)
+}
+
+/// The `Received:` field of alice's message with this subject.
+fn received(srv: &Server, subject: &str) -> String {
+    let m = srv
+        .messages("alice")
+        .into_iter()
+        .map(Parsed::new)
+        .find(|p| p.subject().as_deref() == Some(subject))
+        .unwrap_or_else(|| panic!("no message {subject:?} for alice"));
+    m.header("Received").expect("a Received field")
+}
+
+/// Runs a Python script with the CA file and these ports, and the
+/// printer's password, last; it must succeed.
+fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&pki.ca)
+        .args(ports.map(|p| p.to_string()))
+        .arg(PRINTER)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        srv.log()
+    );
+}
+
+#[test]
+fn smtplib_logs_in_over_starttls_and_implicit_tls() {
+    let (srv, pki) = submission_server();
+    let script = r#"
+import smtplib, ssl, sys
+ca, port, tls_port, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+with smtplib.SMTP("localhost", port, timeout=20) as s:
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"], s.esmtp_features
+    s.login("printer", password)
+    s.sendmail("printer@test.example", ["alice@test.example"], "Subject: smtplib starttls\r\n\r\nhi\r\n")
+with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
+    s.login("printer", password)
+    s.sendmail("printer@test.example", ["alice@test.example"], "Subject: smtplib ssl\r\n\r\nhi\r\n")
+"#;
+    python(
+        &srv,
+        &pki,
+        script,
+        [srv.addrs[1].port(), srv.addrs[2].port()],
+    );
+    for subject in ["smtplib starttls", "smtplib ssl"] {
+        let r = received(&srv, subject);
+        assert!(r.contains("with ESMTPSA"), "{r}");
+        assert!(!r.contains(PRINTER) && !r.contains("ink"), "{r}");
+    }
+    assert!(
+        srv.log().contains("authenticated as printer"),
+        "{}",
+        srv.log()
+    );
+    assert!(!srv.log().contains(PRINTER), "{}", srv.log());
+}
+
+#[test]
+fn swaks_plain_and_login() {
+    if !tool("swaks") {
+        return;
+    }
+    let (srv, pki) = submission_server();
+    for (mechanism, user, password) in [("PLAIN", "printer", PRINTER), ("LOGIN", "nas", NAS)] {
+        let subject = format!("swaks {mechanism}");
+        let out = Command::new("swaks")
+            .args(["--to", "alice@test.example", "--from", "dev@test.example"])
+            .args(["--header", &format!("Subject: {subject}")])
+            .args(["--server", "127.0.0.1", "--port"])
+            .arg(srv.addrs[1].port().to_string())
+            .args(["--tls", "--tls-verify", "--tls-ca-path"])
+            .arg(&pki.ca)
+            .args([
+                "--auth",
+                mechanism,
+                "--auth-user",
+                user,
+                "--auth-password",
+                password,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "swaks {mechanism}: {text}");
+        assert!(text.contains("235 2.7.0"), "{text}");
+        assert!(received(&srv, &subject).contains("with ESMTPSA"));
+    }
+}
+
+#[test]
+fn curl_user_over_starttls_and_smtps() {
+    if !tool("curl") {
+        return;
+    }
+    let (srv, pki) = submission_server();
+    let user = format!("nas:{NAS}");
+    for (url, subject) in [
+        (
+            format!("smtp://127.0.0.1:{}", srv.addrs[1].port()),
+            "curl starttls",
+        ),
+        (
+            format!("smtps://127.0.0.1:{}", srv.addrs[2].port()),
+            "curl smtps",
+        ),
+    ] {
+        let extra = ["--user", user.as_str()];
+        curl_to_alice(
+            srv.dir.path(),
+            &url,
+            &pki.ca,
+            &extra,
+            "nas@test.example",
+            subject,
+        );
+        assert!(received(&srv, subject).contains("with ESMTPSA"));
+    }
+}
+
+#[test]
+fn lettre_with_credentials() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{Message, SmtpTransport, Transport};
+    let (srv, pki) = submission_server();
+    let params = || {
+        TlsParameters::builder("localhost".into())
+            .add_root_certificate(Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+            .build_rustls()
+            .unwrap()
+    };
+    for (addr, tls, mechanism, subject) in [
+        (
+            srv.addrs[1],
+            Tls::Required(params()),
+            Mechanism::Plain,
+            "lettre plain",
+        ),
+        (
+            srv.addrs[2],
+            Tls::Wrapper(params()),
+            Mechanism::Login,
+            "lettre login",
+        ),
+    ] {
+        let email = Message::builder()
+            .from("printer@test.example".parse().unwrap())
+            .to("alice@test.example".parse().unwrap())
+            .subject(subject)
+            .body("authenticated\r\n".to_string())
+            .unwrap();
+        SmtpTransport::builder_dangerous("localhost")
+            .port(addr.port())
+            .tls(tls)
+            .credentials(Credentials::new("printer".into(), PRINTER.into()))
+            .authentication(vec![mechanism])
+            .timeout(Some(Duration::from_secs(20)))
+            .build()
+            .send(&email)
+            .unwrap_or_else(|e| panic!("{subject}: {e}"));
+        assert!(received(&srv, subject).contains("with ESMTPSA"));
+    }
+}
+
+#[test]
+fn msmtp_with_a_password() {
+    if !tool("msmtp") {
+        return;
+    }
+    let (srv, pki) = submission_server();
+    let rc = srv.dir.path().join("msmtprc");
+    std::fs::write(
+        &rc,
+        format!(
+            "account box\nhost localhost\nport {}\ntls on\ntls_starttls on\ntls_trust_file {}\n\
+             auth plain\nuser printer\npassword {PRINTER}\nfrom printer@test.example\n",
+            srv.addrs[1].port(),
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut child = Command::new("msmtp")
+        .arg("-C")
+        .arg(&rc)
+        .args(["-a", "box", "alice@test.example"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: msmtp\r\n\r\nhi\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(received(&srv, "msmtp").contains("with ESMTPSA"));
+}
+
+#[test]
+fn what_is_refused_and_how() {
+    let (srv, pki) = submission_server();
+    let script = r#"
+import base64, smtplib, ssl, sys
+ca, smtp_port, port, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+def check(got, code, text=""):
+    assert got[0] == code and text.encode() in got[1], (code, text, got)
+
+# Port 25: no AUTH, before or after STARTTLS.
+with smtplib.SMTP("localhost", smtp_port, timeout=20) as s:
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    assert not s.has_extn("auth"), s.esmtp_features
+    check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0" + password)), 502)
+
+with smtplib.SMTP("localhost", port, timeout=20) as s:
+    s.ehlo("py.client.example")
+    assert not s.has_extn("auth"), s.esmtp_features
+    # Before TLS: 538, and no mail without AUTH.
+    check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0" + password)), 538, "5.7.11")
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    check(s.docmd("MAIL", "FROM:<printer@test.example>"), 530, "5.7.0 Authentication required")
+    check(s.docmd("AUTH", "PLAIN !!!notbase64"), 501, "5.5.2")
+    check(s.docmd("AUTH", "LOGIN"), 334, "VXNlcm5hbWU6")
+    check(s.docmd("*"), 501, "5.0.0")
+    check(s.docmd("AUTH", "CRAM-MD5"), 504, "5.5.4")
+    check(s.docmd("AUTH", "PLAIN " + b64("ceo\0printer\0" + password)), 535, "5.7.8")
+    # A wrong password, then an unknown login: the same 535.
+    check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0wrong")), 535, "5.7.8 Authentication credentials invalid")
+    check(s.docmd("AUTH", "PLAIN " + b64("\0ghost\0" + password)), 535, "5.7.8 Authentication credentials invalid")
+    # The third failure ends the session.
+    check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0nope")), 421, "4.7.0")
+    try:
+        s.noop()
+        raise SystemExit("the session went on after three failures")
+    except smtplib.SMTPServerDisconnected:
+        pass
+
+# smtplib's own login with a wrong password (it tries PLAIN, then LOGIN).
+with smtplib.SMTP("localhost", port, timeout=20) as s:
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    try:
+        s.login("printer", "wrong")
+        raise SystemExit("a wrong password was taken")
+    except smtplib.SMTPAuthenticationError as e:
+        assert e.smtp_code == 535, e
+
+# A good login after failures in another session; then AUTH again is 503.
+with smtplib.SMTP("localhost", port, timeout=20) as s:
+    s.starttls(context=ctx)
+    s.ehlo("py.client.example")
+    s.login("printer", password)
+    check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0" + password)), 503)
+    check(s.docmd("MAIL", "FROM:<printer@test.example>"), 250)
+"#;
+    python(
+        &srv,
+        &pki,
+        script,
+        [srv.addrs[0].port(), srv.addrs[1].port()],
+    );
+    let log = srv.log();
+    assert!(log.contains("AUTH failed for login \"printer\""), "{log}");
+    assert!(log.contains("AUTH failed for login \"ghost\""), "{log}");
+    assert!(!log.contains(PRINTER) && !log.contains("wrong"), "{log}");
+}
+
+#[test]
+fn a_listener_offering_auth_needs_the_users_file_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth_listener = "listen = [{ address = \"127.0.0.1:0\", auth = true }]";
+    let no_auth =
+        base_config(dir.path(), "", "", "").replace("listen = [\"127.0.0.1:0\"]", auth_listener);
+    let path = dir.path().join("a.toml");
+    // What --check-config says of this text, which it must refuse.
+    let refused = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = refused(&no_auth);
+    assert!(
+        text.contains("offers AUTH: give an [auth] section"),
+        "{text}"
+    );
+
+    let users = dir.path().join("users");
+    std::fs::write(&users, "").unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let with_auth = base_config(
+        dir.path(),
+        "",
+        "",
+        &format!("[auth]\nusers = \"{}\"", users.display()),
+    )
+    .replace("listen = [\"127.0.0.1:0\"]", auth_listener);
+    let text = refused(&with_auth);
+    assert!(text.contains("only ever offered over TLS"), "{text}");
+}
