@@ -22,6 +22,11 @@ const NAS: &str = "disk:full";
 /// the second submission with STARTTLS and AUTH required, the third
 /// implicit TLS with AUTH required.
 fn submission_server() -> (Server, Pki) {
+    submission_server_with("")
+}
+
+/// The same with more keys in `[auth]`.
+fn submission_server_with(auth: &str) -> (Server, Pki) {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path(), "auth");
     let users = dir.path().join("users");
@@ -43,7 +48,7 @@ fn submission_server() -> (Server, Pki) {
     std::os::unix::fs::chown(&users, None, None).unwrap();
     std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let tables = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nusers = \"{}\"",
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nusers = \"{}\"\n{auth}",
         pki.cert.display(),
         pki.key.display(),
         users.display()
@@ -73,12 +78,22 @@ fn received(srv: &Server, subject: &str) -> String {
     m.header("Received").expect("a Received field")
 }
 
-/// Runs a Python script with the CA file and these ports, and the
-/// printer's password, last; it must succeed.
+/// What every script starts with: the modules, the CA (`ctx`), the two
+/// ports it is given (`first`, `second`), the printer's `password`, and
+/// `b64`.
+const PREAMBLE: &str = r#"
+import base64, smtplib, ssl, sys, time
+ca, first, second, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+"#;
+
+/// Runs a Python script (after [`PREAMBLE`]) with the CA file, these
+/// ports and the printer's password; it must succeed.
 fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(script)
+        .arg(format!("{PREAMBLE}{script}"))
         .arg(&pki.ca)
         .args(ports.map(|p| p.to_string()))
         .arg(PRINTER)
@@ -96,9 +111,7 @@ fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) {
 fn smtplib_logs_in_over_starttls_and_implicit_tls() {
     let (srv, pki) = submission_server();
     let script = r#"
-import smtplib, ssl, sys
-ca, port, tls_port, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
+port, tls_port = first, second
 with smtplib.SMTP("localhost", port, timeout=20) as s:
     s.starttls(context=ctx)
     s.ehlo("py.client.example")
@@ -137,7 +150,12 @@ fn swaks_plain_and_login() {
     for (mechanism, user, password) in [("PLAIN", "printer", PRINTER), ("LOGIN", "nas", NAS)] {
         let subject = format!("swaks {mechanism}");
         let out = Command::new("swaks")
-            .args(["--to", "alice@test.example", "--from", "dev@test.example"])
+            .args([
+                "--to",
+                "alice@test.example",
+                "--from",
+                &format!("{user}@test.example"),
+            ])
             .args(["--header", &format!("Subject: {subject}")])
             .args(["--server", "127.0.0.1", "--port"])
             .arg(srv.addrs[1].port().to_string())
@@ -280,12 +298,10 @@ fn msmtp_with_a_password() {
 
 #[test]
 fn what_is_refused_and_how() {
-    let (srv, pki) = submission_server();
+    // More failures than the five a client address may make by default.
+    let (srv, pki) = submission_server_with("max_failures = 50");
     let script = r#"
-import base64, smtplib, ssl, sys
-ca, smtp_port, port, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-b64 = lambda s: base64.b64encode(s.encode()).decode()
+smtp_port, port = first, second
 def check(got, code, text=""):
     assert got[0] == code and text.encode() in got[1], (code, text, got)
 
@@ -386,4 +402,96 @@ fn a_listener_offering_auth_needs_the_users_file_and_tls() {
     .replace("listen = [\"127.0.0.1:0\"]", auth_listener);
     let text = refused(&with_auth);
     assert!(text.contains("only ever offered over TLS"), "{text}");
+}
+
+#[test]
+fn a_login_sends_as_itself_or_as_its_named_addresses_only() {
+    let (srv, pki) = submission_server_with(
+        "[auth.senders]\nnas = [\"backup@test.example\", \"@nas.test.example\"]",
+    );
+    let script = r#"
+port, tls_port = first, second
+def mail(login, pw, sender):
+    with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
+        s.login(login, pw)
+        code, text = s.mail(sender)
+        return code, text.decode()
+assert mail("printer", password, "printer@test.example")[0] == 250
+assert mail("printer", password, "PRINTER@TEST.EXAMPLE")[0] == 250
+assert mail("printer", password, "")[0] == 250
+code, text = mail("printer", password, "ceo@test.example")
+assert code == 553 and text == "5.7.1 <ceo@test.example>: Sender address rejected: not owned by user printer", (code, text)
+assert mail("printer", password, "printer@elsewhere.example")[0] == 553
+assert mail("nas", "disk:full", "backup@test.example")[0] == 250
+assert mail("nas", "disk:full", "alerts@nas.test.example")[0] == 250
+assert mail("nas", "disk:full", "nas@test.example")[0] == 553
+"#;
+    python(
+        &srv,
+        &pki,
+        script,
+        [srv.addrs[1].port(), srv.addrs[2].port()],
+    );
+    assert!(
+        srv.log()
+            .contains("login printer may not send as <ceo@test.example>"),
+        "{}",
+        srv.log()
+    );
+}
+
+#[test]
+fn an_address_that_fails_too_often_is_refused_at_connect_for_a_while() {
+    let (srv, pki) = submission_server_with("max_failures = 2\nfailure_window = 3");
+    let script = r#"
+port, tls_port = first, second
+with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
+    s.ehlo("py.client.example")
+    for _ in range(2):
+        code, _ = s.docmd("AUTH", "PLAIN AHByaW50ZXIAd3Jvbmc=")
+        assert code == 535, code
+# Refused at connect, on every listener, port 25 too.
+for p in (port, tls_port):
+    try:
+        with smtplib.SMTP("localhost", p, timeout=20) as s:
+            raise SystemExit("connected")
+    except smtplib.SMTPConnectError as e:
+        assert e.smtp_code == 421 and b"4.7.0" in e.smtp_error, e
+    except (ConnectionResetError, ssl.SSLError, smtplib.SMTPServerDisconnected):
+        # The implicit TLS port closes without a word.
+        assert p == tls_port
+"#;
+    python(
+        &srv,
+        &pki,
+        script,
+        [srv.addrs[0].port(), srv.addrs[2].port()],
+    );
+    assert_eq!(
+        srv.log()
+            .matches("refusing 127.0.0.1 for a while: 2 failed AUTH attempts within 3 s")
+            .count(),
+        1,
+        "{}",
+        srv.log()
+    );
+    // Once the failures age out of the window, the address is welcome
+    // again, and the right password works.
+    let again = r#"
+port, tls_port = first, second
+for _ in range(100):
+    try:
+        with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
+            s.login("printer", password)
+            sys.exit(0)
+    except (ConnectionResetError, ssl.SSLError, smtplib.SMTPServerDisconnected):
+        time.sleep(0.1)
+sys.exit("still refused after 10 s")
+"#;
+    python(
+        &srv,
+        &pki,
+        again,
+        [srv.addrs[0].port(), srv.addrs[2].port()],
+    );
 }

@@ -184,6 +184,14 @@ impl Config {
                 soft: self.server.soft_error_limit,
                 hard: self.server.hard_error_limit,
             },
+            senders: session::Senders {
+                named: self
+                    .auth
+                    .as_ref()
+                    .map(|a| a.senders.clone())
+                    .unwrap_or_default(),
+                local_domains: self.local_domains.clone(),
+            },
         }
     }
 

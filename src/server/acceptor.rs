@@ -717,6 +717,23 @@ impl Acceptor {
             refuse(stream, &reply::shutting_down(host));
             return;
         }
+        if let Some(a) = &rt.config.auth {
+            let verdict =
+                self.shared
+                    .logins
+                    .verdict(ip, Instant::now(), a.max_failures, a.failure_window);
+            if let super::logins::Verdict::Refused { first } = verdict {
+                if first {
+                    log::warn!(
+                        "refusing {ip} for a while: {} failed AUTH attempts within {} s",
+                        a.max_failures,
+                        a.failure_window.as_secs()
+                    );
+                }
+                refuse(stream, &reply::too_many_auth_failures_from(host));
+                return;
+            }
+        }
         let most = self.shared.max_connections(&rt.config);
         if self.shared.registry.open_count() >= most {
             log::warn!("refused {peer}: {most} connections open, the most allowed");

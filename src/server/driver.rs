@@ -9,10 +9,12 @@ use super::body::{self, Body, Framing};
 use super::conn::{self, Conn, Deadlines, Line, Stop, Transport};
 use crate::config::Config;
 use crate::delivery::{Delivery, Message, Recipient};
+use crate::smtp::peer::Peer;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::session::{Action, BodyReport, Response, Session, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a session needs from the server around it.
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct Context {
     pub stressed: Arc<AtomicBool>,
     /// Whose passwords AUTH checks; none where AUTH is not offered.
     pub users: Option<Arc<crate::auth::Users>>,
+    /// Where failed AUTH attempts are counted by client address.
+    pub logins: Arc<super::logins::FailedLogins>,
 }
 
 /// A worker's buffers, kept from one session to the next. Allocated for
@@ -305,6 +309,16 @@ impl<S: Transport> Driver<S> {
                         .users
                         .as_ref()
                         .is_some_and(|u| u.check(&c.login, &c.password));
+                    if let (false, Peer::Tcp { addr, .. }, Some(a)) =
+                        (ok, self.session.peer(), &self.ctx.config.auth)
+                    {
+                        self.ctx.logins.record(
+                            addr.ip().to_canonical(),
+                            Instant::now(),
+                            a.max_failures,
+                            a.failure_window,
+                        );
+                    }
                     response = self.session.authenticated(ok);
                     continue;
                 }
@@ -515,6 +529,7 @@ mod tests {
             implicit_tls: false,
             stressed: Arc::default(),
             users: None,
+            logins: Arc::default(),
         };
         let peer = Peer::Tcp {
             addr: "192.0.2.9:4321".parse().unwrap(),

@@ -20,6 +20,7 @@ pub mod conn;
 mod control;
 mod driver;
 pub mod journal;
+mod logins;
 mod notify;
 mod pool;
 pub mod stdio;
@@ -143,6 +144,8 @@ pub struct Shared {
     notify: notify::Notify,
     /// Messages in the queue, as the runner last counted them.
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Failed AUTH attempts by client address.
+    logins: Arc<logins::FailedLogins>,
 }
 
 impl Shared {
@@ -724,6 +727,7 @@ impl Server {
             room,
             notify: notify::Notify::from_env(),
             queued: Arc::default(),
+            logins: Arc::default(),
         });
         let live = {
             let shared = shared.clone();

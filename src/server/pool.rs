@@ -154,6 +154,7 @@ fn serve(
         implicit_tls: listener.implicit_tls(),
         stressed: shared.stressed.clone(),
         users: rt.users.clone(),
+        logins: shared.logins.clone(),
     };
     let served =
         Driver::new(Socket::new(stream), session, ctx, buffers).serve(buffers, Some(waiting));

@@ -83,6 +83,7 @@ pub fn serve(config: Arc<Config>, delivery: Arc<dyn Delivery>, uid: u32, user: S
         implicit_tls: false,
         stressed: Arc::default(),
         users: None,
+        logins: Arc::default(),
     };
     let input = match io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),

@@ -354,6 +354,20 @@ pub fn too_many_auth_failures(host: &str) -> Reply {
         format!("{host} Too many failed authentication attempts, closing connection"),
     )
 }
+pub fn too_many_auth_failures_from(host: &str) -> Reply {
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        format!("{host} Too many failed logins from your address, try again later"),
+    )
+}
+pub fn sender_not_owned(sender: &str, login: &str) -> Reply {
+    Reply::new(
+        553,
+        e(5, 7, 1),
+        format!("<{sender}>: Sender address rejected: not owned by user {login}"),
+    )
+}
 pub fn auth_other_identity() -> Reply {
     Reply::new(
         535,
@@ -465,6 +479,8 @@ mod tests {
             auth_needs_tls(),
             auth_required(),
             too_many_auth_failures("h"),
+            too_many_auth_failures_from("h"),
+            sender_not_owned("a@b", "c"),
         ];
         for r in all {
             let wire = r.render(true);

@@ -43,6 +43,42 @@ pub struct Settings {
     pub expn: bool,
     pub limits: Limits,
     pub errors: ErrorLimits,
+    /// What an authenticated client may give as MAIL FROM.
+    pub senders: Senders,
+}
+
+/// Which MAIL FROM addresses each login may use, as Postfix's
+/// `reject_sender_login_mismatch` has it: a stolen printer password must
+/// not let anyone send as someone else. Compared without regard to case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Senders {
+    /// A login's addresses, and `@domain` for any address there.
+    pub named: std::collections::BTreeMap<String, Vec<String>>,
+    /// A login not named may use itself at any of these.
+    pub local_domains: Vec<String>,
+}
+
+impl Senders {
+    pub fn allows(&self, login: &str, sender: &Mailbox) -> bool {
+        let Domain::Name(domain) = &sender.domain else {
+            return false;
+        };
+        match self.named.get(login) {
+            Some(allowed) => allowed.iter().any(|a| match a.strip_prefix('@') {
+                Some(d) => d.eq_ignore_ascii_case(domain),
+                None => a.rsplit_once('@').is_some_and(|(local, d)| {
+                    local.eq_ignore_ascii_case(&sender.local) && d.eq_ignore_ascii_case(domain)
+                }),
+            }),
+            None => {
+                sender.local.eq_ignore_ascii_case(login)
+                    && self
+                        .local_domains
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(domain))
+            }
+        }
+    }
 }
 
 /// How many errors (replies of 4xx or 5xx to its commands) a client may
@@ -630,6 +666,13 @@ impl<R: Resolved> Session<R> {
         {
             return reply::message_too_big();
         }
+        // An authenticated client sends as itself; `<>` names nobody.
+        if let (Some(login), ReversePath::Mailbox(m)) = (&self.login, &path) {
+            if !self.settings.senders.allows(login, m) {
+                log::warn!("[{}]: login {login} may not send as <{m}>", self.peer);
+                return reply::sender_not_owned(&m.to_string(), login);
+            }
+        }
         let id = self.clock.queue_id();
         log::info!(
             "{id}: from=<{}> size={} body={}",
@@ -1087,6 +1130,17 @@ mod tests {
                 max_recipients: 100,
                 max_command_line: 4096,
             },
+            senders: Senders {
+                named: [(
+                    "printer".to_string(),
+                    vec![
+                        "scans@example.org".to_string(),
+                        "@office.example".to_string(),
+                    ],
+                )]
+                .into(),
+                local_domains: vec!["example.org".into()],
+            },
         }
     }
 
@@ -1196,10 +1250,10 @@ mod tests {
         dialogue(
             &mut s,
             &[
-                ("MAIL FROM:<a@b.example>", 530),
+                ("MAIL FROM:<alice@example.org>", 530),
                 (&plain, 235),
                 (&plain, 503),
-                ("MAIL FROM:<a@b.example>", 250),
+                ("MAIL FROM:<alice@example.org>", 250),
                 ("RCPT TO:<alice@example.org>", 250),
                 (&plain, 503),
             ],
@@ -1207,11 +1261,67 @@ mod tests {
         assert_eq!(s.login(), Some("alice"));
         // Once authenticated, EHLO offers it no more.
         assert!(!ehlo_lines(&mut s).iter().any(|l| l.starts_with("AUTH")));
-        dialogue(&mut s, &[("MAIL FROM:<a@b.example>", 250)]);
+        dialogue(&mut s, &[("MAIL FROM:<Alice@EXAMPLE.org>", 250)]);
         dialogue(&mut s, &[("RCPT TO:<alice@example.org>", 250)]);
         let t = s.trace_field();
         assert!(t.contains(" with ESMTPSA id "), "{t}");
         assert!(!t.contains("right"), "{t}");
+    }
+
+    #[test]
+    fn an_authenticated_client_sends_as_itself_only() {
+        let login = |user: &str| {
+            let mut s = submission();
+            s.tls_started(tls13());
+            ehlo_lines(&mut s);
+            let plain = format!("AUTH PLAIN {}", b64(&format!("\0{user}\0right")));
+            dialogue(&mut s, &[(&plain, 235)]);
+            s
+        };
+        let mail = |s: &mut Session<Rcpt>, from: &str| {
+            let r = run(s, &format!("MAIL FROM:<{from}>")).reply.unwrap();
+            if r.code() == 250 {
+                run(s, "RSET");
+            }
+            r.to_string()
+        };
+        let mut s = login("alice");
+        for ok in ["alice@example.org", "ALICE@example.ORG", ""] {
+            assert!(mail(&mut s, ok).starts_with("250"), "{ok}");
+        }
+        for refused in [
+            "bob@example.org",
+            "alice@elsewhere.example",
+            "alice@[192.0.2.1]",
+        ] {
+            assert_eq!(
+                mail(&mut s, refused),
+                format!("553 5.7.1 <{refused}>: Sender address rejected: not owned by user alice"),
+            );
+        }
+        // A login with its addresses named: those, and only those.
+        let mut s = login("printer");
+        for ok in [
+            "scans@example.org",
+            "anyone@office.example",
+            "x@OFFICE.example",
+        ] {
+            assert!(mail(&mut s, ok).starts_with("250"), "{ok}");
+        }
+        for refused in [
+            "printer@example.org",
+            "ceo@example.org",
+            "a@sub.office.example",
+        ] {
+            assert!(mail(&mut s, refused).starts_with("553 5.7.1"), "{refused}");
+        }
+        // Unauthenticated, on a listener that offers AUTH: as ever.
+        let mut s = session(|_| ()).with_auth(AuthPolicy {
+            offer: true,
+            require: false,
+        });
+        ehlo_lines(&mut s);
+        assert!(mail(&mut s, "ceo@example.org").starts_with("250"));
     }
 
     #[test]
