@@ -677,8 +677,15 @@ mod tests {
             "only the mbox and the spool directory are left"
         );
         // An fcntl lock held on another open file description is waited for.
+        // (A test running beside this one that forks a child copies the
+        // descriptors of the appends above until its exec, and with them
+        // their locks: those moments are waited out.)
         let holder = File::options().read(true).write(true).open(&mbox).unwrap();
-        assert!(fcntl_lock(&holder).unwrap());
+        let since = std::time::Instant::now();
+        while !fcntl_lock(&holder).unwrap() {
+            assert!(since.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let e = append_to(&mbox, &b).unwrap_err();
         assert!(e.reason.contains("locked"), "{e}");
         drop(holder);
