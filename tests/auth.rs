@@ -11,6 +11,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::pki::{curl_to_alice, make_pki, Pki};
+use support::smarthost::Smarthost;
 use support::*;
 
 /// The password of `printer` (argon2id) and of `nas` (SHA-512-crypt, made
@@ -18,15 +19,20 @@ use support::*;
 const PRINTER: &str = "ink jet 42";
 const NAS: &str = "disk:full";
 
+/// Where authenticated mail for other domains goes.
+const REMOTE: &str = "friend@elsewhere.example";
+
 /// A server with TLS whose first listener is port 25 as ever (no AUTH),
 /// the second submission with STARTTLS and AUTH required, the third
-/// implicit TLS with AUTH required.
-fn submission_server() -> (Server, Pki) {
+/// implicit TLS with AUTH required; and the loopback smarthost it relays
+/// to.
+fn submission_server() -> (Server, Pki, Smarthost) {
     submission_server_with("")
 }
 
 /// The same with more keys in `[auth]`.
-fn submission_server_with(auth: &str) -> (Server, Pki) {
+fn submission_server_with(auth: &str) -> (Server, Pki, Smarthost) {
+    let sink = Smarthost::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path(), "auth");
     let users = dir.path().join("users");
@@ -48,9 +54,11 @@ fn submission_server_with(auth: &str) -> (Server, Pki) {
     std::os::unix::fs::chown(&users, None, None).unwrap();
     std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let tables = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nusers = \"{}\"\n{auth}",
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[relay]\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = \"none\"\n[queue]\nretry_first = 3600\n[auth]\nusers = \"{}\"\n{auth}",
         pki.cert.display(),
         pki.key.display(),
+        sink.port,
         users.display()
     );
     let text = base_config(
@@ -64,7 +72,19 @@ fn submission_server_with(auth: &str) -> (Server, Pki) {
         "listen = [\"127.0.0.1:0\", { address = \"127.0.0.1:0\", require_tls = true, \
          require_auth = true, role = \"submission\" }]",
     );
-    (Server::start_config(dir, &text), pki)
+    (Server::start_config(dir, &text), pki, sink)
+}
+
+/// Waits for the smarthost to have `n` messages, and checks that each
+/// went to [`REMOTE`] with a `Received:` that says ESMTPSA.
+fn relayed(sink: &Smarthost, n: usize) {
+    let got = sink.wait_for(n, Duration::from_secs(20));
+    assert_eq!(got.len(), n, "{}", sink.transcript());
+    for m in got {
+        assert_eq!(m.rcpt_addresses(), [REMOTE]);
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(text.contains("with ESMTPSA"), "{text}");
+    }
 }
 
 /// The `Received:` field of alice's message with this subject.
@@ -109,7 +129,7 @@ fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) {
 
 #[test]
 fn smtplib_logs_in_over_starttls_and_implicit_tls() {
-    let (srv, pki) = submission_server();
+    let (srv, pki, sink) = submission_server();
     let script = r#"
 port, tls_port = first, second
 with smtplib.SMTP("localhost", port, timeout=20) as s:
@@ -117,10 +137,10 @@ with smtplib.SMTP("localhost", port, timeout=20) as s:
     s.ehlo("py.client.example")
     assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"], s.esmtp_features
     s.login("printer", password)
-    s.sendmail("printer@test.example", ["alice@test.example"], "Subject: smtplib starttls\r\n\r\nhi\r\n")
+    s.sendmail("printer@test.example", ["alice@test.example", "friend@elsewhere.example"], "Subject: smtplib starttls\r\n\r\nhi\r\n")
 with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
     s.login("printer", password)
-    s.sendmail("printer@test.example", ["alice@test.example"], "Subject: smtplib ssl\r\n\r\nhi\r\n")
+    s.sendmail("printer@test.example", ["alice@test.example", "friend@elsewhere.example"], "Subject: smtplib ssl\r\n\r\nhi\r\n")
 "#;
     python(
         &srv,
@@ -133,6 +153,7 @@ with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
         assert!(r.contains("with ESMTPSA"), "{r}");
         assert!(!r.contains(PRINTER) && !r.contains("ink"), "{r}");
     }
+    relayed(&sink, 2);
     assert!(
         srv.log().contains("authenticated as printer"),
         "{}",
@@ -146,16 +167,12 @@ fn swaks_plain_and_login() {
     if !tool("swaks") {
         return;
     }
-    let (srv, pki) = submission_server();
+    let (srv, pki, sink) = submission_server();
     for (mechanism, user, password) in [("PLAIN", "printer", PRINTER), ("LOGIN", "nas", NAS)] {
         let subject = format!("swaks {mechanism}");
         let out = Command::new("swaks")
-            .args([
-                "--to",
-                "alice@test.example",
-                "--from",
-                &format!("{user}@test.example"),
-            ])
+            .args(["--to", &format!("alice@test.example,{REMOTE}")])
+            .args(["--from", &format!("{user}@test.example")])
             .args(["--header", &format!("Subject: {subject}")])
             .args(["--server", "127.0.0.1", "--port"])
             .arg(srv.addrs[1].port().to_string())
@@ -176,6 +193,7 @@ fn swaks_plain_and_login() {
         assert!(text.contains("235 2.7.0"), "{text}");
         assert!(received(&srv, &subject).contains("with ESMTPSA"));
     }
+    relayed(&sink, 2);
 }
 
 #[test]
@@ -183,7 +201,7 @@ fn curl_user_over_starttls_and_smtps() {
     if !tool("curl") {
         return;
     }
-    let (srv, pki) = submission_server();
+    let (srv, pki, sink) = submission_server();
     let user = format!("nas:{NAS}");
     for (url, subject) in [
         (
@@ -195,7 +213,7 @@ fn curl_user_over_starttls_and_smtps() {
             "curl smtps",
         ),
     ] {
-        let extra = ["--user", user.as_str()];
+        let extra = ["--user", user.as_str(), "--mail-rcpt", REMOTE];
         curl_to_alice(
             srv.dir.path(),
             &url,
@@ -206,6 +224,7 @@ fn curl_user_over_starttls_and_smtps() {
         );
         assert!(received(&srv, subject).contains("with ESMTPSA"));
     }
+    relayed(&sink, 2);
 }
 
 #[test]
@@ -213,7 +232,7 @@ fn lettre_with_credentials() {
     use lettre::transport::smtp::authentication::{Credentials, Mechanism};
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{Message, SmtpTransport, Transport};
-    let (srv, pki) = submission_server();
+    let (srv, pki, sink) = submission_server();
     let params = || {
         TlsParameters::builder("localhost".into())
             .add_root_certificate(Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
@@ -237,6 +256,7 @@ fn lettre_with_credentials() {
         let email = Message::builder()
             .from("printer@test.example".parse().unwrap())
             .to("alice@test.example".parse().unwrap())
+            .to(REMOTE.parse().unwrap())
             .subject(subject)
             .body("authenticated\r\n".to_string())
             .unwrap();
@@ -251,6 +271,7 @@ fn lettre_with_credentials() {
             .unwrap_or_else(|e| panic!("{subject}: {e}"));
         assert!(received(&srv, subject).contains("with ESMTPSA"));
     }
+    relayed(&sink, 2);
 }
 
 #[test]
@@ -258,7 +279,7 @@ fn msmtp_with_a_password() {
     if !tool("msmtp") {
         return;
     }
-    let (srv, pki) = submission_server();
+    let (srv, pki, sink) = submission_server();
     let rc = srv.dir.path().join("msmtprc");
     std::fs::write(
         &rc,
@@ -274,7 +295,7 @@ fn msmtp_with_a_password() {
     let mut child = Command::new("msmtp")
         .arg("-C")
         .arg(&rc)
-        .args(["-a", "box", "alice@test.example"])
+        .args(["-a", "box", "alice@test.example", REMOTE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -294,12 +315,13 @@ fn msmtp_with_a_password() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(received(&srv, "msmtp").contains("with ESMTPSA"));
+    relayed(&sink, 1);
 }
 
 #[test]
 fn what_is_refused_and_how() {
     // More failures than the five a client address may make by default.
-    let (srv, pki) = submission_server_with("max_failures = 50");
+    let (srv, pki, _sink) = submission_server_with("max_failures = 50");
     let script = r#"
 smtp_port, port = first, second
 def check(got, code, text=""):
@@ -311,6 +333,9 @@ with smtplib.SMTP("localhost", smtp_port, timeout=20) as s:
     s.ehlo("py.client.example")
     assert not s.has_extn("auth"), s.esmtp_features
     check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0" + password)), 502)
+    # And no relaying for those who did not log in, though there is a relay.
+    check(s.docmd("MAIL", "FROM:<printer@test.example>"), 250)
+    check(s.docmd("RCPT", "TO:<friend@elsewhere.example>"), 550, "5.7.1")
 
 with smtplib.SMTP("localhost", port, timeout=20) as s:
     s.ehlo("py.client.example")
@@ -406,7 +431,7 @@ fn a_listener_offering_auth_needs_the_users_file_and_tls() {
 
 #[test]
 fn a_login_sends_as_itself_or_as_its_named_addresses_only() {
-    let (srv, pki) = submission_server_with(
+    let (srv, pki, _sink) = submission_server_with(
         "[auth.senders]\nnas = [\"backup@test.example\", \"@nas.test.example\"]",
     );
     let script = r#"
@@ -442,7 +467,7 @@ assert mail("nas", "disk:full", "nas@test.example")[0] == 553
 
 #[test]
 fn an_address_that_fails_too_often_is_refused_at_connect_for_a_while() {
-    let (srv, pki) = submission_server_with("max_failures = 2\nfailure_window = 3");
+    let (srv, pki, _sink) = submission_server_with("max_failures = 2\nfailure_window = 3");
     let script = r#"
 port, tls_port = first, second
 with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:

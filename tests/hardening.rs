@@ -609,12 +609,32 @@ fn a_binarymime_message_keeps_crlf_in_the_fields_we_add() {
 fn the_open_relay_test_list_is_refused_or_delivered_only_locally() {
     // A relay is configured (nothing listens there): mail for it would be
     // queued, so a form that slipped through would show in the queue.
-    // (The error limits would end a session of so many refusals.)
-    let srv = Server::start_with(
+    // (The error limits would end a session of so many refusals.) The
+    // second listener offers AUTH, which these clients do not use: the
+    // list is run on both.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::make_pki(dir.path(), "relay");
+    let users = dir.path().join("users");
+    std::fs::write(&users, "").unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tables = format!(
+        "[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [auth]\nusers = \"{}\"",
+        pki.cert.display(),
+        pki.key.display(),
+        users.display()
+    );
+    let text = base_config(
+        dir.path(),
         "",
         "soft_error_limit = 100\nhard_error_limit = 100",
-        "[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n",
+        &tables,
+    )
+    .replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:0\", { address = \"127.0.0.1:0\", auth = true }]",
     );
+    let srv = Server::start_config(dir, &text);
     // The address, and the local mailbox it may reach (None: refused).
     let table: &[(&str, Option<&str>)] = &[
         ("<user@remote.example>", None),
@@ -650,25 +670,28 @@ fn the_open_relay_test_list_is_refused_or_delivered_only_locally() {
         ("<@>", None),
         ("<>", None),
     ];
-    let mut c = srv.connect().hello();
-    c.expect("MAIL FROM:<someone@remote.example>", 250);
     let mut accepted = Vec::new();
-    for (rcpt, reach) in table {
-        let r = c.cmd(&format!("RCPT TO:{rcpt}"));
-        match reach {
-            None => assert!(r.code >= 400, "{rcpt} was accepted: {r:?}"),
-            Some(_) => {
-                assert_eq!(r.code, 250, "{rcpt}: {r:?}");
-                accepted.push(*rcpt);
+    for addr in &srv.addrs {
+        let mut c = Client::connect(*addr).hello();
+        c.expect("MAIL FROM:<someone@remote.example>", 250);
+        accepted.clear();
+        for (rcpt, reach) in table {
+            let r = c.cmd(&format!("RCPT TO:{rcpt}"));
+            match reach {
+                None => assert!(r.code >= 400, "{rcpt} was accepted on {addr}: {r:?}"),
+                Some(_) => {
+                    assert_eq!(r.code, 250, "{rcpt}: {r:?}");
+                    accepted.push(*rcpt);
+                }
             }
         }
+        c.expect("DATA", 354);
+        c.expect("Subject: relay test\r\n\r\nhi\r\n.", 250);
+        c.expect("QUIT", 221);
     }
-    c.expect("DATA", 354);
-    c.expect("Subject: relay test\r\n\r\nhi\r\n.", 250);
-    c.expect("QUIT", 221);
-    // One copy for alice; nothing queued for the relay; nobody else got
-    // anything.
-    assert_eq!(srv.messages("alice").len(), 1);
+    // One copy for alice on each listener; nothing queued for the relay;
+    // nobody else got anything.
+    assert_eq!(srv.messages("alice").len(), 2);
     assert!(srv.messages("bob").is_empty());
     let queued: Vec<_> = std::fs::read_dir(srv.queue_dir().join("active"))
         .map(|d| d.flatten().collect())

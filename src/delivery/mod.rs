@@ -179,11 +179,34 @@ pub fn io_error(context: &str, err: &io::Error) -> DeliveryError {
 /// the driver's tests with a fake that keeps the bodies.
 pub trait Delivery: Send + Sync {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup;
+    /// The same for an authenticated client, whose recipients at other
+    /// domains go through the relay (when there is one).
+    fn lookup_relayed(&self, rcpt: &ForwardPath) -> Lookup {
+        self.lookup(rcpt)
+    }
     /// Takes responsibility for a message by `deadline`: `Ok` when every
     /// recipient has it or whoever should hear of those that do not has
     /// been sent a notification; `Err` when the client must be told the
     /// message failed (then nothing that can be taken back was kept).
     fn deliver(&self, msg: &Message<'_>, deadline: Instant) -> Result<(), DeliveryError>;
+}
+
+/// A recipient at another domain, whose one copy is the message queued
+/// for the relay; `None` without a relay.
+pub fn through_relay(config: &Config, m: &crate::smtp::address::Mailbox) -> Option<Recipient> {
+    config.relay.as_ref()?;
+    let to = m.to_string();
+    Some(Recipient {
+        address: to.clone(),
+        full_name: None,
+        dests: vec![Dest {
+            target: Target::Forward(to.clone()),
+            run_as: RunAs::Server,
+            address: to,
+            sender: None,
+        }],
+        missing: Vec::new(),
+    })
 }
 
 /// True if `domain` is one of ours: a local domain, or a literal of one

@@ -5,8 +5,8 @@
 
 use super::control;
 use crate::config::Config;
-use crate::delivery::{Delivery, DeliveryError, Dest, Failure, Local, Lookup, Message};
-use crate::delivery::{Recipient, RunAs, Target};
+use crate::delivery::Recipient;
+use crate::delivery::{Delivery, DeliveryError, Failure, Local, Lookup, Message};
 use crate::queue::envelope::{Envelope, Rcpt};
 use crate::queue::maildrop;
 use crate::smtp::address::ForwardPath;
@@ -32,21 +32,8 @@ impl Delivery for Dropper {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
         if let ForwardPath::Mailbox(m) = rcpt {
             if !crate::delivery::is_local(&self.config, &m.domain) {
-                if self.config.relay.is_none() {
-                    return Lookup::NotLocal;
-                }
-                let to = m.to_string();
-                return Lookup::Local(Recipient {
-                    address: to.clone(),
-                    full_name: None,
-                    dests: vec![Dest {
-                        target: Target::Forward(to.clone()),
-                        run_as: RunAs::Server,
-                        address: to,
-                        sender: None,
-                    }],
-                    missing: Vec::new(),
-                });
+                return crate::delivery::through_relay(&self.config, m)
+                    .map_or(Lookup::NotLocal, Lookup::Local);
             }
         }
         match &self.local {

@@ -299,6 +299,10 @@ impl<S: Transport> Driver<S> {
                     response = self.session.answer(self.ctx.delivery.lookup(&path));
                     continue;
                 }
+                Action::LookupRelayed(path) => {
+                    response = self.session.answer(self.ctx.delivery.lookup_relayed(&path));
+                    continue;
+                }
                 Action::StartTls => {
                     self.upgrade()?;
                     return Ok(true);

@@ -113,6 +113,9 @@ pub enum Action {
     /// Find out who this recipient is, then hand the answer to
     /// [`Session::answer`], which gives the reply.
     Lookup(ForwardPath),
+    /// The same for an authenticated client's recipient, which may be at
+    /// another domain: that one goes through the relay.
+    LookupRelayed(ForwardPath),
     /// Receive a dot-terminated body into a new spool that starts with
     /// [`Session::trace_field`], then call [`Session::body_received`].
     ReceiveData,
@@ -711,7 +714,16 @@ impl<R: Resolved> Session<R> {
         if tx.rcpts.len() >= self.settings.limits.max_recipients {
             return Response::reply(reply::too_many_recipients());
         }
-        self.ask(Pending::Rcpt(path.clone(), params), path)
+        self.pending = Some(Pending::Rcpt(path.clone(), params));
+        Response {
+            reply: None,
+            action: if self.login.is_some() {
+                Action::LookupRelayed(path)
+            } else {
+                Action::Lookup(path)
+            },
+            delay: false,
+        }
     }
 
     fn ask(&mut self, asked: Pending, path: ForwardPath) -> Response {
@@ -1168,6 +1180,14 @@ mod tests {
                 assert!(r.reply.is_none(), "a lookup comes before the reply");
                 s.answer(lookup(path))
             }
+            // Other domains are relayed: a recipient of their own.
+            Action::LookupRelayed(path) => match lookup(path) {
+                Lookup::NotLocal => s.answer(Lookup::Local(Rcpt {
+                    address: "relayed".into(),
+                    full_name: None,
+                })),
+                other => s.answer(other),
+            },
             // Every login's password is "right".
             Action::Authenticate(c) => {
                 assert!(r.reply.is_none(), "a check comes before the reply");
@@ -1266,6 +1286,27 @@ mod tests {
         let t = s.trace_field();
         assert!(t.contains(" with ESMTPSA id "), "{t}");
         assert!(!t.contains("right"), "{t}");
+    }
+
+    #[test]
+    fn an_authenticated_client_may_send_to_other_domains() {
+        let mut s = submission();
+        s.tls_started(tls13());
+        ehlo_lines(&mut s);
+        let r = s.command(format!("AUTH PLAIN {}", b64("\0alice\0right")).as_bytes());
+        assert!(matches!(r.action, Action::Authenticate(_)));
+        s.authenticated(true);
+        dialogue(&mut s, &[("MAIL FROM:<alice@example.org>", 250)]);
+        let r = s.command(b"RCPT TO:<friend@elsewhere.example>");
+        assert!(matches!(r.action, Action::LookupRelayed(_)), "{r:?}");
+        // Unauthenticated, the same recipient is looked up as ever.
+        let mut s = session(|_| ());
+        dialogue(
+            &mut s,
+            &[("EHLO c.example", 250), ("MAIL FROM:<a@b.example>", 250)],
+        );
+        let r = s.command(b"RCPT TO:<friend@elsewhere.example>");
+        assert!(matches!(r.action, Action::Lookup(_)), "{r:?}");
     }
 
     #[test]
