@@ -142,6 +142,10 @@ impl Users {
         }
     }
 
+    pub fn contains(&self, login: &str) -> bool {
+        self.hashes.contains_key(login)
+    }
+
     pub fn len(&self) -> usize {
         self.hashes.len()
     }

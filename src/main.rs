@@ -22,6 +22,8 @@ const USAGE: &str = "usage: mailroom [--config FILE]      run the SMTP server in
        mailroom mailq                list the queue, each recipient with its last failure
        mailroom newaliases           check the aliases file and make the daemon reload it
        mailroom reload [-C FILE]     check the configuration and make the daemon reload it
+       mailroom passwd [-C FILE] LOGIN
+                                     set LOGIN's password in the [auth] users file
        mailroom queue list | flush | delete ID... | hold ID... | release ID...
                                      look at the queue, retry it now, or change it
        mailroom --version            print the version
@@ -81,6 +83,10 @@ fn main() -> ExitCode {
         .get(1)
         .map(String::as_str)
         .filter(|c| ["queue", "reload"].contains(c));
+    if args.get(1).map(String::as_str) == Some("passwd") {
+        server::journal::init("warn", LogFormat::Text);
+        return mailroom::sendmail::passwd::main(&args[2..]);
+    }
     if front.is_some() || control.is_some() {
         // Commands for people and scripts: only warnings are logged, and
         // not even those for newaliases, which prints its findings.

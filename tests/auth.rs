@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::pki::{curl_to_alice, make_pki, Pki};
@@ -52,7 +53,7 @@ fn submission_server_with(auth: &str) -> (Server, Pki, Smarthost) {
     )
     .unwrap();
     std::os::unix::fs::chown(&users, None, None).unwrap();
-    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
     let tables = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[relay]\nhost = \"127.0.0.1\"\nport = {}\n\
          tls = \"none\"\n[queue]\nretry_first = 3600\n[auth]\nusers = \"{}\"\n{auth}",
@@ -110,21 +111,10 @@ b64 = lambda s: base64.b64encode(s.encode()).decode()
 
 /// Runs a Python script (after [`PREAMBLE`]) with the CA file, these
 /// ports and the printer's password; it must succeed.
-fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!("{PREAMBLE}{script}"))
-        .arg(&pki.ca)
-        .args(ports.map(|p| p.to_string()))
-        .arg(PRINTER)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        srv.log()
-    );
+fn python(srv: &Server, pki: &Pki, script: &str, ports: [u16; 2]) -> String {
+    let [a, b] = ports.map(|p| p.to_string());
+    let args = [pki.ca.display().to_string(), a, b, PRINTER.to_string()];
+    python_ok(&format!("{PREAMBLE}{script}"), &args, &srv.log())
 }
 
 #[test]
@@ -291,7 +281,7 @@ fn msmtp_with_a_password() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut child = Command::new("msmtp")
         .arg("-C")
         .arg(&rc)
@@ -417,7 +407,7 @@ fn a_listener_offering_auth_needs_the_users_file_and_tls() {
 
     let users = dir.path().join("users");
     std::fs::write(&users, "").unwrap();
-    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
     let with_auth = base_config(
         dir.path(),
         "",
@@ -519,4 +509,100 @@ sys.exit("still refused after 10 s")
         again,
         [srv.addrs[0].port(), srv.addrs[2].port()],
     );
+}
+
+/// Whether `login` with `password` gets 235 on the implicit TLS port.
+fn logs_in(srv: &Server, pki: &Pki, login: &str, password: &str) -> bool {
+    let script = format!(
+        r#"
+with smtplib.SMTP_SSL("localhost", second, context=ctx, timeout=20) as s:
+    try:
+        s.login({login:?}, {password:?})
+    except smtplib.SMTPAuthenticationError:
+        sys.exit(0)
+print("in")
+"#
+    );
+    python(srv, pki, &script, [0, srv.addrs[2].port()]).trim() == "in"
+}
+
+#[test]
+fn mailroom_passwd_adds_and_changes_logins_and_the_daemon_takes_them() {
+    let (srv, pki, _sink) = submission_server();
+    let users = srv.dir.path().join("users");
+    let passwd = |login: &str, input: &[u8]| {
+        let mut cmd = local_command(&["passwd", "-C"]);
+        cmd.arg(&srv.config_path).arg(login);
+        run_command(&mut cmd, input)
+    };
+    let reloads = || srv.log().matches("configuration reloaded").count();
+
+    // A new login, its password from a script's standard input.
+    let r = passwd("scanner", b"paper jam\n");
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("scanner added in"), "{}", r.stdout);
+    let mode = std::fs::metadata(&users).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.starts_with("# devices\nprinter:$argon2id$"), "{text}");
+    assert!(text.contains("\nscanner:$argon2id$v=19$"), "{text}");
+    assert!(srv.wait_log("configuration reloaded"), "{}", srv.log());
+    assert!(logs_in(&srv, &pki, "scanner", "paper jam"));
+
+    // A changed password: the old one no longer works.
+    let r = passwd("printer", b"new ink\r\n");
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("printer updated in"), "{}", r.stdout);
+    assert!(within_10s(|| reloads() >= 2), "{}", srv.log());
+    assert!(!logs_in(&srv, &pki, "printer", PRINTER));
+    assert!(logs_in(&srv, &pki, "printer", "new ink"));
+    assert!(logs_in(&srv, &pki, "nas", NAS));
+
+    // What is refused, with the file left as it was.
+    let before = std::fs::read_to_string(&users).unwrap();
+    for (login, input, code) in [
+        ("scanner", &b"\n"[..], 65),
+        ("scan:ner", &b"pw\n"[..], 64),
+        ("-x", &b"pw\n"[..], 64),
+    ] {
+        let r = passwd(login, input);
+        assert_eq!(r.code, Some(code), "{login}: {}", r.stderr);
+        assert!(r.stderr.starts_with("mailroom passwd: "), "{}", r.stderr);
+    }
+    assert_eq!(std::fs::read_to_string(&users).unwrap(), before);
+    let bare = srv.dir.path().join("bare.toml");
+    std::fs::write(&bare, base_config(srv.dir.path(), "", "", "")).unwrap();
+    let mut cmd = local_command(&["passwd", "-C"]);
+    cmd.arg(&bare).arg("someone");
+    let r = run_command(&mut cmd, b"pw\n");
+    assert_eq!(r.code, Some(78), "{}", r.stderr);
+    assert!(r.stderr.contains("no [auth] section"), "{}", r.stderr);
+
+    // On a terminal it asks twice, and shows neither answer.
+    let script = r#"
+import os, sys
+binary, config = sys.argv[1], sys.argv[2]
+pid, fd = os.forkpty()
+if pid == 0:
+    os.execv(binary, [binary, "passwd", "-C", config, "laptop"])
+seen = b""
+def until(what):
+    global seen
+    while what not in seen:
+        chunk = os.read(fd, 1024)
+        if not chunk:
+            raise SystemExit("ended before " + what.decode() + ": " + seen.decode())
+        seen += chunk
+until(b"Password for laptop: ")
+os.write(fd, b"lid closed\n")
+until(b"Again: ")
+os.write(fd, b"lid closed\n")
+until(b"laptop added")
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, seen
+assert b"lid closed" not in seen, seen
+"#;
+    let args = [std::path::Path::new(BIN), srv.config_path.as_path()];
+    python_ok(script, &args, "");
+    assert!(within_10s(|| logs_in(&srv, &pki, "laptop", "lid closed")));
 }

@@ -743,19 +743,12 @@ with smtplib.SMTP("localhost", port, timeout=20) as s:
 with smtplib.SMTP_SSL("localhost", tls_port, context=ctx, timeout=20) as s:
     s.sendmail("s@client.example", ["alice@test.example"], "Subject: python smtp_ssl\r\n\r\nhi\r\n")
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&pki.ca)
-        .arg(srv.addrs[0].port().to_string())
-        .arg(srv.addrs[1].port().to_string())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        pki.ca.display().to_string(),
+        srv.addrs[0].port().to_string(),
+        srv.addrs[1].port().to_string(),
+    ];
+    python_ok(script, &args, "");
     for subject in ["python starttls", "python smtp_ssl"] {
         assert!(received(&by_subject(&srv, subject)).contains("with ESMTPS"));
     }

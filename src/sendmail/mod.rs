@@ -15,6 +15,7 @@ pub mod args;
 pub mod bs;
 pub mod control;
 pub mod message;
+pub mod passwd;
 
 use crate::clock::{random, SYSTEM};
 use crate::config::Config;

@@ -778,3 +778,20 @@ impl Client {
         self.reply()
     }
 }
+
+/// Runs `python3 -c script args...`, which must succeed (else its
+/// standard error, and `context`, are the panic); its standard output.
+pub fn python_ok<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S], context: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{context}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
