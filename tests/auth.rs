@@ -417,6 +417,36 @@ fn a_listener_offering_auth_needs_the_users_file_and_tls() {
     .replace("listen = [\"127.0.0.1:0\"]", auth_listener);
     let text = refused(&with_auth);
     assert!(text.contains("only ever offered over TLS"), "{text}");
+
+    // With TLS: a users file others may read is refused; an empty one,
+    // and senders for a login it lacks, are findings.
+    let pki = make_pki(dir.path(), "check");
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let complete = with_auth.replace("[auth]", &format!("{tls}[auth]"));
+    let text = refused(&complete);
+    assert!(text.contains("may be read by others"), "{text}");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &path,
+        format!("{complete}\n[auth.senders]\nghost = [\"@test.example\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("has no logins, so nobody can use AUTH"),
+        "{text}"
+    );
+    assert!(text.contains("auth.senders.ghost: "), "{text}");
 }
 
 #[test]

@@ -541,6 +541,20 @@ pub fn check(path: &std::path::Path) -> Result<Vec<String>, crate::config::Confi
     let mut findings = config.server.warnings();
     findings.extend(below_the_rfc(config));
     findings.extend(runtime.local.findings());
+    if let (Some(a), Some(users)) = (&config.auth, &runtime.users) {
+        if users.is_empty() {
+            findings.push(format!(
+                "auth.users: {} has no logins, so nobody can use AUTH (mailroom passwd LOGIN adds one)",
+                a.users.display()
+            ));
+        }
+        for login in a.senders.keys().filter(|l| !users.contains(l)) {
+            findings.push(format!(
+                "auth.senders.{login}: {} has no such login",
+                a.users.display()
+            ));
+        }
+    }
     Ok(findings)
 }
 
