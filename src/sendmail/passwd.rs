@@ -99,13 +99,15 @@ fn ask(prompt: &str) -> Result<String, Fail> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let stdin = std::io::stdin();
     let fail = |e: &dyn std::fmt::Display| Fail(EX_DATAERR, format!("reading the password: {e}"));
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
     let saved = tcgetattr(&stdin).map_err(|e| fail(&e))?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
     tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| fail(&e))?;
+    // The echo is off before the prompt asks: an answer typed at once
+    // is not shown.
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
