@@ -367,7 +367,8 @@ with smtplib.SMTP("localhost", port, timeout=20) as s:
     s.ehlo("py.client.example")
     s.login("printer", password)
     check(s.docmd("AUTH", "PLAIN " + b64("\0printer\0" + password)), 503)
-    check(s.docmd("MAIL", "FROM:<printer@test.example>"), 250)
+    # RFC 4954 5's MAIL parameter, as relaying servers send it.
+    check(s.docmd("MAIL", "FROM:<printer@test.example> AUTH=<>"), 250)
 "#;
     python(
         &srv,

@@ -136,6 +136,11 @@ pub struct MailParams {
     pub ret: Option<Ret>,
     /// RFC 3461 ENVID, xtext decoded.
     pub envid: Option<String>,
+    /// RFC 4954 5: who submitted the message, as the client says
+    /// (`<>` or `<mailbox>`), xtext decoded. Taken and not passed on: a
+    /// client's word for it is not trusted, which RFC 4954 treats as
+    /// `AUTH=<>`.
+    pub auth: Option<String>,
 }
 
 /// ESMTP parameters of RCPT TO (RFC 3461).
@@ -359,6 +364,14 @@ fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
             };
             if params.ret.replace(ret).is_some() {
                 return Err(ParseError::BadParameter("Duplicate RET parameter"));
+            }
+        } else if key.eq_ignore_ascii_case("AUTH") {
+            let auth = value
+                .and_then(xtext_decode)
+                .filter(|v| v.starts_with('<') && v.ends_with('>'))
+                .ok_or(ParseError::BadParameter("Bad AUTH parameter"))?;
+            if params.auth.replace(auth).is_some() {
+                return Err(ParseError::BadParameter("Duplicate AUTH parameter"));
             }
         } else if key.eq_ignore_ascii_case("ENVID") {
             // RFC 3461 4.4: at most 100 characters, printable ASCII.
@@ -622,6 +635,18 @@ mod tests {
                 BadParameter("Bad ENVID parameter"),
             ),
             (
+                "MAIL FROM:<a@b.example> AUTH=",
+                BadParameter("Bad AUTH parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> AUTH=a@b.example",
+                BadParameter("Bad AUTH parameter"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> AUTH=<> AUTH=<>",
+                BadParameter("Duplicate AUTH parameter"),
+            ),
+            (
                 "MAIL FROM:<a@b.example> ENVID=a+2",
                 BadParameter("Bad ENVID parameter"),
             ),
@@ -685,6 +710,22 @@ mod tests {
         for (line, err) in cases {
             check(line, &Err(err));
         }
+    }
+
+    #[test]
+    fn the_auth_parameter_is_taken() {
+        let auth = |line: &[u8]| match parse(line).unwrap() {
+            Command::Mail { params, .. } => params.auth,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            auth(b"MAIL FROM:<a@b.example> AUTH=<>").as_deref(),
+            Some("<>")
+        );
+        assert_eq!(
+            auth(b"MAIL FROM:<a@b.example> SIZE=10 auth=<e+2Bx@b.example>").as_deref(),
+            Some("<e+x@b.example>")
+        );
     }
 
     #[test]
