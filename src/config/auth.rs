@@ -13,7 +13,7 @@ pub struct Auth {
     pub users: PathBuf,
     /// What each login may give as MAIL FROM: addresses, and `@domain`
     /// for any address there. A login not named may use itself at any
-    /// local domain.
+    /// local domain, or itself when it is an address.
     pub senders: BTreeMap<String, Vec<String>>,
     /// Failed AUTH attempts from one address within `failure_window`
     /// after which it is refused at connect until they age out.

@@ -54,7 +54,8 @@ pub struct Settings {
 pub struct Senders {
     /// A login's addresses, and `@domain` for any address there.
     pub named: std::collections::BTreeMap<String, Vec<String>>,
-    /// A login not named may use itself at any of these.
+    /// A login not named may use itself at any of these (or, when it is
+    /// an address, that address).
     pub local_domains: Vec<String>,
 }
 
@@ -70,13 +71,20 @@ impl Senders {
                     local.eq_ignore_ascii_case(&sender.local) && d.eq_ignore_ascii_case(domain)
                 }),
             }),
-            None => {
-                sender.local.eq_ignore_ascii_case(login)
-                    && self
-                        .local_domains
-                        .iter()
-                        .any(|d| d.eq_ignore_ascii_case(domain))
-            }
+            // A login that is an address may use that address; any other
+            // login, itself at any local domain.
+            None => match login.rsplit_once('@') {
+                Some((local, d)) => {
+                    sender.local.eq_ignore_ascii_case(local) && d.eq_ignore_ascii_case(domain)
+                }
+                None => {
+                    sender.local.eq_ignore_ascii_case(login)
+                        && self
+                            .local_domains
+                            .iter()
+                            .any(|d| d.eq_ignore_ascii_case(domain))
+                }
+            },
         }
     }
 }
@@ -1356,6 +1364,11 @@ mod tests {
         ] {
             assert!(mail(&mut s, refused).starts_with("553 5.7.1"), "{refused}");
         }
+        // A login that is an address sends as that address.
+        let mut s = login("bob@example.org");
+        assert!(mail(&mut s, "Bob@Example.org").starts_with("250"));
+        assert!(mail(&mut s, "bob@other.example").starts_with("553 5.7.1"));
+        assert!(mail(&mut s, "bob@example.org.other").starts_with("553 5.7.1"));
         // Unauthenticated, on a listener that offers AUTH: as ever.
         let mut s = session(|_| ()).with_auth(AuthPolicy {
             offer: true,
