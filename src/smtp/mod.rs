@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod failure;
 pub mod header;
 pub mod line;
+pub mod milter;
 pub mod peer;
 pub mod reply;
 pub mod sasl;
