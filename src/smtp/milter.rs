@@ -411,9 +411,9 @@ pub fn decode(code: u8, data: &[u8]) -> Result<Reply, DecodeError> {
 /// Exactly `N` NUL-terminated strings, UTF-8 (lossless) and free of
 /// control characters but tab, filling `data` to its end.
 fn strings<const N: usize>(data: &[u8]) -> Option<[String; N]> {
-    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    let mut out = Vec::with_capacity(N);
     let mut rest = data;
-    for slot in &mut out {
+    for _ in 0..N {
         let nul = rest.iter().position(|&b| b == 0)?;
         let s = std::str::from_utf8(&rest[..nul]).ok()?;
         if s.chars()
@@ -421,10 +421,13 @@ fn strings<const N: usize>(data: &[u8]) -> Option<[String; N]> {
         {
             return None;
         }
-        *slot = s.to_string();
+        out.push(s.to_string());
         rest = &rest[nul + 1..];
     }
-    rest.is_empty().then_some(out)
+    if !rest.is_empty() {
+        return None;
+    }
+    out.try_into().ok()
 }
 
 /// RFC 5322 2.2: printable ASCII but the colon.
