@@ -286,8 +286,7 @@ impl Decoder {
 
     /// The next whole reply, if one is in; an error ends the filter.
     pub fn reply(&mut self) -> Option<Result<Reply, DecodeError>> {
-        let head: [u8; 4] = self.buf.get(..4)?.try_into().ok()?;
-        let len = u32::from_be_bytes(head);
+        let len = be_u32(&self.buf, 0)?;
         if len == 0 || len as usize > MAX_PACKET {
             return Some(Err(DecodeError::Length(len)));
         }
@@ -325,20 +324,14 @@ pub fn decode(code: u8, data: &[u8]) -> Result<Reply, DecodeError> {
         b'p' => empty(Reply::Progress),
         b'4' => empty(Reply::Shutdown),
         b'f' => empty(Reply::ConnectionFailure),
-        b'O' => {
-            let n = |i: usize| {
-                data.get(i * 4..i * 4 + 4)
-                    .map(|b| u32::from_be_bytes(b.try_into().expect("four octets")))
-            };
-            match (n(0), n(1), n(2)) {
-                (Some(version), Some(actions), Some(steps)) => Ok(Reply::Negotiate(Options {
-                    version,
-                    actions,
-                    steps,
-                })),
-                _ => Err(bad("shorter than three numbers")),
-            }
-        }
+        b'O' => match (be_u32(data, 0), be_u32(data, 4), be_u32(data, 8)) {
+            (Some(version), Some(actions), Some(steps)) => Ok(Reply::Negotiate(Options {
+                version,
+                actions,
+                steps,
+            })),
+            _ => Err(bad("shorter than three numbers")),
+        },
         b'y' => {
             let [text] = strings::<1>(data).ok_or(bad("not one string"))?;
             filter_reply(&text)
@@ -351,10 +344,7 @@ pub fn decode(code: u8, data: &[u8]) -> Result<Reply, DecodeError> {
             Ok(Reply::AddHeader { name, value })
         }
         b'i' | b'm' => {
-            let index = data
-                .get(..4)
-                .map(|b| u32::from_be_bytes(b.try_into().expect("four octets")))
-                .ok_or(bad("no index"))?;
+            let index = be_u32(data, 0).ok_or(bad("no index"))?;
             let [name, value] = strings::<2>(&data[4..]).ok_or(bad("not a name and a value"))?;
             header_name(&name).ok_or(bad("not a header field name"))?;
             Ok(if code == b'i' {
@@ -368,13 +358,7 @@ pub fn decode(code: u8, data: &[u8]) -> Result<Reply, DecodeError> {
             Ok(Reply::AddRcpt(rcpt))
         }
         b'2' => {
-            let (rcpt, args) = match strings::<2>(data) {
-                Some([rcpt, args]) => (rcpt, args),
-                None => (
-                    strings::<1>(data).ok_or(bad("no address"))?[0].clone(),
-                    String::new(),
-                ),
-            };
+            let (rcpt, args) = address_and_args(data).ok_or(bad("no address"))?;
             Ok(Reply::AddRcptWithArgs { rcpt, args })
         }
         b'-' => {
@@ -387,24 +371,29 @@ pub fn decode(code: u8, data: &[u8]) -> Result<Reply, DecodeError> {
             Ok(Reply::Quarantine(reason))
         }
         b'e' => {
-            let (from, args) = match strings::<2>(data) {
-                Some([from, args]) => (from, args),
-                None => (
-                    strings::<1>(data).ok_or(bad("no address"))?[0].clone(),
-                    String::new(),
-                ),
-            };
+            let (from, args) = address_and_args(data).ok_or(bad("no address"))?;
             Ok(Reply::ChangeFrom { from, args })
         }
         b'l' => {
-            let stage = data
-                .get(..4)
-                .map(|b| u32::from_be_bytes(b.try_into().expect("four octets")))
-                .ok_or(bad("no stage"))?;
+            let stage = be_u32(data, 0).ok_or(bad("no stage"))?;
             let [macros] = strings::<1>(&data[4..]).ok_or(bad("not one list"))?;
             Ok(Reply::SymbolList { stage, macros })
         }
         other => Err(DecodeError::UnknownReply(other)),
+    }
+}
+
+/// The big-endian number at `at`, if the data is that long.
+fn be_u32(data: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
+
+/// An address, and its ESMTP arguments when the filter sent them.
+fn address_and_args(data: &[u8]) -> Option<(String, String)> {
+    match strings::<2>(data) {
+        Some([address, args]) => Some((address, args)),
+        None => strings::<1>(data).map(|[address]| (address, String::new())),
     }
 }
 
