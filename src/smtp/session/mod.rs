@@ -507,14 +507,10 @@ impl<R: Resolved> Session<R> {
                 Response::reply(r)
             }
             sasl::Step::Refuse(r) => Response::reply(r),
-            sasl::Step::Check(credentials) => {
-                self.pending = Some(Pending::Auth(credentials.login.clone()));
-                Response {
-                    reply: None,
-                    action: Action::Authenticate(credentials),
-                    delay: false,
-                }
-            }
+            sasl::Step::Check(credentials) => self.ask(
+                Pending::Auth(credentials.login.clone()),
+                Action::Authenticate(credentials),
+            ),
         }
     }
 
@@ -722,23 +718,20 @@ impl<R: Resolved> Session<R> {
         if tx.rcpts.len() >= self.settings.limits.max_recipients {
             return Response::reply(reply::too_many_recipients());
         }
-        self.pending = Some(Pending::Rcpt(path.clone(), params));
-        Response {
-            reply: None,
-            action: if self.login.is_some() {
-                Action::LookupRelayed(path)
-            } else {
-                Action::Lookup(path)
-            },
-            delay: false,
-        }
+        let action = if self.login.is_some() {
+            Action::LookupRelayed(path.clone())
+        } else {
+            Action::Lookup(path.clone())
+        };
+        self.ask(Pending::Rcpt(path, params), action)
     }
 
-    fn ask(&mut self, asked: Pending, path: ForwardPath) -> Response {
+    /// Asks the driver something; its answer comes back for `asked`.
+    fn ask(&mut self, asked: Pending, action: Action) -> Response {
         self.pending = Some(asked);
         Response {
             reply: None,
-            action: Action::Lookup(path),
+            action,
             delay: false,
         }
     }
@@ -954,7 +947,10 @@ impl<R: Resolved> Session<R> {
             return Response::reply(reply::cannot_vrfy());
         }
         match self.lookup_arg(arg) {
-            Ok(path) => self.ask(Pending::Vrfy(forward_path_text(&path)), path),
+            Ok(path) => self.ask(
+                Pending::Vrfy(forward_path_text(&path)),
+                Action::Lookup(path),
+            ),
             Err(r) => Response::reply(r),
         }
     }
@@ -968,7 +964,10 @@ impl<R: Resolved> Session<R> {
             ));
         }
         match self.lookup_arg(arg) {
-            Ok(path) => self.ask(Pending::Expn(forward_path_text(&path)), path),
+            Ok(path) => self.ask(
+                Pending::Expn(forward_path_text(&path)),
+                Action::Lookup(path),
+            ),
             Err(r) => Response::reply(r),
         }
     }
