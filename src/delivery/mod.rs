@@ -191,12 +191,21 @@ pub trait Delivery: Send + Sync {
     fn deliver(&self, msg: &Message<'_>, deadline: Instant) -> Result<(), DeliveryError>;
 }
 
-/// A recipient at another domain, whose one copy is the message queued
-/// for the relay; `None` without a relay.
-pub fn through_relay(config: &Config, m: &crate::smtp::address::Mailbox) -> Option<Recipient> {
-    config.relay.as_ref()?;
+/// A recipient at another domain: one copy, the message queued for the
+/// relay, or refused (`NotLocal`) without a relay. `None` for a
+/// recipient of ours, which is the local delivery's to look up.
+pub fn through_relay(config: &Config, rcpt: &ForwardPath) -> Option<Lookup> {
+    let ForwardPath::Mailbox(m) = rcpt else {
+        return None;
+    };
+    if is_local(config, &m.domain) {
+        return None;
+    }
+    if config.relay.is_none() {
+        return Some(Lookup::NotLocal);
+    }
     let to = m.to_string();
-    Some(Recipient {
+    Some(Lookup::Local(Recipient {
         address: to.clone(),
         full_name: None,
         dests: vec![Dest {
@@ -206,7 +215,7 @@ pub fn through_relay(config: &Config, m: &crate::smtp::address::Mailbox) -> Opti
             sender: None,
         }],
         missing: Vec::new(),
-    })
+    }))
 }
 
 /// True if `domain` is one of ours: a local domain, or a literal of one

@@ -51,13 +51,8 @@ impl Delivery for Immediate {
     }
 
     fn lookup_relayed(&self, rcpt: &ForwardPath) -> Lookup {
-        let config = self.local.config();
-        match rcpt {
-            ForwardPath::Mailbox(m) if !crate::delivery::is_local(config, &m.domain) => {
-                crate::delivery::through_relay(config, m).map_or(Lookup::NotLocal, Lookup::Local)
-            }
-            _ => self.local.lookup(rcpt),
-        }
+        crate::delivery::through_relay(self.local.config(), rcpt)
+            .unwrap_or_else(|| self.local.lookup(rcpt))
     }
 
     fn deliver(&self, msg: &Message<'_>, deadline: Instant) -> Result<(), DeliveryError> {

@@ -30,11 +30,8 @@ impl Dropper {
 
 impl Delivery for Dropper {
     fn lookup(&self, rcpt: &ForwardPath) -> Lookup {
-        if let ForwardPath::Mailbox(m) = rcpt {
-            if !crate::delivery::is_local(&self.config, &m.domain) {
-                return crate::delivery::through_relay(&self.config, m)
-                    .map_or(Lookup::NotLocal, Lookup::Local);
-            }
+        if let Some(remote) = crate::delivery::through_relay(&self.config, rcpt) {
+            return remote;
         }
         match &self.local {
             Some(local) => local.lookup(rcpt),
