@@ -65,7 +65,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     // The delivery helper a root server runs for each copy it writes as
     // another account (see delivery/helper.rs); not for people.
-    if args.get(1).map(String::as_str) == Some("--deliver") {
+    let subcommand = args.get(1).map(String::as_str);
+    if subcommand == Some("--deliver") {
         return mailroom::delivery::helper::main(&args[2..]);
     }
     let called = args
@@ -74,16 +75,13 @@ fn main() -> ExitCode {
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("mailroom");
-    let front = match (called, args.get(1).map(String::as_str)) {
+    let front = match (called, subcommand) {
         (name @ ("sendmail" | "mailq" | "newaliases"), _) => Some((name, &args[1..])),
         (_, Some(name @ ("sendmail" | "mailq" | "newaliases"))) => Some((name, &args[2..])),
         _ => None,
     };
-    let control = args
-        .get(1)
-        .map(String::as_str)
-        .filter(|c| ["queue", "reload"].contains(c));
-    if args.get(1).map(String::as_str) == Some("passwd") {
+    let control = subcommand.filter(|c| ["queue", "reload"].contains(c));
+    if subcommand == Some("passwd") {
         server::journal::init("warn", LogFormat::Text);
         return mailroom::sendmail::passwd::main(&args[2..]);
     }

@@ -345,9 +345,9 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// The kernel's host name, or `localhost` when it cannot be read.
-/// The kernel's host name, by uname(2): /proc/sys is hidden in a
-/// sandbox (systemd's `ProcSubset=pid`).
+/// The kernel's host name, by uname(2) (/proc/sys is hidden in a
+/// sandbox: systemd's `ProcSubset=pid`), or `localhost` when it cannot be
+/// had.
 fn system_hostname() -> String {
     nix::unistd::gethostname()
         .ok()

@@ -6,6 +6,7 @@
 //! daemon is asked to read it again.
 
 use super::{control, load_config, Fail, EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
+use crate::delivery::maildir;
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -162,11 +163,8 @@ fn write(path: &Path, login: &str, hash: &str) -> Result<bool, Fail> {
         let _ = std::fs::remove_file(&tmp);
         return Err(io("writing", e));
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    // The rename itself made durable; the file is in place either way.
+    let _ = maildir::sync_dir(maildir::parent_of(path));
     if mode & 0o007 != 0 {
         eprintln!(
             "mailroom passwd: warning: {} may be read by others, and the server refuses it so: chmod o-rwx it",
