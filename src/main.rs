@@ -81,7 +81,8 @@ fn main() -> ExitCode {
         _ => None,
     };
     let control = subcommand.filter(|c| ["queue", "reload"].contains(c));
-    if subcommand == Some("passwd") {
+    // Only as `mailroom passwd`: `sendmail passwd` sends to a user.
+    if front.is_none() && subcommand == Some("passwd") {
         server::journal::init("warn", LogFormat::Text);
         return mailroom::sendmail::passwd::main(&args[2..]);
     }

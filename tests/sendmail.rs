@@ -1010,3 +1010,19 @@ fn mailroom_reload_checks_the_file_then_makes_the_daemon_read_it() {
     assert_eq!(r.code, Some(69), "{}", r.stderr);
     assert!(r.stderr.contains("mailroom is not running"), "{}", r.stderr);
 }
+
+#[test]
+fn sendmail_passwd_is_mail_for_a_user_named_passwd() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), "", "", "");
+    let srv = Server::start_config(dir, &text);
+    // Called as sendmail, "passwd" is a recipient (unknown here: 67), not
+    // `mailroom passwd`.
+    let mut cmd = local_command(&["passwd"]);
+    cmd.arg0("sendmail")
+        .env("MAILROOM_CONFIG", &srv.config_path);
+    let r = run_command(&mut cmd, b"Subject: hi\n\nhello\n");
+    assert_eq!(r.code, Some(67), "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.starts_with("sendmail: "), "{}", r.stderr);
+}
