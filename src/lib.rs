@@ -11,6 +11,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod milter;
 pub mod net;
 pub mod notices;
 pub mod queue;

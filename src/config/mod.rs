@@ -10,6 +10,7 @@
 
 mod auth;
 mod mailboxes;
+mod milter;
 mod queue;
 mod raw;
 mod relay;
@@ -18,6 +19,7 @@ mod timeouts;
 
 pub use auth::Auth;
 pub use mailboxes::{Store, StoreTemplate, Users, VirtualMailbox};
+pub use milter::{DefaultAction, Milter, MilterAddress};
 pub use queue::QueueSettings;
 pub use relay::{Relay, RelayTls};
 pub use server::{Listener, ListenerAuth, ListenerTls, Role, Server};
@@ -78,6 +80,11 @@ pub struct Config {
     pub auth: Option<Auth>,
     /// How log lines look; fixed at start.
     pub log_format: LogFormat,
+    /// The milters of every listener without a list of its own.
+    pub milters: Vec<Milter>,
+    /// Where a message a milter quarantines is delivered; unset, such a
+    /// message is refused.
+    pub quarantine: Option<String>,
 }
 
 /// The server's log lines: env_logger's text, or logfmt (`key=value`
@@ -195,6 +202,20 @@ impl Config {
         }
     }
 
+    /// The milters a message on `listener` passes.
+    pub fn milters_for(&self, listener: &Listener) -> &[Milter] {
+        match listener.milters {
+            Some(i) => &self.server.milter_lists[i],
+            None => &self.milters,
+        }
+    }
+
+    /// The milters the mail of this box's own users passes: `[relay]
+    /// milters`.
+    pub fn relay_milters(&self) -> &[Milter] {
+        self.relay.as_ref().map_or(&[], |r| &r.milters)
+    }
+
     /// True if `domain` is one of ours (ASCII case-insensitive).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.local_domains
@@ -231,6 +252,15 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
     let timeouts = timeouts::validate(raw.timeouts, raw.stress, e)?;
     let queue = queue::validate(raw.queue_dir, raw.queue, e)?;
     let relay = raw.relay.map(|r| relay::validate(r, e)).transpose()?;
+    let milters = milter::list("milters", raw.milters, e)?;
+    if let Some(q) = &raw.quarantine {
+        let valid = q
+            .rsplit_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && is_hostname(domain));
+        if !valid {
+            return Err(e.at("quarantine", format!("{q:?} is not an address")));
+        }
+    }
     let auth = raw.auth.map(|a| auth::validate(a, e)).transpose()?;
     if let Some(l) = server.listen.iter().find(|l| l.auth != ListenerAuth::Off) {
         if auth.is_none() {
@@ -297,6 +327,8 @@ fn validate(raw: RawConfig, e: &Errors) -> Result<Config, ConfigError> {
         tls,
         relay,
         auth,
+        milters,
+        quarantine: raw.quarantine,
     })
 }
 
@@ -391,6 +423,7 @@ maildir = "var/mail/alice/Maildir"
                 role: Role::Smtp,
                 tls: ListenerTls::Starttls,
                 auth: ListenerAuth::Off,
+                milters: None,
             }]
         );
         assert_eq!(c.timeouts.data_total, Duration::from_secs(600));

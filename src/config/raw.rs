@@ -56,6 +56,28 @@ pub struct RawConfig {
     pub auth: Option<RawAuth>,
     #[serde(default)]
     pub log_format: super::LogFormat,
+    #[serde(default)]
+    pub milters: Vec<RawMilter>,
+    /// The mailbox a message a milter quarantines goes to.
+    pub quarantine: Option<String>,
+}
+
+/// A milter: its address, or a table with its settings too.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawMilter {
+    Address(String),
+    Table(RawMilterTable),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMilterTable {
+    pub address: String,
+    pub default_action: Option<String>,
+    pub connect_timeout: Option<u64>,
+    pub command_timeout: Option<u64>,
+    pub message_timeout: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +117,9 @@ pub struct RawRelay {
     pub dot_timeout: u64,
     #[serde(default = "four")]
     pub connections: usize,
+    /// The milters the mail of this box's own users passes.
+    #[serde(default)]
+    pub milters: Vec<RawMilter>,
 }
 
 #[derive(Deserialize, Default)]
@@ -149,6 +174,8 @@ pub struct RawListenTable {
     pub auth: Option<bool>,
     /// Mail needs AUTH first; implies `auth`.
     pub require_auth: Option<bool>,
+    /// This listener's milters, instead of the top-level list.
+    pub milters: Option<Vec<RawMilter>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

@@ -39,6 +39,9 @@ pub struct Relay {
     /// Connections to the relay at once, each carrying one message after
     /// another; fixed at start.
     pub connections: usize,
+    /// The milters the mail of this box's own users passes (`sendmail`,
+    /// and clients that logged in).
+    pub milters: Vec<super::Milter>,
 }
 
 pub(super) fn validate(r: RawRelay, e: &Errors) -> Result<Relay, ConfigError> {
@@ -94,5 +97,6 @@ pub(super) fn validate(r: RawRelay, e: &Errors) -> Result<Relay, ConfigError> {
         data_timeout: Duration::from_secs(r.data_timeout),
         dot_timeout: Duration::from_secs(r.dot_timeout),
         connections: r.connections,
+        milters: super::milter::list("relay.milters", r.milters, e)?,
     })
 }

@@ -1,7 +1,7 @@
 //! The `[server]` section: the listeners, each with its role and its TLS,
 //! the worker pool, and the limits on what a client may send.
 
-use super::raw::{RawListen, RawRole, RawServer};
+use super::raw::{RawListen, RawListenTable, RawRole, RawServer};
 use super::{ConfigError, Errors};
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Server {
     /// The listeners of `listen`, then those of `smtps`.
     pub listen: Vec<Listener>,
+    /// The milter lists listeners have of their own.
+    pub milter_lists: Vec<Vec<super::Milter>>,
     pub workers: usize,
     pub handoff_queue: usize,
     pub max_connections_per_ip: usize,
@@ -61,6 +63,9 @@ pub struct Listener {
     pub role: Role,
     pub tls: ListenerTls,
     pub auth: ListenerAuth,
+    /// Its own milter list (an index into [`Server::milter_lists`]), if
+    /// it has one; otherwise the top-level `milters` apply.
+    pub milters: Option<usize>,
 }
 
 /// What a listener asks of AUTH (RFC 4954).
@@ -145,8 +150,17 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     let plain = s.listen.iter().map(|l| ("server.listen", l, false));
     let smtps = s.smtps.iter().map(|l| ("server.smtps", l, true));
     let mut listen: Vec<Listener> = Vec::new();
+    let mut milter_lists = Vec::new();
     for (key, entry, implicit) in plain.chain(smtps) {
-        let (l, written) = listener(key, entry, implicit, e)?;
+        let (mut l, written) = listener(key, entry, implicit, e)?;
+        if let RawListen::Table(RawListenTable {
+            milters: Some(m), ..
+        }) = entry
+        {
+            let m = super::milter::list(&format!("{key}.milters"), m.clone(), e)?;
+            l.milters = Some(milter_lists.len());
+            milter_lists.push(m);
+        }
         // Port 0 (any free port) may be asked for more than once.
         if l.addr.port() != 0 && listen.iter().any(|m| m.addr == l.addr) {
             return Err(e.at(key, format!("{written} is listed twice")));
@@ -225,6 +239,7 @@ pub(super) fn validate(s: RawServer, has_tls: bool, e: &Errors) -> Result<Server
     e.range("server.shutdown_grace", s.shutdown_grace, 0, 3600, "")?;
     Ok(Server {
         listen,
+        milter_lists,
         workers: s.workers,
         handoff_queue: s.handoff_queue,
         max_connections_per_ip: per_ip,
@@ -296,6 +311,7 @@ fn listener<'a>(
             role,
             tls,
             auth,
+            milters: None,
         },
         address,
     ))

@@ -97,6 +97,7 @@ pub fn listener_for(config: &Config, addr: std::net::SocketAddr, name: &str) -> 
             addr,
             role,
             auth: Default::default(),
+            milters: None,
             tls: if implicit {
                 ListenerTls::Implicit
             } else {

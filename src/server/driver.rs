@@ -7,11 +7,13 @@
 
 use super::body::{self, Body, Framing};
 use super::conn::{self, Conn, Deadlines, Line, Stop, Transport};
-use crate::config::Config;
-use crate::delivery::{Delivery, Message, Recipient};
+use crate::config::{Config, Milter};
+use crate::delivery::{Delivery, Lookup, Message, Recipient};
+use crate::milter::{self, Chain};
+use crate::smtp::address::{self, ForwardPath};
 use crate::smtp::peer::Peer;
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::session::{Action, BodyReport, Response, Session, Verdict};
+use crate::smtp::session::{Action, BodyReport, Check, Envelope, Response, Session, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +38,11 @@ pub struct Context {
     pub users: Option<Arc<crate::auth::Users>>,
     /// Where failed AUTH attempts are counted by client address.
     pub logins: Arc<super::logins::FailedLogins>,
+    /// The milters this listener's mail passes (a client that logs in
+    /// passes `[relay] milters` instead, if there are any).
+    pub milters: Vec<Milter>,
+    /// Our address the client reached, for the milters.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// A worker's buffers, kept from one session to the next. Allocated for
@@ -59,6 +66,8 @@ pub struct Driver<S> {
     out: Vec<u8>,
     /// The greeting (and an implicit TLS handshake) is done.
     greeted: bool,
+    /// The session's milters, when it has any.
+    chain: Option<Chain>,
 }
 
 /// A session between commands, without a worker: its connection is
@@ -68,6 +77,7 @@ pub struct Parked<S> {
     session: Session<Recipient>,
     ctx: Context,
     body: Option<Body>,
+    chain: Option<Chain>,
 }
 
 impl<S: std::os::fd::AsRawFd> Parked<S> {
@@ -136,6 +146,7 @@ impl<S: Transport> Driver<S> {
             body: None,
             out: std::mem::take(&mut buffers.body),
             greeted: false,
+            chain: None,
         }
     }
 
@@ -152,6 +163,7 @@ impl<S: Transport> Driver<S> {
             body: p.body,
             out: std::mem::take(&mut buffers.body),
             greeted: true,
+            chain: p.chain,
         }
     }
 
@@ -175,6 +187,7 @@ impl<S: Transport> Driver<S> {
                         session: self.session,
                         ctx: self.ctx,
                         body: self.body,
+                        chain: self.chain,
                     }));
                 }
                 Err(stop) => ended = Err(stop),
@@ -207,6 +220,9 @@ impl<S: Transport> Driver<S> {
         if let Some(r) = farewell {
             let _ = self.conn.queue(&r, self.session.enhanced_codes());
         }
+        if let Some(chain) = self.chain.take() {
+            chain.quit();
+        }
         buffers.read = self.conn.close();
         self.out.clear();
         buffers.body = self.out;
@@ -220,7 +236,49 @@ impl<S: Transport> Driver<S> {
         }
         self.greeted = true;
         self.implicit_tls()?;
+        if !self.ctx.milters.is_empty() {
+            let list = std::mem::take(&mut self.ctx.milters);
+            self.open_chain(&list);
+        }
         self.conn.queue(&self.session.greeting(), false)
+    }
+
+    /// Connects to `list`, the milters from now on, and tells them who
+    /// the client is (and what it greeted with, if it has).
+    fn open_chain(&mut self, list: &[Milter]) {
+        if let Some(old) = self.chain.take() {
+            old.quit();
+        }
+        let (addr, name, user) = match self.session.peer() {
+            Peer::Tcp { addr, name } => (Some(*addr), name.clone(), None),
+            Peer::Local { user, .. } => (None, None, Some(user.clone())),
+        };
+        let client = milter::Client {
+            hostname: self.ctx.config.hostname.clone(),
+            addr,
+            name,
+            user,
+            local: self.ctx.local,
+        };
+        let (mut chain, verdict) = Chain::open(list, client);
+        if let milter::Verdict::Refuse(r) = verdict {
+            log::info!(
+                "[{}]: connection refused by a milter: {}",
+                self.session.peer(),
+                r.render(true).trim_end()
+            );
+            self.session.refuse_mail(r);
+        }
+        if let Some(login) = self.session.login() {
+            chain.logged_in(login);
+        }
+        if let Some(helo) = self.session.hello_name() {
+            if let milter::Verdict::Refuse(r) = chain.helo(helo) {
+                self.session.refuse_mail(r);
+            }
+        }
+        self.session.set_filtered(true);
+        self.chain = Some(chain);
     }
 
     /// The handshake of an implicit TLS listener, before anything else.
@@ -279,6 +337,13 @@ impl<S: Transport> Driver<S> {
             if !self.act(response)? {
                 return Ok(Flow::Quit);
             }
+            // A transaction that ended short of its end of message (RSET,
+            // a refusal) is over at the milters too.
+            if let Some(chain) = &mut self.chain {
+                if chain.in_message() && !self.session.in_transaction() {
+                    chain.abort();
+                }
+            }
         }
     }
 
@@ -324,6 +389,22 @@ impl<S: Transport> Driver<S> {
                         );
                     }
                     response = self.session.authenticated(ok);
+                    if ok {
+                        self.logged_in();
+                    }
+                    continue;
+                }
+                Action::Filter(check) => {
+                    let verdict = match (&mut self.chain, check) {
+                        (None, _) => milter::Verdict::Go,
+                        (Some(c), Check::Helo(name)) => c.helo(&name),
+                        (Some(c), Check::Mail { id, args }) => c.mail(&id, &args),
+                        (Some(c), Check::Rcpt { address, args }) => c.rcpt(&address, &args),
+                    };
+                    response = self.session.filtered(match verdict {
+                        milter::Verdict::Refuse(r) => Some(r),
+                        milter::Verdict::Go | milter::Verdict::Discard => None,
+                    });
                     continue;
                 }
                 Action::ReceiveData => self.receive_data()?,
@@ -384,21 +465,45 @@ impl<S: Transport> Driver<S> {
         body.receive_chunk(&mut self.conn, size, &mut self.out)?;
         let report = body.report(last, &mut self.out);
         let verdict = self.session.chunk_received(last, &report);
-        let r = self.conclude(verdict, self.body.as_ref());
+        let body = self.body.take();
+        let r = self.conclude(verdict, body.as_ref());
+        self.body = body;
         if last || !r.is_positive() {
             self.body = None;
         }
         Ok(r)
     }
 
+    /// A client logged in: its mail passes `[relay] milters` from now
+    /// on, if there are any, and the milters hear who it is.
+    fn logged_in(&mut self) {
+        let relay = self.ctx.config.relay_milters().to_vec();
+        if !relay.is_empty() {
+            self.open_chain(&relay);
+        } else if let (Some(chain), Some(login)) = (&mut self.chain, self.session.login()) {
+            chain.logged_in(login);
+        }
+    }
+
     /// Turns the session's verdict into the reply, delivering if accepted.
-    fn conclude(&self, verdict: Verdict<Recipient>, body: Option<&Body>) -> Reply {
-        let env = match verdict {
-            Verdict::Reply(r) => return r,
-            Verdict::Deliver(env) => env,
-        };
+    fn conclude(&mut self, verdict: Verdict<Recipient>, body: Option<&Body>) -> Reply {
         // The session accepts only bodies whose spool was written.
-        let Some(spool) = body.and_then(Body::spool) else {
+        let spool = body.and_then(Body::spool);
+        let (env, rewritten) = match verdict {
+            Verdict::Reply(r) => return r,
+            Verdict::Deliver(env) => (env, None),
+            Verdict::Filter(env) => {
+                let Some(spool) = spool else {
+                    log::error!("{}: accepted without a spool", env.id);
+                    return reply::local_error();
+                };
+                match self.filter_message(env, spool) {
+                    Ok(filtered) => filtered,
+                    Err(r) => return r,
+                }
+            }
+        };
+        let Some(spool) = rewritten.as_ref().or(spool) else {
             log::error!("{}: accepted without a spool", env.id);
             return reply::local_error();
         };
@@ -421,6 +526,144 @@ impl<S: Transport> Driver<S> {
         let r = self.session.delivered(&env, result.as_ref().map(|_| ()));
         log::info!("{}: {}", env.id, r.render(true).trim_end());
         r
+    }
+
+    /// The milters' turn at a message: the envelope to deliver and the
+    /// message as they left it (when they changed it), or the reply that
+    /// ends it here.
+    fn filter_message(
+        &mut self,
+        mut env: Envelope<Recipient>,
+        spool: &crate::delivery::spool::Spool,
+    ) -> Result<(Envelope<Recipient>, Option<crate::delivery::spool::Spool>), Reply> {
+        let chain = self
+            .chain
+            .as_mut()
+            .expect("a filtered session has its milters");
+        let config = &self.ctx.config;
+        let eom = chain.message(
+            spool.body(),
+            &config.spool_dir,
+            self.session.limits().max_message_size,
+        );
+        match eom.verdict {
+            milter::Verdict::Refuse(r) => {
+                return match self.session.message_filtered(env, Some(r)) {
+                    Verdict::Reply(r) => Err(r),
+                    _ => unreachable!("a refused message is refused"),
+                };
+            }
+            milter::Verdict::Discard => {
+                log::info!("{}: discarded by a milter", env.id);
+                return Err(reply::queued(&env.id));
+            }
+            milter::Verdict::Go => {}
+        }
+        if let Some(from) = &eom.from {
+            let from = from.trim().trim_start_matches('<').trim_end_matches('>');
+            log::info!("{}: sender changed by a milter to <{from}>", env.id);
+            env.reverse_path = from.to_string();
+        }
+        for gone in &eom.del_rcpts {
+            let gone = gone.trim().trim_start_matches('<').trim_end_matches('>');
+            let before = env.recipients.len();
+            let mut kept = env
+                .rcpt_params
+                .drain(..)
+                .zip(env.recipients.drain(..))
+                .filter(|(_, r)| !r.address.eq_ignore_ascii_case(gone))
+                .collect::<Vec<_>>();
+            (env.rcpt_params, env.recipients) = kept.drain(..).unzip();
+            if env.recipients.len() < before {
+                log::info!("{}: to=<{gone}> removed by a milter", env.id);
+            }
+        }
+        for added in &eom.add_rcpts {
+            match self.added_recipient(added) {
+                Ok(r) => {
+                    log::info!("{}: to=<{}> added by a milter", env.id, r.address);
+                    env.recipients.push(r);
+                    env.rcpt_params.push(Default::default());
+                }
+                Err(why) => log::warn!(
+                    "{}: a milter added {added:?}, which cannot be delivered: {why}",
+                    env.id
+                ),
+            }
+        }
+        if let Some(reason) = &eom.quarantine {
+            env = self.quarantined(env, reason)?;
+        }
+        if env.recipients.is_empty() {
+            log::info!(
+                "{}: the milters left no recipient; nothing to deliver",
+                env.id
+            );
+            return Err(reply::queued(&env.id));
+        }
+        match self.session.message_filtered(env, None) {
+            Verdict::Deliver(env) => Ok((env, eom.rewritten)),
+            _ => unreachable!("a message the milters passed is delivered"),
+        }
+    }
+
+    /// A recipient a milter added, resolved as one the client gave.
+    fn added_recipient(&self, text: &str) -> Result<Recipient, String> {
+        let path = format!(
+            "<{}>",
+            text.trim().trim_start_matches('<').trim_end_matches('>')
+        );
+        let path = match address::parse_forward_path(&path) {
+            Ok((p, "")) => p,
+            _ => return Err("not an address".into()),
+        };
+        match self.ctx.delivery.lookup_relayed(&path) {
+            Lookup::Local(r) => Ok(r),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// A quarantined message goes to the `quarantine` mailbox alone, or,
+    /// without one, is refused.
+    fn quarantined(
+        &self,
+        mut env: Envelope<Recipient>,
+        reason: &str,
+    ) -> Result<Envelope<Recipient>, Reply> {
+        let refuse = || {
+            Reply::new(
+                550,
+                Some(crate::smtp::reply::Enhanced(5, 7, 1)),
+                "Message quarantined by a content filter",
+            )
+        };
+        let Some(mailbox) = &self.ctx.config.quarantine else {
+            log::info!("{}: quarantined by a milter ({reason}); refused", env.id);
+            return Err(refuse());
+        };
+        let path =
+            ForwardPath::Mailbox(match address::parse_forward_path(&format!("<{mailbox}>")) {
+                Ok((ForwardPath::Mailbox(m), "")) => m,
+                _ => return Err(refuse()),
+            });
+        match self.ctx.delivery.lookup(&path) {
+            Lookup::Local(r) => {
+                log::info!(
+                    "{}: quarantined by a milter ({reason}); delivered to <{mailbox}> only",
+                    env.id
+                );
+                env.recipients = vec![r];
+                env.rcpt_params = vec![Default::default()];
+                Ok(env)
+            }
+            other => {
+                log::error!(
+                    "{}: quarantined by a milter ({reason}), but quarantine = {mailbox:?} is no local mailbox ({other:?}); refused",
+                    env.id
+                );
+                Err(refuse())
+            }
+        }
     }
 }
 
@@ -534,6 +777,8 @@ mod tests {
             stressed: Arc::default(),
             users: None,
             logins: Arc::default(),
+            milters: Vec::new(),
+            local: None,
         };
         let peer = Peer::Tcp {
             addr: "192.0.2.9:4321".parse().unwrap(),

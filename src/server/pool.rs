@@ -155,6 +155,8 @@ fn serve(
         stressed: shared.stressed.clone(),
         users: rt.users.clone(),
         logins: shared.logins.clone(),
+        milters: rt.config.milters_for(&listener).to_vec(),
+        local: stream.local_addr().ok(),
     };
     let served =
         Driver::new(Socket::new(stream), session, ctx, buffers).serve(buffers, Some(waiting));

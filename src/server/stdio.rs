@@ -84,6 +84,9 @@ pub fn serve(config: Arc<Config>, delivery: Arc<dyn Delivery>, uid: u32, user: S
         stressed: Arc::default(),
         users: None,
         logins: Arc::default(),
+        // Milters run in the daemon, not in a user's sendmail.
+        milters: Vec::new(),
+        local: None,
     };
     let input = match io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),

@@ -249,6 +249,46 @@ pub struct FilterReply {
     pub lines: Vec<String>,
 }
 
+impl FilterReply {
+    /// As our reply: an enhanced status code that starts the first line
+    /// and fits the reply's class is taken as one (and taken off every
+    /// line that repeats it); otherwise the text stands as written.
+    pub fn to_reply(&self) -> super::reply::Reply {
+        use super::reply::{Enhanced, Reply};
+        let first = self.lines.first().map_or("", String::as_str);
+        let enhanced = first.split_once(' ').and_then(|(code, _)| {
+            let mut parts = code.split('.').map(|p| p.parse::<u16>().ok());
+            match (parts.next()??, parts.next()??, parts.next()??, parts.next()) {
+                (class, subject, detail, None)
+                    if class == self.code / 100 && subject < 1000 && detail < 1000 =>
+                {
+                    Some((code.to_string(), Enhanced(class as u8, subject, detail)))
+                }
+                _ => None,
+            }
+        });
+        let text = |line: &str| -> String {
+            match &enhanced {
+                Some((prefix, _)) => line
+                    .strip_prefix(prefix.as_str())
+                    .map_or(line, |l| l.trim_start())
+                    .to_string(),
+                None => line.to_string(),
+            }
+        };
+        let mut lines = self.lines.iter();
+        let mut r = Reply::new(
+            self.code,
+            enhanced.as_ref().map(|e| e.1),
+            text(lines.next().map_or("", String::as_str)),
+        );
+        for l in lines {
+            r = r.line(text(l));
+        }
+        r
+    }
+}
+
 /// Why a filter's bytes make no sense: the filter is broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -457,6 +497,23 @@ fn filter_reply(text: &str) -> Option<FilterReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filters_reply_becomes_ours_with_its_enhanced_code() {
+        let render = |text: &str| filter_reply(text).unwrap().to_reply().render(true);
+        assert_eq!(
+            render("550 5.7.1 Blocked by SpamAssassin"),
+            "550 5.7.1 Blocked by SpamAssassin\r\n"
+        );
+        assert_eq!(
+            render("451-4.7.1 first\r\n451 4.7.1 second"),
+            "451-4.7.1 first\r\n451 4.7.1 second\r\n"
+        );
+        // A code of the wrong class is text; without one, ours is added
+        // by the reply's rendering only if it has one: none here.
+        assert_eq!(render("550 4.7.1 odd"), "550 4.7.1 odd\r\n");
+        assert_eq!(render("554 go away"), "554 go away\r\n");
+    }
 
     fn packet(code: u8, data: &[u8]) -> Vec<u8> {
         let mut p = ((data.len() + 1) as u32).to_be_bytes().to_vec();

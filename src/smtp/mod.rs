@@ -9,6 +9,7 @@ pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod edit;
 pub mod encoding;
 pub mod failure;
 pub mod header;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod delivery;
+pub mod milter;
 pub mod pki;
 pub mod smarthost;
 

@@ -134,6 +134,9 @@ pub enum Action {
     /// Check this login and password, then hand the outcome to
     /// [`Session::authenticated`], which gives the reply.
     Authenticate(sasl::Credentials),
+    /// Ask the filters (milters) about this command, then hand what they
+    /// said to [`Session::filtered`], which gives the reply.
+    Filter(Check),
     /// Receive exactly `size` octets of a BDAT chunk. `start`: this chunk
     /// begins a new body (new spool, trace field first). `discard`: read and
     /// drop the octets. Then call [`Session::chunk_received`].
@@ -142,6 +145,24 @@ pub enum Action {
         last: bool,
         start: bool,
         discard: bool,
+    },
+}
+
+/// A command the filters are asked about, with what they are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Helo(String),
+    /// The transaction's queue id, and the reverse path in angle brackets
+    /// followed by the ESMTP parameters as the client wrote them.
+    Mail {
+        id: String,
+        args: Vec<String>,
+    },
+    /// The recipient as accepted (for `{rcpt_addr}`), and its arguments
+    /// as for MAIL.
+    Rcpt {
+        address: String,
+        args: Vec<String>,
     },
 }
 
@@ -187,7 +208,7 @@ pub enum Lookup<R> {
 }
 
 /// What the session reads of a local recipient.
-pub trait Resolved {
+pub trait Resolved: std::fmt::Debug {
     /// The address as resolved, for logs, VRFY and loop detection.
     fn address(&self) -> &str;
     /// The owner's name, for VRFY.
@@ -217,6 +238,9 @@ pub enum Verdict<R> {
     Reply(Reply),
     /// Accepted: deliver it, then call [`Session::delivered`].
     Deliver(Envelope<R>),
+    /// Acceptable so far: the filters judge its content, then
+    /// [`Session::message_filtered`] gives the verdict.
+    Filter(Envelope<R>),
 }
 
 /// A message ready for delivery.
@@ -287,15 +311,27 @@ struct Hello {
 
 /// What the session waits for between two commands.
 #[derive(Debug)]
-enum Pending {
-    /// The answer to a lookup, for the RCPT, VRFY or EXPN that asked.
-    Rcpt(ForwardPath, RcptParams),
+enum Pending<R> {
+    /// The answer to a lookup, for the RCPT (with what the filters are
+    /// told of it), VRFY or EXPN that asked.
+    Rcpt(ForwardPath, RcptParams, Vec<String>),
     /// Whether this login's password was right.
     Auth(String),
     Vrfy(String),
     Expn(String),
     /// The end of a BDAT chunk that is read and dropped: then this reply.
     Discarded(Reply),
+    /// What the filters say of a greeting, a sender, a recipient.
+    FilterHelo {
+        name: String,
+        esmtp: bool,
+    },
+    FilterMail(Transaction<R>),
+    FilterRcpt {
+        path: ForwardPath,
+        params: RcptParams,
+        resolved: R,
+    },
 }
 
 pub struct Session<R> {
@@ -307,7 +343,7 @@ pub struct Session<R> {
     tls: Option<TlsInfo>,
     hello: Option<Hello>,
     tx: Option<Transaction<R>>,
-    pending: Option<Pending>,
+    pending: Option<Pending<R>>,
     /// Errors since the session began or last delivered a message.
     errors: u32,
     auth: AuthPolicy,
@@ -317,6 +353,10 @@ pub struct Session<R> {
     /// response, not a command.
     sasl: Option<sasl::Awaiting>,
     auth_failures: u32,
+    /// Milters see this session's commands.
+    filters: bool,
+    /// What every MAIL gets, since the filters refused the connection.
+    refusal: Option<Reply>,
 }
 
 impl<R: Resolved> Session<R> {
@@ -340,7 +380,25 @@ impl<R: Resolved> Session<R> {
             login: None,
             sasl: None,
             auth_failures: 0,
+            filters: false,
+            refusal: None,
         }
+    }
+
+    /// Milters judge this session's commands and messages from now on.
+    pub fn set_filtered(&mut self, on: bool) {
+        self.filters = on;
+    }
+
+    /// The filters refused the connection itself: every MAIL is refused
+    /// with `reply` (as Postfix does, so that the client hears why).
+    pub fn refuse_mail(&mut self, reply: Reply) {
+        self.refusal = Some(reply);
+    }
+
+    /// The name the client greeted with.
+    pub fn hello_name(&self) -> Option<&str> {
+        self.hello.as_ref().map(|h| h.name.as_str())
     }
 
     /// What this listener asks of AUTH; none unless told.
@@ -460,8 +518,8 @@ impl<R: Resolved> Session<R> {
         match cmd {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
-            Command::Mail { path, params } => Response::reply(self.mail(path, params)),
-            Command::Rcpt { path, params } => self.rcpt(path, params),
+            Command::Mail { path, params } => self.mail(path, params, line),
+            Command::Rcpt { path, params } => self.rcpt(path, params, line),
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
@@ -568,6 +626,9 @@ impl<R: Resolved> Session<R> {
         if verb == Verb::Mail && self.auth.require && self.login.is_none() {
             return Err(reply::auth_required());
         }
+        if let (Verb::Mail, Some(r)) = (verb, &self.refusal) {
+            return Err(r.clone());
+        }
         // DATA for a binary body is told to use BDAT instead, amid its
         // chunks too, where the table would only say it comes too late.
         let binary_data = verb == Verb::Data && self.binary_body();
@@ -646,6 +707,20 @@ impl<R: Resolved> Session<R> {
         }
         // RFC 5321 4.1.4: a new greeting resets any transaction.
         self.tx = None;
+        if self.filters {
+            return self.ask(
+                Pending::FilterHelo {
+                    name: name.clone(),
+                    esmtp,
+                },
+                Action::Filter(Check::Helo(name)),
+            );
+        }
+        self.greeted(name, esmtp)
+    }
+
+    /// The reply to a greeting that stands.
+    fn greeted(&mut self, name: String, esmtp: bool) -> Response {
         let client = format!("{name} {}", self.peer.hello_text());
         let mut r = reply::helo_ok(&self.settings.hostname, &client);
         if esmtp {
@@ -657,37 +732,34 @@ impl<R: Resolved> Session<R> {
         Response::reply(r)
     }
 
-    fn mail(&mut self, path: ReversePath, params: MailParams) -> Reply {
+    fn mail(&mut self, path: ReversePath, params: MailParams, line: &[u8]) -> Response {
         let esmtp = self.hello.as_ref().is_some_and(|h| h.esmtp);
         if !esmtp && !params.is_empty() {
-            return reply::parameter_not_implemented("ESMTP parameters need EHLO");
+            return Response::reply(reply::parameter_not_implemented(
+                "ESMTP parameters need EHLO",
+            ));
         }
         if let ReversePath::Mailbox(m) = &path {
             if !m.is_ascii() && !params.smtputf8 {
-                return reply::utf8_not_permitted();
+                return Response::reply(reply::utf8_not_permitted());
             }
         }
         if params
             .size
             .is_some_and(|s| s > self.settings.limits.max_message_size)
         {
-            return reply::message_too_big();
+            return Response::reply(reply::message_too_big());
         }
         // An authenticated client sends as itself; `<>` names nobody.
         if let (Some(login), ReversePath::Mailbox(m)) = (&self.login, &path) {
             if !self.settings.senders.allows(login, m) {
                 log::warn!("[{}]: login {login} may not send as <{m}>", self.peer);
-                return reply::sender_not_owned(&m.to_string(), login);
+                return Response::reply(reply::sender_not_owned(&m.to_string(), login));
             }
         }
         let id = self.clock.queue_id();
-        log::info!(
-            "{id}: from=<{}> size={} body={}",
-            reverse_path_text(&path),
-            params.size.map_or("-".into(), |s| s.to_string()),
-            params.body.unwrap_or_default().keyword()
-        );
-        self.tx = Some(Transaction {
+        let args = filter_args(&reverse_path_text(&path), line);
+        let tx = Transaction {
             id,
             from: path,
             params,
@@ -697,11 +769,31 @@ impl<R: Resolved> Session<R> {
             first_rcpt: None,
             body: BodyMode::None,
             chunk_octets: 0,
-        });
+        };
+        if self.filters {
+            let check = Check::Mail {
+                id: tx.id.clone(),
+                args,
+            };
+            return self.ask(Pending::FilterMail(tx), Action::Filter(check));
+        }
+        Response::reply(self.sender_taken(tx))
+    }
+
+    /// The reply to a MAIL that stands: its transaction is open.
+    fn sender_taken(&mut self, tx: Transaction<R>) -> Reply {
+        log::info!(
+            "{}: from=<{}> size={} body={}",
+            tx.id,
+            reverse_path_text(&tx.from),
+            tx.params.size.map_or("-".into(), |s| s.to_string()),
+            tx.params.body.unwrap_or_default().keyword()
+        );
+        self.tx = Some(tx);
         reply::sender_ok()
     }
 
-    fn rcpt(&mut self, path: ForwardPath, params: RcptParams) -> Response {
+    fn rcpt(&mut self, path: ForwardPath, params: RcptParams, line: &[u8]) -> Response {
         let esmtp = self.hello.as_ref().is_some_and(|h| h.esmtp);
         if !esmtp && params != RcptParams::default() {
             return Response::reply(reply::parameter_not_implemented(
@@ -723,11 +815,12 @@ impl<R: Resolved> Session<R> {
         } else {
             Action::Lookup(path.clone())
         };
-        self.ask(Pending::Rcpt(path, params), action)
+        let args = filter_args(&forward_path_text(&path), line);
+        self.ask(Pending::Rcpt(path, params, args), action)
     }
 
     /// Asks the driver something; its answer comes back for `asked`.
-    fn ask(&mut self, asked: Pending, action: Action) -> Response {
+    fn ask(&mut self, asked: Pending<R>, action: Action) -> Response {
         self.pending = Some(asked);
         Response {
             reply: None,
@@ -740,7 +833,20 @@ impl<R: Resolved> Session<R> {
     /// EXPN that asked.
     pub fn answer(&mut self, lookup: Lookup<R>) -> Response {
         let reply = match self.pending.take() {
-            Some(Pending::Rcpt(path, params)) => self.rcpt_answered(path, params, lookup),
+            Some(Pending::Rcpt(path, params, args)) => match lookup {
+                Lookup::Local(resolved) if self.filters => {
+                    let address = forward_path_text(&path);
+                    return self.ask(
+                        Pending::FilterRcpt {
+                            path,
+                            params,
+                            resolved,
+                        },
+                        Action::Filter(Check::Rcpt { address, args }),
+                    );
+                }
+                lookup => self.rcpt_answered(path, params, lookup),
+            },
             Some(Pending::Vrfy(shown)) => vrfy_reply(&shown, lookup),
             Some(Pending::Expn(shown)) => expn_reply(&shown, lookup),
             other => unreachable!("an answer to nothing asked, while {other:?}"),
@@ -784,6 +890,39 @@ impl<R: Resolved> Session<R> {
                 r
             }
         }
+    }
+
+    /// What the filters said of the command asked about: `None`, go on;
+    /// otherwise the command is refused with this reply.
+    pub fn filtered(&mut self, refused: Option<Reply>) -> Response {
+        let pending = self.pending.take();
+        if let Some(r) = refused {
+            let shown = r.render(true);
+            let shown = shown.trim_end();
+            match &pending {
+                Some(Pending::FilterMail(tx)) => {
+                    log::info!("{}: sender refused by a milter: {shown}", tx.id)
+                }
+                Some(Pending::FilterRcpt { path, .. }) => log::info!(
+                    "{}: to=<{}> refused by a milter: {shown}",
+                    self.tx.as_ref().map_or("-", |tx| tx.id.as_str()),
+                    forward_path_text(path)
+                ),
+                _ => log::info!("[{}]: greeting refused by a milter: {shown}", self.peer),
+            }
+            return self.counted(Response::reply(r));
+        }
+        let r = match pending {
+            Some(Pending::FilterHelo { name, esmtp }) => return self.greeted(name, esmtp),
+            Some(Pending::FilterMail(tx)) => self.sender_taken(tx),
+            Some(Pending::FilterRcpt {
+                path,
+                params,
+                resolved,
+            }) => self.rcpt_answered(path, params, Lookup::Local(resolved)),
+            other => unreachable!("a filter's word on nothing asked, while {other:?}"),
+        };
+        Response::reply(r)
     }
 
     fn data(&mut self) -> Response {
@@ -892,22 +1031,7 @@ impl<R: Resolved> Session<R> {
         if let Some(a) = looped {
             return refuse("mail loop", reply::delivered_to_loop(a));
         }
-        let to: Vec<String> = tx
-            .rcpts
-            .iter()
-            .map(|r| format!("<{}>", r.address()))
-            .collect();
-        log::info!(
-            "{}: accepted from=<{}> size={} nrcpt={} to={}",
-            tx.id,
-            reverse_path_text(&tx.from),
-            report.size,
-            tx.rcpts.len(),
-            to.join(",")
-        );
-        // A client that delivers is no prober: its errors are forgiven.
-        self.errors = 0;
-        Verdict::Deliver(Envelope {
+        let env = Envelope {
             id: tx.id,
             reverse_path: reverse_path_text(&tx.from),
             recipients: tx.rcpts,
@@ -916,7 +1040,41 @@ impl<R: Resolved> Session<R> {
             envid: tx.params.envid,
             size: report.size,
             received: self.clock.now(),
-        })
+        };
+        if self.filters {
+            return Verdict::Filter(env);
+        }
+        self.message_filtered(env, None)
+    }
+
+    /// What the filters said of a message's content ([`Verdict::Filter`]),
+    /// its envelope as they left it: `None`, deliver it; otherwise it is
+    /// refused with this reply.
+    pub fn message_filtered(&mut self, env: Envelope<R>, refused: Option<Reply>) -> Verdict<R> {
+        if let Some(r) = refused {
+            log::info!(
+                "{}: message refused by a milter: {}",
+                env.id,
+                r.render(true).trim_end()
+            );
+            return Verdict::Reply(r);
+        }
+        let to: Vec<String> = env
+            .recipients
+            .iter()
+            .map(|r| format!("<{}>", r.address()))
+            .collect();
+        log::info!(
+            "{}: accepted from=<{}> size={} nrcpt={} to={}",
+            env.id,
+            env.reverse_path,
+            env.size,
+            env.recipients.len(),
+            to.join(",")
+        );
+        // A client that delivers is no prober: its errors are forgiven.
+        self.errors = 0;
+        Verdict::Deliver(env)
     }
 
     /// Handles the end of a BDAT chunk. For the last chunk (or a failed
@@ -1065,6 +1223,35 @@ fn mailbox_text(m: &Mailbox) -> String {
 }
 
 /// The reverse path as written in logs and `Return-Path:` (no brackets).
+/// What a milter is told of MAIL or RCPT: the path in angle brackets,
+/// then each ESMTP parameter as the client wrote it.
+fn filter_args(path: &str, line: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(line);
+    let mut args = vec![format!("<{path}>")];
+    if let Some(end) = path_end(&text) {
+        args.extend(text[end..].split_ascii_whitespace().map(str::to_string));
+    }
+    args
+}
+
+/// Where the path of a MAIL or RCPT line ends: after the `>` that closes
+/// it, a quoted `>` not counted.
+fn path_end(line: &str) -> Option<usize> {
+    let start = line.find('<')?;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line[start..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(start + i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn reverse_path_text(p: &ReversePath) -> String {
     match p {
         ReversePath::Null => String::new(),
