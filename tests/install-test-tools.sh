@@ -5,9 +5,12 @@
 # tests run beside the server (Dovecot's doveadm, mutt, and liblockfile's
 # dotlockfile), and systemd's socket activation tool for the socket
 # activation test, and debootstrap and systemd-nspawn for the package
-# test's throwaway Debian root (installed, then booted), from the Debian
-# archive, but only those that are missing; then
-# cargo-deb, which builds the package, from crates.io.
+# test's throwaway Debian root (installed, then booted), and the milters
+# the milter tests run (SpamAssassin's spamd with spamass-milter, and
+# OpenDKIM with its key tool), from the Debian archive, but only those
+# that are missing; then cargo-deb, which builds the package, from
+# crates.io, and dkimpy, the DKIM verifier, from PyPI when the python3
+# the tests run cannot import Debian's python3-dkim.
 # Needs root (or sudo) only when something has to be installed. Called by
 # .ci/run.
 set -euo pipefail
@@ -16,7 +19,9 @@ set -euo pipefail
 wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
     doveadm=dovecot-core mutt=mutt dotlockfile=liblockfile-bin
     systemd-socket-activate=systemd script=bsdutils debootstrap=debootstrap
-    systemd-nspawn=systemd-container msmtp=msmtp)
+    systemd-nspawn=systemd-container msmtp=msmtp spamd=spamd
+    spamass-milter=spamass-milter opendkim=opendkim
+    opendkim-genkey=opendkim-tools)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then
@@ -31,6 +36,17 @@ fi
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "install-test-tools: installing cargo-deb"
     cargo install --locked cargo-deb@3.8.0
+fi
+
+# The DKIM verifier, for the python3 first on the PATH (which may not be
+# Debian's).
+if ! python3 -c 'import dkim' >/dev/null 2>&1; then
+    if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+        missing+=(python3-dkim)
+    else
+        echo "install-test-tools: installing dkimpy for $(command -v python3)"
+        python3 -m pip install --quiet dkimpy==1.1.8
+    fi
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
