@@ -534,3 +534,113 @@ s.quit()
         Some("clean")
     );
 }
+
+/// A server with `[relay] milters = [list]` and a relay to `sink`.
+fn relay_server(list: &str, sink: &support::smarthost::Smarthost) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = format!(
+        "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nmilters = [{list}]\n",
+        sink.port
+    );
+    let text = base_config(dir.path(), "", "", &tables);
+    Server::start_config(dir, &text)
+}
+
+#[test]
+fn sendmail_mail_passes_the_relay_milters_at_pickup() {
+    needs_python!();
+    let sink = support::smarthost::Smarthost::start(&[]);
+    let m = TestMilter::start(
+        r#"[{"at": "eom", "do": "continue", "edits": [["addheader", "X-Signed", "by the relay milter"], ["chgheader", 1, "Subject", "[out] report"]]}]"#,
+        &[],
+    );
+    let srv = relay_server(&quoted(&m), &sink);
+    let msg = b"From: alice@test.example\nSubject: report\n\nnightly report\n";
+    let r = sendmail(
+        &srv.config_path,
+        &[
+            "-f",
+            "alice@test.example",
+            "bob@test.example",
+            "someone@elsewhere.example",
+        ],
+        msg,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let relayed = sink.wait_for(1, std::time::Duration::from_secs(20));
+    assert_eq!(relayed.len(), 1, "{}", srv.log());
+    let out = String::from_utf8_lossy(&relayed[0].data_lf()).into_owned();
+    assert!(out.contains("X-Signed: by the relay milter\n"), "{out}");
+    assert!(out.contains("Subject: [out] report\n"), "{out}");
+    assert!(wait_within(|| !srv.messages("bob").is_empty()));
+    let p = Parsed::new(srv.messages("bob")[0].clone());
+    assert_eq!(p.header("X-Signed").as_deref(), Some("by the relay milter"));
+    // What the milter saw: the message without our Received: field, and
+    // the local user who sent it.
+    let events = m.events();
+    let connect = events.iter().find(|e| e.cmd == "C").unwrap();
+    assert!(connect
+        .macro_value("_")
+        .is_some_and(|u| u.ends_with("@localhost")));
+    assert!(events
+        .iter()
+        .filter(|e| e.cmd == "L")
+        .all(|e| e.args[0] != "Received"));
+    // Mail from outside over SMTP passes no relay milter.
+    let mut c = srv.connect().hello();
+    let r = c.send_mail("carol@remote.example", &["alice@test.example"], MESSAGE);
+    assert_eq!(r.code, 250);
+    let p = Parsed::new(srv.messages("alice")[0].clone());
+    assert!(p.header("X-Signed").is_none());
+}
+
+fn wait_within(done: impl FnMut() -> bool) -> bool {
+    within_10s(done)
+}
+
+#[test]
+fn a_relay_milter_that_refuses_sendmail_mail_bounces_it_and_one_that_tempfails_holds_it() {
+    needs_python!();
+    let sink = support::smarthost::Smarthost::start(&[]);
+    let m = TestMilter::start(
+        r#"[{"at": "eom", "do": "reply", "match": "", "text": "550 5.7.1 Signing refused: no key for this domain"}]"#,
+        &[],
+    );
+    let srv = relay_server(&quoted(&m), &sink);
+    let r = sendmail(
+        &srv.config_path,
+        &["-f", "alice@test.example", "someone@elsewhere.example"],
+        b"Subject: out\n\nx\n",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // The bounce reaches the sender, with the milter's reason.
+    assert!(
+        wait_within(|| !srv.messages("alice").is_empty()),
+        "{}",
+        srv.log()
+    );
+    let bounce = String::from_utf8_lossy(&srv.messages("alice")[0]).into_owned();
+    assert!(
+        bounce.contains("Signing refused: no key for this domain"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("5.7.1"), "{bounce}");
+    assert!(sink.messages().is_empty());
+    drop(srv);
+
+    // Tempfail: the drop waits in the maildrop, nothing is lost.
+    let m = TestMilter::start(r#"[{"at": "mail", "do": "tempfail"}]"#, &[]);
+    let srv = relay_server(&quoted(&m), &sink);
+    let r = sendmail(
+        &srv.config_path,
+        &["bob@test.example"],
+        b"Subject: later\n\nx\n",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(srv.wait_log("waits for a later pickup"), "{}", srv.log());
+    let waiting = std::fs::read_dir(srv.queue_dir().join("maildrop"))
+        .unwrap()
+        .count();
+    assert_eq!(waiting, 1);
+    assert!(srv.messages("bob").is_empty());
+}

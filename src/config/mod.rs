@@ -448,6 +448,40 @@ maildir = "var/mail/alice/Maildir"
     }
 
     #[test]
+    fn milters_apply_per_listener_and_to_the_relay() {
+        let c = Config::parse(
+            r#"milters = ["inet:127.0.0.1:11332"]
+[server]
+listen = ["127.0.0.1:25",
+          { address = "127.0.0.1:26", milters = [] },
+          { address = "127.0.0.1:27", milters = [{ address = "unix:/run/x.sock", default_action = "accept", message_timeout = 60 }] }]
+[relay]
+host = "r.example"
+milters = ["unix:/run/opendkim/opendkim.sock"]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let names = |l: &[Milter]| l.iter().map(Milter::name).collect::<Vec<_>>();
+        let listen = &c.server.listen;
+        assert_eq!(names(c.milters_for(&listen[0])), ["inet:127.0.0.1:11332"]);
+        assert!(c.milters_for(&listen[1]).is_empty(), "its own, empty list");
+        let own = &c.milters_for(&listen[2])[0];
+        assert_eq!(own.name(), "unix:/run/x.sock");
+        assert_eq!(own.default_action, DefaultAction::Accept);
+        assert_eq!(own.message_timeout, Duration::from_secs(60));
+        assert_eq!(own.command_timeout, Duration::from_secs(10));
+        assert_eq!(own.connect_timeout, Duration::from_secs(30));
+        assert_eq!(
+            names(c.relay_milters()),
+            ["unix:/run/opendkim/opendkim.sock"]
+        );
+        let top = &c.milters[0];
+        assert_eq!(top.default_action, DefaultAction::Tempfail);
+        assert_eq!(top.message_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
     fn errors_name_file_and_key() {
         let cases = [
             ("[server]\nworkers = 0", "server.workers"),
@@ -461,6 +495,24 @@ maildir = "var/mail/alice/Maildir"
                 "server.soft_error_limit",
             ),
             ("[server]\nerror_delay = 61", "server.error_delay"),
+            ("milters = [\"127.0.0.1:8891\"]", "milters[0]"),
+            (
+                "milters = [{ address = \"inet:127.0.0.1:8891\", default_action = \"drop\" }]",
+                "milters[0].default_action",
+            ),
+            (
+                "milters = [\"unix:/a\", { address = \"unix:/b\", command_timeout = 0 }]",
+                "milters[1].command_timeout",
+            ),
+            ("quarantine = \"nobody\"", "quarantine"),
+            (
+                "[server]\nlisten = [{ address = \"127.0.0.1:1\", milters = [\"x\"] }]",
+                "server.listen.milters[0]",
+            ),
+            (
+                "[relay]\nhost = \"r.example\"\nmilters = [\"inet:h:0\"]",
+                "relay.milters[0]",
+            ),
             ("[server]\nlisten = []", "server.listen"),
             ("[server]\nlisten = [\"localhost:25\"]", "server.listen"),
             ("[server]\nmax_recipients = 10", "server.max_recipients"),

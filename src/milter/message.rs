@@ -50,9 +50,10 @@ impl Content<'_> {
 }
 
 impl Chain {
-    /// Runs the message in `body` (our `Received:` first) past every
-    /// milter that still wants it. A new body is bounded by `max_size`.
-    pub fn message(&mut self, body: Body<'_>, spool_dir: &Path, max_size: u64) -> Eom {
+    /// Runs the message in `body` (our `Received:` first, when `trace`)
+    /// past every milter that still wants it. A new body is bounded by
+    /// `max_size`.
+    pub fn message(&mut self, body: Body<'_>, trace: bool, spool_dir: &Path, max_size: u64) -> Eom {
         let mut eom = Eom {
             verdict: Verdict::Go,
             add_rcpts: Vec::new(),
@@ -76,7 +77,7 @@ impl Chain {
         };
         let crlf = body.crlf();
         let split = header::split(&head);
-        let mut fields = Header::parse(&head[..split.header], true, crlf);
+        let mut fields = Header::parse(&head[..split.header], trace, crlf);
         let separator = head[split.header..split.body].to_vec();
         let mut content = Content::Original(body.after(split.body as u64));
         let id = self.id.clone();

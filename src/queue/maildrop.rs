@@ -18,6 +18,7 @@
 //! one reader checks both.
 
 use super::envelope::{BadFile, Envelope, MAX_HEADER};
+use super::filter::{self, Filters};
 use super::store::{read_envelope, OpenError, Queue};
 use crate::clock::{random, SYSTEM};
 use crate::delivery::maildir::sync_dir;
@@ -151,6 +152,8 @@ pub enum Refused {
     Io(io::Error),
     /// It is not a message: set aside, never to be tried again.
     Bad(String),
+    /// A milter said to try again later; it stays.
+    Later(String),
 }
 
 /// Takes complete drops into the queue, each stamped with its owner's
@@ -165,11 +168,15 @@ pub fn pick_up(
     names: &[String],
     hostname: &str,
     max_size: u64,
+    filters: Option<&Filters>,
 ) -> Vec<(String, Result<String, Refused>)> {
     let dir = queue.dir().join(DIR);
     let mut out: Vec<(String, Result<String, Refused>)> = names
         .iter()
-        .map(|name| (name.clone(), take(queue, &dir, name, hostname, max_size)))
+        .map(|name| {
+            let taken = take(queue, &dir, name, hostname, max_size, filters);
+            (name.clone(), taken)
+        })
         .collect();
     let taken: Vec<&str> = out
         .iter()
@@ -208,13 +215,14 @@ pub fn pick_up(
 }
 
 /// Writes one drop into the queue (its file fsynced, its name not yet
-/// durable); a bad one is set aside.
+/// durable), past the milters if there are any; a bad one is set aside.
 fn take(
     queue: &Queue,
     dir: &Path,
     name: &str,
     hostname: &str,
     max_size: u64,
+    filters: Option<&Filters>,
 ) -> Result<String, Refused> {
     let path = dir.join(name);
     let file = OpenOptions::new()
@@ -229,15 +237,20 @@ fn take(
         env.uid = Some(uid);
         env.drop = Some(name.to_string());
         let received = received_from_user(hostname, uid, &env.id, now);
-        let body_len = env.size;
-        env.size += received.len() as u64;
+        let mut body = Body::new(&file, start, env.size);
+        let (records, rewritten) = match filters {
+            None => (Vec::new(), None),
+            Some(f) => match filter::run(f, &mut env, uid, body, now.secs) {
+                filter::Outcome::Queue { records, rewritten } => (records, rewritten),
+                filter::Outcome::Later(why) => return Err(Refused::Later(why)),
+            },
+        };
+        if let Some(spool) = &rewritten {
+            body = spool.body();
+        }
+        env.size = received.len() as u64 + body.len();
         queue
-            .put_unsynced(
-                &env,
-                received.as_bytes(),
-                Body::new(&file, start, body_len),
-                &[],
-            )
+            .put_unsynced(&env, received.as_bytes(), body, &records)
             .map_err(Refused::Io)?;
         log::info!(
             "{}: picked up from uid {uid}: from=<{}>, {} recipients, {} octets",
@@ -336,7 +349,7 @@ mod tests {
         let name =
             drop_message(q.dir(), &env(&["bob@box.example"], text.len() as u64), text).unwrap();
         assert_eq!(waiting(&q).unwrap(), std::slice::from_ref(&name));
-        let mut taken = pick_up(&q, std::slice::from_ref(&name), "box.example", 1000);
+        let mut taken = pick_up(&q, std::slice::from_ref(&name), "box.example", 1000, None);
         let id = taken.pop().unwrap().1.unwrap();
         assert!(waiting(&q).unwrap().is_empty());
         let e = q.open(Place::Active, &id).unwrap();
@@ -378,7 +391,7 @@ mod tests {
         let mut names = waiting(&q).unwrap();
         names.sort();
         assert_eq!(names, ["badrcpt", "big", "junk", "short"]);
-        for (name, r) in pick_up(&q, &names, "h", 1000) {
+        for (name, r) in pick_up(&q, &names, "h", 1000, None) {
             assert!(matches!(r, Err(Refused::Bad(_))), "{name}");
             assert!(q.dir().join("corrupt").join(&name).exists());
         }

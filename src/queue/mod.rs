@@ -7,6 +7,7 @@
 
 pub mod dsn;
 pub mod envelope;
+mod filter;
 pub mod list;
 pub mod maildrop;
 mod outbound;

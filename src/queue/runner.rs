@@ -13,6 +13,7 @@
 
 use super::dsn;
 use super::envelope::{Envelope, Handed, Notify, Policy, Record, Ret};
+use super::filter::Filters;
 use super::maildrop;
 use super::outbound;
 use super::store::{Entry, OpenError, Place, Queue};
@@ -339,6 +340,14 @@ impl Runner {
         }
         let local = (self.live)().local;
         let config = local.config();
+        let filters = Filters {
+            milters: config.relay_milters(),
+            spool_dir: &config.spool_dir,
+            quarantine: config.quarantine.as_deref(),
+            hostname: &config.hostname,
+            max_size: config.server.max_message_size,
+        };
+        let filters = (!filters.milters.is_empty()).then_some(&filters);
         // A bounded batch at a time: the queue files of one batch are made
         // durable together.
         for batch in names.chunks(256) {
@@ -347,6 +356,7 @@ impl Runner {
                 batch,
                 &config.hostname,
                 config.server.max_message_size,
+                filters,
             );
             for (name, r) in taken {
                 match r {
@@ -355,6 +365,9 @@ impl Runner {
                         log::error!("maildrop: {name} cannot be taken now: {e}")
                     }
                     Err(maildrop::Refused::Bad(_)) => {}
+                    Err(maildrop::Refused::Later(why)) => {
+                        log::warn!("maildrop: {name} waits for a later pickup: a milter said {why}")
+                    }
                 }
             }
         }

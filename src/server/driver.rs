@@ -543,6 +543,7 @@ impl<S: Transport> Driver<S> {
         let config = &self.ctx.config;
         let eom = chain.message(
             spool.body(),
+            true,
             &config.spool_dir,
             self.session.limits().max_message_size,
         );
