@@ -15,9 +15,14 @@
 //!   `--rounds N`              all the runs N times over (default 1)
 //!   `--no-wait`               start at once even if a run here deleted its
 //!                             mail less than six minutes ago (see below)
-//!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe]`  a workload of your own
-//! (`reuse`: one connection per session; `pipe`: MAIL, RCPT and DATA in one
-//! write).
+//!   `NAME:SESSIONS:MESSAGES:SIZE[:reuse][:pipe][:milter|:milter-eom]`  a
+//! workload of your own (`reuse`: one connection per session; `pipe`:
+//! MAIL, RCPT and DATA in one write; `milter`: every message passes a
+//! pass-through milter, `common::noop_milter`, on loopback, that answers
+//! every stage; `milter-eom`: one that asks for the end of the message
+//! only, as libmilter asks for a filter without other callbacks; a run
+//! with it beside one without shows what the milter protocol costs
+//! mailroom per message and adds to its latency).
 //!
 //! With several binaries each workload (with `--scaling`, each worker
 //! count) runs on every binary in turn, in the order given, before the
@@ -46,7 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{find, lf, message, smtp_open, smtp_quit, smtp_send, Daemon};
+use common::{find, lf, message, noop_milter, smtp_open, smtp_quit, smtp_send, Daemon};
 use support::{Client, BIN};
 
 #[derive(Clone)]
@@ -57,6 +62,8 @@ struct Workload {
     size: usize,
     reuse: bool,
     pipelining: bool,
+    /// The protocol steps of the pass-through milter it passes, if any.
+    milter: Option<u32>,
 }
 
 impl Workload {
@@ -69,11 +76,14 @@ impl Workload {
             size: parts.next()?.parse().ok()?,
             reuse: false,
             pipelining: false,
+            milter: None,
         };
         for opt in parts {
             match opt {
                 "reuse" => w.reuse = true,
                 "pipe" => w.pipelining = true,
+                "milter" => w.milter = Some(0),
+                "milter-eom" => w.milter = Some(common::EOM_ONLY),
                 _ => return None,
             }
         }
@@ -89,11 +99,16 @@ const DEFAULT: &[&str] = &["a:1:2000:1024", "b:20:20000:4096", "c:4:40:10485760"
 const RCPT: &str = "benchuser@localhost";
 
 /// Starts mailroom in `dir` with `workers` workers, delivering
-/// `benchuser`'s mail to `dir/mail/benchuser/Maildir`.
-fn start(bin: &Path, dir: &Path, workers: usize) -> Daemon {
+/// `benchuser`'s mail to `dir/mail/benchuser/Maildir`, through the milter
+/// on `milter` if there is one.
+fn start(bin: &Path, dir: &Path, workers: usize, milter: Option<u16>) -> Daemon {
     let d = dir.display();
+    let milters = milter.map_or(String::new(), |port| {
+        format!("milters = [\"inet:127.0.0.1:{port}\"]")
+    });
     let config = format!(
         r#"hostname = "bench.example"
+{milters}
 local_domains = ["localhost"]
 spool_dir = "{d}/spool"
 [server]
@@ -132,10 +147,12 @@ struct Outcome {
 }
 
 fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
+    let milter = w.milter.map(noop_milter);
     let srv = start(
         bin,
         &base.join(format!("{n}-{}-{workers}", w.name)),
         workers,
+        milter,
     );
     std::thread::sleep(Duration::from_millis(200));
     let (idle_rss, _) = rss_kib(&srv);
@@ -308,6 +325,11 @@ fn print_row(label: Option<(&str, usize)>, w: &Workload, workers: usize, o: &Out
     }
     if w.pipelining {
         name.push_str("+pipe");
+    }
+    match w.milter {
+        Some(0) => name.push_str("+milter"),
+        Some(_) => name.push_str("+eom"),
+        None => {}
     }
     println!(
         "{:<10} {:>7} {:>8} {:>9} {:>10.0} {:>8.1} {:>10.3} {:>6.1} MiB {:>4.1} MiB {:>8.2} {:>8.2}",

@@ -140,7 +140,14 @@ struct Conn {
     stream: Stream,
     decoder: Decoder,
     out: Vec<u8>,
+    /// The socket's timeouts as last set: set again only when a wait
+    /// needs one more than [`TIMEOUT_SLACK`] away, so that a round trip
+    /// costs a write and a read, not four more system calls.
+    timeout: Option<Duration>,
 }
+
+/// How far a socket timeout may be from the wait it serves.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
 enum Stream {
     Tcp(TcpStream),
@@ -236,12 +243,25 @@ impl Conn {
             stream,
             decoder: Decoder::default(),
             out: Vec::with_capacity(1024),
+            timeout: None,
         })
+    }
+
+    /// Makes each wait on the socket end within about `t`.
+    fn wait_at_most(&mut self, t: Duration) -> io::Result<()> {
+        if self.timeout.is_some_and(|c| c.abs_diff(t) <= TIMEOUT_SLACK) {
+            return Ok(());
+        }
+        // A zero timeout means none at all to the socket.
+        let t = t.max(Duration::from_millis(1));
+        self.stream.set_timeout(t)?;
+        self.timeout = Some(t);
+        Ok(())
     }
 
     /// Sends the packets encoded in `out`.
     fn send(&mut self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_timeout(timeout)?;
+        self.wait_at_most(timeout)?;
         let r = self.stream.write_all(&self.out);
         self.out.clear();
         r
@@ -266,8 +286,7 @@ impl Conn {
             if left.is_zero() {
                 return Err("timed out".into());
             }
-            self.stream
-                .set_timeout(left)
+            self.wait_at_most(left)
                 .map_err(|e| format!("cannot set a timeout: {e}"))?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err("closed the connection".into()),

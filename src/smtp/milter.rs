@@ -334,8 +334,9 @@ impl Decoder {
         if self.buf.len() < end {
             return None;
         }
-        let packet: Vec<u8> = self.buf.drain(..end).skip(4).collect();
-        Some(decode(packet[0], &packet[1..]))
+        let reply = decode(self.buf[4], &self.buf[5..end]);
+        self.buf.drain(..end);
+        Some(reply)
     }
 
     /// Octets received and not yet part of a whole reply.
