@@ -120,7 +120,11 @@ fn main() {
         println!(
             "{:<16} {:<22} {:>9} {:>12.1} {:>12.1}",
             label,
-            if reuse { "one for all messages" } else { "one per message" },
+            if reuse {
+                "one for all messages"
+            } else {
+                "one per message"
+            },
             messages,
             cpu.as_secs_f64() * 1e6 / messages as f64,
             wall.as_secs_f64() * 1e6 / messages as f64

@@ -3,9 +3,12 @@
 //! (GTUBE refused with 550 at the end of DATA, clean mail delivered with
 //! its `X-Spam-Status:`), and OpenDKIM signing with a key made at test
 //! time, the signature on the delivered (or relayed) copy checked by an
-//! independent verifier, dkimpy, against the key's DNS record. Also both
-//! in a chain, and OpenDKIM as `[relay] milters` for a client that logged
-//! in.
+//! independent verifier, dkimpy, against the key's DNS record; ClamAV's
+//! clamd behind clamav-milter, with a signature database of one test
+//! signature made at test time (the official databases are downloaded by
+//! freshclam, which the tests do not do), refusing EICAR in an
+//! attachment. Also SpamAssassin and OpenDKIM in a chain, and OpenDKIM as
+//! `[relay] milters` for a client that logged in.
 
 mod support;
 
@@ -182,6 +185,60 @@ fn server_with(milters: &str, server: &str, tables: &str) -> Server {
         tables,
     );
     Server::start_config(dir, &text)
+}
+
+/// EICAR's test file.
+const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// clamd with one signature, EICAR's, and clamav-milter in front of it,
+/// rejecting what is infected and marking what is not.
+fn clamav(dir: &Path) -> (Daemon, Daemon, PathBuf) {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let hex: String = EICAR.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        db.join("test.ndb"),
+        format!("Mailroom.Test.EICAR:0:*:{hex}\n"),
+    )
+    .unwrap();
+    let clamd_sock = dir.join("clamd.sock");
+    let clamd_conf = dir.join("clamd.conf");
+    std::fs::write(
+        &clamd_conf,
+        format!(
+            "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nPidFile {}\n",
+            clamd_sock.display(),
+            db.display(),
+            dir.join("clamd.pid").display()
+        ),
+    )
+    .unwrap();
+    let clamd = Daemon::start(
+        "clamd",
+        Command::new("clamd").arg("-c").arg(&clamd_conf),
+        dir,
+        &clamd_sock,
+    );
+    let milter_sock = dir.join("clamav-milter.sock");
+    let milter_conf = dir.join("clamav-milter.conf");
+    std::fs::write(
+        &milter_conf,
+        format!(
+            "MilterSocket unix:{}\nClamdSocket unix:{}\nOnInfected Reject\nForeground yes\n\
+             PidFile {}\nAddHeader Replace\n",
+            milter_sock.display(),
+            clamd_sock.display(),
+            dir.join("clamav-milter.pid").display()
+        ),
+    )
+    .unwrap();
+    let milter = Daemon::start(
+        "clamav-milter",
+        Command::new("clamav-milter").arg("-c").arg(&milter_conf),
+        dir,
+        &milter_sock,
+    );
+    (clamd, milter, milter_sock)
 }
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -398,4 +455,48 @@ s.quit()
     assert_eq!(r.code, 250);
     let p = Parsed::new(srv.messages("alice")[0].clone());
     assert!(p.header("DKIM-Signature").is_none());
+}
+
+#[test]
+fn clamav_refuses_a_virus_in_an_attachment_before_the_250() {
+    if !needs(&["clamd", "clamav-milter", "python3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_clamd, _milter, sock) = clamav(tmp.path());
+    let srv = server_with(&format!("\"unix:{}\"", sock.display()), "", "");
+    let script = r#"
+import smtplib, sys
+from email.message import EmailMessage
+def message(subject, attachment):
+    m = EmailMessage()
+    m["From"] = "carol@remote.example"
+    m["To"] = "alice@test.example"
+    m["Subject"] = subject
+    m.set_content("Please see the attachment.")
+    m.add_attachment(attachment.encode(), maintype="application", subtype="octet-stream", filename="invoice.com")
+    return m
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+try:
+    s.send_message(message("infected", sys.argv[2]))
+    print("virus accepted")
+except smtplib.SMTPDataError as e:
+    print("virus", e.smtp_code, e.smtp_error.decode())
+s.send_message(message("clean", "just an invoice"))
+print("clean accepted")
+s.quit()
+"#;
+    let out = python_ok(
+        script,
+        &[srv.addr.port().to_string(), EICAR.to_string()],
+        "smtplib",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("virus 550"), "{out}");
+    assert_eq!(lines[1], "clean accepted", "{out}");
+    let got = srv.messages("alice");
+    assert_eq!(got.len(), 1, "the virus is not delivered");
+    let p = Parsed::new(got[0].clone());
+    assert_eq!(p.subject().as_deref(), Some("clean"));
+    assert_eq!(p.header("X-Virus-Status").as_deref(), Some("Clean"));
 }
