@@ -7,7 +7,8 @@
 # activation test, and debootstrap and systemd-nspawn for the package
 # test's throwaway Debian root (installed, then booted), and the milters
 # the milter tests run (SpamAssassin's spamd with spamass-milter,
-# OpenDKIM with its key tool, ClamAV's clamd with clamav-milter), from the Debian archive, but only those
+# OpenDKIM with its key tool, ClamAV's clamd with clamav-milter, and
+# rspamd), from the Debian archive, but only those
 # that are missing; then cargo-deb, which builds the package, from
 # crates.io, and dkimpy, the DKIM verifier, from PyPI when the python3
 # the tests run cannot import Debian's python3-dkim.
@@ -22,7 +23,7 @@ wanted=(swaks=swaks curl=curl openssl=openssl s-nail=s-nail python3=python3
     systemd-nspawn=systemd-container msmtp=msmtp spamd=spamd
     spamass-milter=spamass-milter opendkim=opendkim
     opendkim-genkey=opendkim-tools clamd=clamav-daemon
-    clamav-milter=clamav-milter)
+    clamav-milter=clamav-milter rspamd=rspamd)
 missing=()
 for pair in "${wanted[@]}"; do
     if ! command -v "${pair%%=*}" >/dev/null 2>&1; then

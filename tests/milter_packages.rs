@@ -7,7 +7,9 @@
 //! clamd behind clamav-milter, with a signature database of one test
 //! signature made at test time (the official databases are downloaded by
 //! freshclam, which the tests do not do), refusing EICAR in an
-//! attachment. Also SpamAssassin and OpenDKIM in a chain, and OpenDKIM as
+//! attachment; rspamd's proxy worker in milter mode (its own
+//! configuration in the temporary directory, no Redis), refusing GTUBE.
+//! Also SpamAssassin and OpenDKIM in a chain, and OpenDKIM as
 //! `[relay] milters` for a client that logged in.
 
 mod support;
@@ -239,6 +241,58 @@ fn clamav(dir: &Path) -> (Daemon, Daemon, PathBuf) {
         &milter_sock,
     );
     (clamd, milter, milter_sock)
+}
+
+/// rspamd with the configuration Debian ships, its proxy worker speaking
+/// milter on a Unix socket, the other workers off or on Unix sockets, and
+/// its files in `dir`; no Redis (so no Bayes), no DNS needed for GTUBE.
+fn rspamd(dir: &Path) -> (Daemon, PathBuf) {
+    let conf = dir.join("local.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    for sub in ["db", "run", "log"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let proxy = dir.join("proxy.sock");
+    let files = [
+        (
+            "worker-proxy.inc",
+            format!(
+                "bind_socket = \"{} mode=0666\";\nmilter = yes;\ntimeout = 120s;\n\
+                 upstream \"local\" {{\n  default = yes;\n  self_scan = yes;\n}}\n",
+                proxy.display()
+            ),
+        ),
+        ("worker-normal.inc", "enabled = false;\n".to_string()),
+        ("worker-fuzzy.inc", "enabled = false;\n".to_string()),
+        (
+            "worker-controller.inc",
+            format!(
+                "bind_socket = \"{} mode=0600\";\n",
+                dir.join("controller.sock").display()
+            ),
+        ),
+        (
+            "logging.inc",
+            "type = \"console\";\nlevel = \"error\";\n".to_string(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(conf.join(name), text).unwrap();
+    }
+    let mut cmd = Command::new("rspamd");
+    cmd.args(["-f", "-c", "/etc/rspamd/rspamd.conf"])
+        .arg(format!("--var=LOCAL_CONFDIR={}", dir.display()))
+        .arg(format!("--var=DBDIR={}", dir.join("db").display()))
+        .arg(format!("--var=RUNDIR={}", dir.join("run").display()))
+        .arg(format!("--var=LOGDIR={}", dir.join("log").display()))
+        .arg("-p")
+        .arg(dir.join("run/rspamd.pid"));
+    if am_root() {
+        // Its workers would refuse to run as root without it.
+        cmd.arg("-i");
+    }
+    let d = Daemon::start("rspamd", &mut cmd, dir, &proxy);
+    (d, proxy)
 }
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -499,4 +553,32 @@ s.quit()
     let p = Parsed::new(got[0].clone());
     assert_eq!(p.subject().as_deref(), Some("clean"));
     assert_eq!(p.header("X-Virus-Status").as_deref(), Some("Clean"));
+}
+
+#[test]
+fn rspamd_refuses_gtube_before_the_250_through_its_milter_proxy() {
+    if !needs(&["rspamd", "python3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_rspamd, sock) = rspamd(tmp.path());
+    // Its workers start some seconds after its socket is bound: a long
+    // command timeout covers that.
+    let list = format!(
+        "{{ address = \"unix:{}\", command_timeout = 60, message_timeout = 120 }}",
+        sock.display()
+    );
+    let srv = server_with(&list, "", "");
+    let out = send_gtube_then_clean(srv.addr.port());
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("spam 554 5.7.1 Gtube pattern"),
+        "{out}\n{}",
+        srv.log()
+    );
+    assert_eq!(lines[1], "clean accepted", "{out}");
+    let got = srv.messages("alice");
+    assert_eq!(got.len(), 1, "the spam is not delivered");
+    let p = Parsed::new(got[0].clone());
+    assert_eq!(p.subject().as_deref(), Some("clean"));
 }
