@@ -582,6 +582,9 @@ fn sendmail_mail_passes_the_relay_milters_at_pickup() {
     assert!(connect
         .macro_value("_")
         .is_some_and(|u| u.ends_with("@localhost")));
+    // As Postfix tells its non_smtpd_milters: localhost at 127.0.0.1.
+    assert_eq!(connect.args, ["localhost", "4", "127.0.0.1"]);
+    assert_eq!(connect.macro_value("{client_addr}"), Some("127.0.0.1"));
     assert!(events
         .iter()
         .filter(|e| e.cmd == "L")

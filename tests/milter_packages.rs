@@ -582,3 +582,40 @@ fn rspamd_refuses_gtube_before_the_250_through_its_milter_proxy() {
     let p = Parsed::new(got[0].clone());
     assert_eq!(p.subject().as_deref(), Some("clean"));
 }
+
+#[test]
+fn what_sendmail_sends_out_is_signed_by_the_relay_milters() {
+    if !needs(&["opendkim", "opendkim-genkey", "python3"]) || !python_has_dkim() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dkim, sock, record) = opendkim(tmp.path());
+    let sink = Smarthost::start(&[]);
+    let tables = format!(
+        "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nmilters = [\"unix:{}\"]\n",
+        sink.port,
+        sock.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), "", "", &tables);
+    let srv = Server::start_config(dir, &text);
+    let msg =
+        b"From: Alice <alice@test.example>\nTo: someone@elsewhere.example\nSubject: backup done\n\
+                Date: Mon, 07 Dec 2026 10:00:00 +0000\nMessage-ID: <backup@test.example>\n\n\
+                The nightly backup finished.\n";
+    let r = sendmail(
+        &srv.config_path,
+        &["-f", "alice@test.example", "someone@elsewhere.example"],
+        msg,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let relayed = sink.wait_for(1, std::time::Duration::from_secs(30));
+    assert_eq!(relayed.len(), 1, "{}", srv.log());
+    let data = relayed[0].data.clone();
+    assert!(
+        String::from_utf8_lossy(&data).contains("DKIM-Signature:"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    assert!(dkim_verifies(&data, &record, tmp.path()));
+}

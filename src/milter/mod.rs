@@ -568,7 +568,15 @@ impl Chain {
     }
 
     fn connect(&mut self) -> Verdict {
-        let c = self.client.clone();
+        let mut c = self.client.clone();
+        // Mail from a local user comes from this box: the milters hear
+        // localhost at 127.0.0.1, as Postfix tells its non_smtpd_milters,
+        // so that OpenDKIM (whose InternalHosts is 127.0.0.1 by default)
+        // signs it.
+        if c.user.is_some() && c.addr.is_none() {
+            c.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            c.name = Some("localhost".into());
+        }
         let name = c.name();
         let addr = c.addr.map(|a| a.ip().to_canonical().to_string());
         let port = c.addr.map_or(0, |a| a.port());
