@@ -46,6 +46,26 @@ impl Daemon {
         d
     }
 
+    /// `program` run with its configuration, `conf`, written to
+    /// `dir/NAME.conf` and given after `args`.
+    fn configured(
+        name: &'static str,
+        program: &str,
+        args: &[&str],
+        conf: String,
+        dir: &Path,
+        socket: &Path,
+    ) -> Daemon {
+        let path = dir.join(format!("{name}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        Daemon::start(
+            name,
+            Command::new(program).args(args).arg(&path),
+            dir,
+            socket,
+        )
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -132,25 +152,15 @@ fn opendkim(dir: &Path) -> (Daemon, PathBuf, String) {
         .map(|(_, s)| s)
         .collect();
     let sock = dir.join("opendkim.sock");
-    let conf = dir.join("opendkim.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Syslog no\nDomain test.example\nSelector sel\nKeyFile {}\nSocket local:{}\n\
-             Mode s\nCanonicalization relaxed/simple\nPidFile {}\nBackground no\n\
-             RequireSafeKeys false\nInternalHosts 127.0.0.1\n",
-            dir.join("sel.private").display(),
-            sock.display(),
-            dir.join("opendkim.pid").display()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start(
-        "opendkim",
-        Command::new("opendkim").arg("-f").arg("-x").arg(&conf),
-        dir,
-        &sock,
+    let conf = format!(
+        "Syslog no\nDomain test.example\nSelector sel\nKeyFile {}\nSocket local:{}\n\
+         Mode s\nCanonicalization relaxed/simple\nPidFile {}\nBackground no\n\
+         RequireSafeKeys false\nInternalHosts 127.0.0.1\n",
+        dir.join("sel.private").display(),
+        sock.display(),
+        dir.join("opendkim.pid").display()
     );
+    let d = Daemon::configured("opendkim", "opendkim", &["-f", "-x"], conf, dir, &sock);
     (d, sock, record)
 }
 
@@ -204,39 +214,26 @@ fn clamav(dir: &Path) -> (Daemon, Daemon, PathBuf) {
     )
     .unwrap();
     let clamd_sock = dir.join("clamd.sock");
-    let clamd_conf = dir.join("clamd.conf");
-    std::fs::write(
-        &clamd_conf,
-        format!(
-            "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nPidFile {}\n",
-            clamd_sock.display(),
-            db.display(),
-            dir.join("clamd.pid").display()
-        ),
-    )
-    .unwrap();
-    let clamd = Daemon::start(
-        "clamd",
-        Command::new("clamd").arg("-c").arg(&clamd_conf),
-        dir,
-        &clamd_sock,
+    let conf = format!(
+        "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nPidFile {}\n",
+        clamd_sock.display(),
+        db.display(),
+        dir.join("clamd.pid").display()
     );
+    let clamd = Daemon::configured("clamd", "clamd", &["-c"], conf, dir, &clamd_sock);
     let milter_sock = dir.join("clamav-milter.sock");
-    let milter_conf = dir.join("clamav-milter.conf");
-    std::fs::write(
-        &milter_conf,
-        format!(
-            "MilterSocket unix:{}\nClamdSocket unix:{}\nOnInfected Reject\nForeground yes\n\
-             PidFile {}\nAddHeader Replace\n",
-            milter_sock.display(),
-            clamd_sock.display(),
-            dir.join("clamav-milter.pid").display()
-        ),
-    )
-    .unwrap();
-    let milter = Daemon::start(
+    let conf = format!(
+        "MilterSocket unix:{}\nClamdSocket unix:{}\nOnInfected Reject\nForeground yes\n\
+         PidFile {}\nAddHeader Replace\n",
+        milter_sock.display(),
+        clamd_sock.display(),
+        dir.join("clamav-milter.pid").display()
+    );
+    let milter = Daemon::configured(
         "clamav-milter",
-        Command::new("clamav-milter").arg("-c").arg(&milter_conf),
+        "clamav-milter",
+        &["-c"],
+        conf,
         dir,
         &milter_sock,
     );
@@ -376,6 +373,17 @@ fn opendkim_signs_and_an_independent_verifier_accepts_the_signature() {
     assert!(!dkim_verifies(tampered.as_bytes(), &record, tmp.path()));
 }
 
+/// The one message the smarthost got is signed, and the signature
+/// verifies.
+fn assert_relayed_signed(sink: &Smarthost, srv: &Server, record: &str, dir: &Path) {
+    let relayed = sink.wait_for(1, std::time::Duration::from_secs(30));
+    assert_eq!(relayed.len(), 1, "{}", srv.log());
+    let data = &relayed[0].data;
+    let text = String::from_utf8_lossy(data);
+    assert!(text.contains("DKIM-Signature:"), "{text}");
+    assert!(dkim_verifies(data, record, dir));
+}
+
 fn python_has_dkim() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import dkim"])
@@ -490,15 +498,7 @@ s.quit()
         ],
         "smtplib submission",
     );
-    let relayed = sink.wait_for(1, std::time::Duration::from_secs(30));
-    assert_eq!(relayed.len(), 1, "{}", srv.log());
-    let data = relayed[0].data.clone();
-    assert!(
-        String::from_utf8_lossy(&data).contains("DKIM-Signature:"),
-        "{}",
-        String::from_utf8_lossy(&data)
-    );
-    assert!(dkim_verifies(&data, &record, tmp.path()));
+    assert_relayed_signed(&sink, &srv, &record, tmp.path());
     // Mail from outside on port 25 passes no relay milter: unsigned.
     let mut c = srv.connect().hello();
     let r = c.send_mail(
@@ -609,13 +609,5 @@ fn what_sendmail_sends_out_is_signed_by_the_relay_milters() {
         msg,
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let relayed = sink.wait_for(1, std::time::Duration::from_secs(30));
-    assert_eq!(relayed.len(), 1, "{}", srv.log());
-    let data = relayed[0].data.clone();
-    assert!(
-        String::from_utf8_lossy(&data).contains("DKIM-Signature:"),
-        "{}",
-        String::from_utf8_lossy(&data)
-    );
-    assert!(dkim_verifies(&data, &record, tmp.path()));
+    assert_relayed_signed(&sink, &srv, &record, tmp.path());
 }

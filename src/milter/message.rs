@@ -49,6 +49,19 @@ impl Content<'_> {
     }
 }
 
+/// What one milter's turn at the message works on: the message as the
+/// milters before it left it, and what they asked for.
+struct Turn<'a, 'b> {
+    id: &'a str,
+    fields: &'a mut Header,
+    content: &'a mut Content<'b>,
+    /// The message is stored with CRLF line ends.
+    crlf: bool,
+    spool_dir: &'a Path,
+    max_size: u64,
+    eom: &'a mut Eom,
+}
+
 impl Chain {
     /// Runs the message in `body` (our `Received:` first, when `trace`)
     /// past every milter that still wants it. A new body is bounded by
@@ -93,15 +106,15 @@ impl Chain {
                 },
                 _ => continue,
             }
-            let heard = f.message(
-                &id,
-                &mut fields,
-                &mut content,
+            let heard = f.message(Turn {
+                id: &id,
+                fields: &mut fields,
+                content: &mut content,
                 crlf,
                 spool_dir,
                 max_size,
-                &mut eom,
-            );
+                eom: &mut eom,
+            });
             match heard {
                 Heard::Refuse(r) => {
                     eom.verdict = Verdict::Refuse(r);
@@ -154,17 +167,7 @@ fn rewrite(dir: &Path, fields: &Header, separator: &[u8], body: Body<'_>) -> io:
 impl Filter {
     /// One milter's turn at the message: DATA, the fields, the end of
     /// the header, the body, the end of the message and its edits.
-    #[allow(clippy::too_many_arguments)]
-    fn message(
-        &mut self,
-        id: &str,
-        fields: &mut Header,
-        content: &mut Content<'_>,
-        crlf: bool,
-        spool_dir: &Path,
-        max_size: u64,
-        eom: &mut Eom,
-    ) -> Heard {
+    fn message(&mut self, t: Turn<'_, '_>) -> Heard {
         macro_rules! ask {
             ($stage:expr, $macros:expr, $cmd:expr) => {
                 match self.event($stage, $macros, $cmd) {
@@ -180,13 +183,13 @@ impl Filter {
         }
         ask!(Stage::Data, &[], Command::Data);
         let shown: Vec<(String, String)> =
-            fields.shown().map(|(n, v)| (n.to_string(), v)).collect();
+            t.fields.shown().map(|(n, v)| (n.to_string(), v)).collect();
         for (name, value) in &shown {
             ask!(Stage::Header, &[], Command::Header { name, value });
         }
         ask!(Stage::EndOfHeaders, &[], Command::EndOfHeaders);
         if self.steps & Stage::Body.skip().0 == 0 {
-            match self.send_body(content.body(), crlf) {
+            match self.send_body(t.content.body(), t.crlf) {
                 Ok(Heard::Go | Heard::Quiet | Heard::Skip) => {}
                 Ok(other) => return other,
                 Err(e) => return self.broken(&e),
@@ -195,7 +198,7 @@ impl Filter {
                 return Heard::Go;
             }
         }
-        self.end_of_message(id, fields, content, crlf, spool_dir, max_size, eom)
+        self.end_of_message(t)
     }
 
     /// The body in chunks of at most [`CHUNK`] octets, LF made CRLF
@@ -236,17 +239,16 @@ impl Filter {
 
     /// Sends the end of the message and takes the edits that come back
     /// before the milter's last word.
-    #[allow(clippy::too_many_arguments)]
-    fn end_of_message(
-        &mut self,
-        id: &str,
-        fields: &mut Header,
-        content: &mut Content<'_>,
-        crlf: bool,
-        spool_dir: &Path,
-        max_size: u64,
-        eom: &mut Eom,
-    ) -> Heard {
+    fn end_of_message(&mut self, t: Turn<'_, '_>) -> Heard {
+        let Turn {
+            id,
+            fields,
+            content,
+            crlf,
+            spool_dir,
+            max_size,
+            eom,
+        } = t;
         let timeout = self.conf.message_timeout;
         let conn = self
             .conn

@@ -4,10 +4,8 @@
 //! from its event log. The child is killed by its PID when the handle
 //! drops.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/milter.py");
 
@@ -69,14 +67,7 @@ impl TestMilter {
             .stderr(stderr)
             .spawn()
             .expect("spawn python3 milter.py");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let line = super::first_line(&mut child);
         let address = match line.trim() {
             "unix" => format!("unix:{}", socket.display()),
             port if port.parse::<u16>().is_ok() => format!("inet:127.0.0.1:{port}"),

@@ -796,3 +796,17 @@ pub fn python_ok<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S], context: &
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The first line `child` writes on its standard output (piped), read on
+/// a thread so that the wait is bounded (20 s) even if it never writes
+/// one; empty if it did not.
+pub fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default()
+}

@@ -2,8 +2,6 @@
 //! Python 3 stdlib only) run as a child process on 127.0.0.1, with what
 //! it received read back from its spool directory and its transcript.
 //! The child is killed by its PID when the handle drops.
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,16 +120,8 @@ impl Smarthost {
             .stderr(stderr)
             .spawn()
             .expect("spawn python3 smarthost.py");
-        // The first line is the port; read on a thread so that the wait
-        // is bounded even if the script never prints.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        // The first line is the port (or "unix").
+        let line = super::first_line(&mut child);
         let Ok(port) = line.trim().parse::<u16>() else {
             let _ = child.kill();
             let _ = child.wait();
