@@ -647,3 +647,34 @@ fn a_relay_milter_that_refuses_sendmail_mail_bounces_it_and_one_that_tempfails_h
     assert_eq!(waiting, 1);
     assert!(srv.messages("bob").is_empty());
 }
+
+#[test]
+fn a_bdat_message_stored_as_sent_passes_the_milters_with_its_crlf_kept() {
+    needs_python!();
+    let m = TestMilter::start(
+        r#"[{"at": "eom", "do": "continue", "edits": [["addheader", "X-Checked", "yes"]]}]"#,
+        &[],
+    );
+    let srv = server(&quoted(&m), "");
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<carol@remote.example> BODY=BINARYMIME", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    let body = "Subject: binary\r\n\r\nline\r\nbare\rcr and \x01 kept\r\n";
+    c.send(format!("BDAT {} LAST\r\n{body}", body.len()));
+    assert_eq!(c.reply().code, 250);
+    let chunks: String = m
+        .events()
+        .iter()
+        .filter(|e| e.cmd == "B")
+        .map(|e| e.args.concat())
+        .collect();
+    assert!(chunks.starts_with("line\r\n"), "{chunks:?}");
+    assert!(!chunks.contains("\r\r"), "CRLF not doubled: {chunks:?}");
+    let stored = &srv.messages("alice")[0];
+    let text = String::from_utf8_lossy(stored);
+    assert!(
+        text.contains("X-Checked: yes\r\n"),
+        "in the message's own line ends: {text:?}"
+    );
+    assert!(text.contains("\r\n\r\nline\r\n"), "{text:?}");
+}
