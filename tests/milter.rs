@@ -678,3 +678,22 @@ fn a_bdat_message_stored_as_sent_passes_the_milters_with_its_crlf_kept() {
     );
     assert!(text.contains("\r\n\r\nline\r\n"), "{text:?}");
 }
+
+#[test]
+fn a_milter_that_skips_connect_still_gets_its_macros_and_a_new_greeting_aborts_the_message() {
+    needs_python!();
+    // Steps: no connect event (SMFIP_NOCONNECT).
+    let m = TestMilter::start("[]", &["--steps", "1"]);
+    let srv = server(&quoted(&m), "");
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<carol@remote.example>", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    // RFC 5321 4.1.4: a new greeting ends the transaction; the milter
+    // hears the abort before the HELO.
+    c.expect("EHLO again.example", 250);
+    c.expect("QUIT", 221);
+    assert!(within_10s(|| m.codes().ends_with('Q')), "{}", m.codes());
+    assert_eq!(m.codes(), "OHMRAHQ");
+    let helo = m.events().into_iter().find(|e| e.cmd == "H").unwrap();
+    assert_eq!(helo.macro_value("j"), Some("mx.test.example"), "{helo:?}");
+}

@@ -439,9 +439,6 @@ impl Filter {
     /// to wait, reads what it says.
     fn event(&mut self, stage: Stage, macros: &[(&str, &str)], cmd: Command<'_>) -> Heard {
         let (left_out, no_reply) = stage.skip();
-        if self.steps & left_out != 0 {
-            return Heard::Quiet;
-        }
         let timeout = match stage {
             Stage::Body => self.conf.message_timeout,
             _ => self.conf.command_timeout,
@@ -450,6 +447,10 @@ impl Filter {
             .conn
             .as_mut()
             .expect("an open milter has its connection");
+        // The macros go even for a stage left out (libmilter keeps them
+        // for the rest of the session: `j` is asked for at the end of the
+        // message); they wait to go with the next packet sent, which
+        // costs no write of their own.
         if !macros.is_empty() {
             let code = match cmd {
                 Command::Connect { .. } => b'C',
@@ -466,6 +467,9 @@ impl Filter {
                 pairs: macros,
             }
             .encode(&mut conn.out);
+        }
+        if self.steps & left_out != 0 {
+            return Heard::Quiet;
         }
         cmd.encode(&mut conn.out);
         if let Err(e) = conn.send(timeout) {
@@ -651,7 +655,10 @@ impl Chain {
         self.login = Some(login.to_string());
     }
 
+    /// A greeting; a new one (RFC 5321 4.1.4) ends the message under
+    /// way.
     pub fn helo(&mut self, name: &str) -> Verdict {
+        self.abort();
         self.each(Stage::Helo, &[], &Command::Helo(name))
     }
 
