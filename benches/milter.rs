@@ -8,9 +8,10 @@
 //! DATA, each header field, end of header, body, end of message: 15 round
 //! trips here with the negotiation), and one that asks for the end of the
 //! message only (libmilter asks so for a filter with no other callbacks;
-//! 2 round trips). Each two ways: a new milter connection for each
-//! message (as when each message comes on a connection of its own) and
-//! one connection for them all.
+//! 2 round trips), that one also on a Unix socket (as OpenDKIM,
+//! clamav-milter and spamass-milter listen on Debian). Each two ways: a
+//! new milter connection for each message (as when each message comes on
+//! a connection of its own) and one connection for them all.
 //!
 //! `cargo bench --bench milter` (arguments after `--`: MESSAGES, default
 //! 5000; the message is 4 KiB with six header fields).
@@ -62,8 +63,9 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(5000);
     let dir = tempfile::tempdir().unwrap();
-    let every = common::noop_milter(0);
-    let eom = common::noop_milter(common::EOM_ONLY);
+    let every = common::noop_milter(0, None);
+    let eom = common::noop_milter(common::EOM_ONLY, None);
+    let eom_unix = common::noop_milter(common::EOM_ONLY, Some(&dir.path().join("noop.sock")));
     let mut spool = Spool::create(dir.path()).unwrap();
     let mut text = String::from(
         "Received: from client.example ([127.0.0.1])\n\tby bench.example (mailroom) with ESMTP id x;\n\tMon, 7 Dec 2026 10:00:00 +0000\n\
@@ -75,18 +77,20 @@ fn main() {
     }
     spool.write(text.as_bytes()).unwrap();
     println!(
-        "{:<16} {:<22} {:>9} {:>12} {:>12}",
-        "milter answers", "milter connection", "messages", "cpu us/msg", "wall us/msg"
+        "{:<16} {:<6} {:<22} {:>9} {:>12} {:>12}",
+        "milter answers", "socket", "milter connection", "messages", "cpu us/msg", "wall us/msg"
     );
-    for (label, port, reuse) in [
-        ("every stage", every, false),
-        ("every stage", every, true),
-        ("end of message", eom, false),
-        ("end of message", eom, true),
+    for (label, address, reuse) in [
+        ("every stage", &every, false),
+        ("every stage", &every, true),
+        ("end of message", &eom, false),
+        ("end of message", &eom, true),
+        ("end of message", &eom_unix, false),
+        ("end of message", &eom_unix, true),
     ] {
         let config = Config::parse(
             &format!(
-                "milters = [\"inet:127.0.0.1:{port}\"]\nspool_dir = \"{}\"",
+                "milters = [\"{address}\"]\nspool_dir = \"{}\"",
                 dir.path().display()
             ),
             "bench",
@@ -118,8 +122,13 @@ fn main() {
         let cpu = thread_cpu() - cpu0;
         let wall = wall0.elapsed();
         println!(
-            "{:<16} {:<22} {:>9} {:>12.1} {:>12.1}",
+            "{:<16} {:<6} {:<22} {:>9} {:>12.1} {:>12.1}",
             label,
+            if address.starts_with("unix:") {
+                "unix"
+            } else {
+                "tcp"
+            },
             if reuse {
                 "one for all messages"
             } else {

@@ -101,10 +101,10 @@ const RCPT: &str = "benchuser@localhost";
 /// Starts mailroom in `dir` with `workers` workers, delivering
 /// `benchuser`'s mail to `dir/mail/benchuser/Maildir`, through the milter
 /// on `milter` if there is one.
-fn start(bin: &Path, dir: &Path, workers: usize, milter: Option<u16>) -> Daemon {
+fn start(bin: &Path, dir: &Path, workers: usize, milter: Option<String>) -> Daemon {
     let d = dir.display();
-    let milters = milter.map_or(String::new(), |port| {
-        format!("milters = [\"inet:127.0.0.1:{port}\"]")
+    let milters = milter.map_or(String::new(), |address| {
+        format!("milters = [\"{address}\"]")
     });
     let config = format!(
         r#"hostname = "bench.example"
@@ -147,7 +147,7 @@ struct Outcome {
 }
 
 fn run(bin: &Path, w: &Workload, workers: usize, base: &Path, n: usize) -> Outcome {
-    let milter = w.milter.map(noop_milter);
+    let milter = w.milter.map(|steps| noop_milter(steps, None));
     let srv = start(
         bin,
         &base.join(format!("{n}-{}-{workers}", w.name)),

@@ -364,42 +364,56 @@ pub const EOM_ONLY: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x100 | 0
 /// on a thread per connection: it negotiates version 6 with all actions
 /// and the protocol `steps` given (0: nothing skipped, so that every
 /// stage is a round trip) and answers "continue" to each command. Its
-/// port.
-pub fn noop_milter(steps: u32) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut negotiated = vec![0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 1, 0xff];
-    negotiated.extend_from_slice(&steps.to_be_bytes());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let negotiated = negotiated.clone();
+/// address for `milters`: on TCP (127.0.0.1, an ephemeral port), or on a
+/// Unix socket at `unix` if given.
+pub fn noop_milter(steps: u32, unix: Option<&std::path::Path>) -> String {
+    match unix {
+        Some(path) => {
+            let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
             std::thread::spawn(move || {
-                let _ = conn.set_nodelay(true);
-                let mut head = [0u8; 4];
-                let mut data = Vec::new();
-                loop {
-                    if conn.read_exact(&mut head).is_err() {
-                        return;
-                    }
-                    data.resize(u32::from_be_bytes(head) as usize, 0);
-                    if conn.read_exact(&mut data).is_err() {
-                        return;
-                    }
-                    let reply: &[u8] = match data.first() {
-                        Some(b'O') => &negotiated,
-                        // Macros, abort and quit get no reply.
-                        Some(b'D' | b'A') => continue,
-                        Some(b'Q') | None => return,
-                        Some(_) => &[0, 0, 0, 1, b'c'],
-                    };
-                    if conn.write_all(reply).is_err() {
-                        return;
-                    }
+                for conn in listener.incoming().flatten() {
+                    std::thread::spawn(move || pass_through(conn, steps));
                 }
             });
+            format!("unix:{}", path.display())
         }
-    });
-    port
+        None => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let _ = conn.set_nodelay(true);
+                    std::thread::spawn(move || pass_through(conn, steps));
+                }
+            });
+            format!("inet:127.0.0.1:{port}")
+        }
+    }
+}
+
+/// One connection of [`noop_milter`].
+fn pass_through(mut conn: impl std::io::Read + std::io::Write, steps: u32) {
+    let mut negotiated = vec![0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 1, 0xff];
+    negotiated.extend_from_slice(&steps.to_be_bytes());
+    let mut head = [0u8; 4];
+    let mut data = Vec::new();
+    loop {
+        if conn.read_exact(&mut head).is_err() {
+            return;
+        }
+        data.resize(u32::from_be_bytes(head) as usize, 0);
+        if conn.read_exact(&mut data).is_err() {
+            return;
+        }
+        let reply: &[u8] = match data.first() {
+            Some(b'O') => &negotiated,
+            // Macros, abort and quit get no reply.
+            Some(b'D' | b'A') => continue,
+            Some(b'Q') | None => return,
+            Some(_) => &[0, 0, 0, 1, b'c'],
+        };
+        if conn.write_all(reply).is_err() {
+            return;
+        }
+    }
 }
