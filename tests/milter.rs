@@ -697,3 +697,81 @@ fn a_milter_that_skips_connect_still_gets_its_macros_and_a_new_greeting_aborts_t
     let helo = m.events().into_iter().find(|e| e.cmd == "H").unwrap();
     assert_eq!(helo.macro_value("j"), Some("mx.test.example"), "{helo:?}");
 }
+
+#[test]
+fn accept_lets_the_message_through_unasked_and_the_next_one_is_asked_again() {
+    needs_python!();
+    let m = TestMilter::start(
+        r#"[{"at": "mail", "do": "accept", "match": "first@"}]"#,
+        &[],
+    );
+    let srv = server(&quoted(&m), "");
+    let mut c = srv.connect().hello();
+    for from in ["first@remote.example", "second@remote.example"] {
+        let r = c.send_mail(from, &["alice@test.example"], MESSAGE);
+        assert_eq!(r.code, 250, "{from}: {r:?}");
+    }
+    c.expect("QUIT", 221);
+    assert!(within_10s(|| m.codes().ends_with('Q')), "{}", m.codes());
+    let codes = m.codes();
+    let second = codes.rfind('M').unwrap();
+    assert_eq!(
+        &codes[..second],
+        "OCHM",
+        "nothing more of the first: {codes}"
+    );
+    assert!(codes[second..].starts_with("MRTL"), "{codes}");
+    assert!(codes.ends_with("NBEQ"), "{codes}");
+    assert_eq!(srv.messages("alice").len(), 2);
+}
+
+#[test]
+fn a_logged_in_clients_mail_reaches_the_relay_milters_with_its_login() {
+    needs_python!();
+    let m = TestMilter::start("[]", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::make_pki(dir.path(), "milter-auth");
+    let users = dir.path().join("users");
+    let hash = Command::new("openssl")
+        .args(["passwd", "-6", "secret-printer"])
+        .output()
+        .expect("openssl passwd");
+    std::fs::write(&users, [b"printer:", &hash.stdout[..]].concat()).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tables = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nusers = \"{}\"\n\
+         [relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nmilters = [{}]\n",
+        pki.cert.display(),
+        pki.key.display(),
+        users.display(),
+        quoted(&m)
+    );
+    let text = base_config(dir.path(), "", "", &tables).replace(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [{ address = \"127.0.0.1:0\", require_tls = true, require_auth = true }]",
+    );
+    let srv = Server::start_config(dir, &text);
+    let script = r#"
+import smtplib, ssl, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.starttls(context=ssl.create_default_context(cafile=sys.argv[2]))
+s.login("printer", "secret-printer")
+s.sendmail("printer@test.example", ["alice@test.example"], "Subject: scan\r\n\r\nready\r\n")
+s.quit()
+"#;
+    python_ok(
+        script,
+        &[srv.addr.port().to_string(), pki.ca.display().to_string()],
+        "smtplib",
+    );
+    assert_eq!(srv.messages("alice").len(), 1);
+    let mail = m.events().into_iter().find(|e| e.cmd == "M").unwrap();
+    assert_eq!(
+        mail.macro_value("{auth_authen}"),
+        Some("printer"),
+        "{mail:?}"
+    );
+    // The relay milters heard the session from its start: connect, then
+    // the greeting after STARTTLS.
+    assert!(m.codes().starts_with("OCHM"), "{}", m.codes());
+}

@@ -672,7 +672,6 @@ impl Chain {
         let login = self.login.clone();
         if let Some(login) = &login {
             macros.push(("{auth_authen}", login));
-            macros.push(("{auth_type}", "PLAIN"));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = self.each(Stage::Mail, &macros, &Command::Mail(&args));

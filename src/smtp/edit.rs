@@ -111,12 +111,19 @@ impl Header {
         self.changed = true;
     }
 
-    /// The header section as it now stands.
+    /// The header section as it now stands. A field that ended the
+    /// message without a line end (a BDAT body can) gets one when another
+    /// now follows it.
     pub fn render(&self) -> Vec<u8> {
-        self.entries
-            .iter()
-            .flat_map(|e| e.raw.iter().copied())
-            .collect()
+        let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        let mut out = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            out.extend_from_slice(&e.raw);
+            if i + 1 < self.entries.len() && !e.raw.ends_with(b"\n") {
+                out.extend_from_slice(eol);
+            }
+        }
+        out
     }
 }
 
@@ -185,5 +192,13 @@ mod tests {
         let mut h = Header::parse(b"Received: x\n", false, false);
         h.change(1, "Received", "");
         assert_eq!(h.render(), b"");
+    }
+
+    #[test]
+    fn a_last_field_without_a_line_end_gets_one_when_another_follows() {
+        let mut h = Header::parse(b"Subject: no line end", false, true);
+        assert_eq!(h.render(), b"Subject: no line end");
+        h.add("X-Added", "yes");
+        assert_eq!(h.render(), b"Subject: no line end\r\nX-Added: yes\r\n");
     }
 }
