@@ -775,3 +775,22 @@ s.quit()
     // the greeting after STARTTLS.
     assert!(m.codes().starts_with("OCHM"), "{}", m.codes());
 }
+
+#[test]
+fn a_field_ending_a_bdat_message_without_a_line_end_is_not_glued_to_an_added_one() {
+    needs_python!();
+    let m = TestMilter::start(
+        r#"[{"at": "eom", "do": "continue", "edits": [["addheader", "X-Added", "yes"]]}]"#,
+        &[],
+    );
+    let srv = server(&quoted(&m), "");
+    let mut c = srv.connect().hello();
+    c.expect("MAIL FROM:<carol@remote.example>", 250);
+    c.expect("RCPT TO:<alice@test.example>", 250);
+    let body = "Subject: all header, no line end";
+    c.send(format!("BDAT {} LAST\r\n{body}", body.len()));
+    assert_eq!(c.reply().code, 250);
+    let p = Parsed::new(srv.messages("alice")[0].clone());
+    assert_eq!(p.subject().as_deref(), Some("all header, no line end"));
+    assert_eq!(p.header("X-Added").as_deref(), Some("yes"));
+}
