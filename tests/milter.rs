@@ -791,3 +791,42 @@ fn a_field_ending_a_bdat_message_without_a_line_end_is_not_glued_to_an_added_one
     assert_eq!(p.subject().as_deref(), Some("all header, no line end"));
     assert_eq!(p.header("X-Checked").as_deref(), Some("yes"));
 }
+
+#[test]
+fn a_relay_milter_that_hangs_holds_up_the_pickup_but_no_delivery() {
+    needs_python!();
+    let sink = support::smarthost::Smarthost::start(&[]);
+    let m = TestMilter::start(r#"[{"at": "eom", "do": "hang"}]"#, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let aliases = dir.path().join("aliases");
+    std::fs::write(&aliases, "far: someone@elsewhere.example\n").unwrap();
+    let tables = format!(
+        "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         milters = [{{ address = \"{}\", message_timeout = 60 }}]\n",
+        sink.port, m.address
+    );
+    let top = format!("aliases = \"{}\"", aliases.display());
+    let text = base_config(dir.path(), &top, "", &tables);
+    let srv = Server::start_config(dir, &text);
+    // sendmail's message waits for the milter, a minute at most.
+    let r = sendmail(
+        &srv.config_path,
+        &["bob@test.example"],
+        b"Subject: held\n\nx\n",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(within_10s(|| m.codes().contains('E')), "{}", m.codes());
+    // Meanwhile the queue goes on: mail from outside for an alias
+    // elsewhere is relayed at once.
+    let mut c = srv.connect().hello();
+    let r = c.send_mail("carol@remote.example", &["far@test.example"], MESSAGE);
+    assert_eq!(r.code, 250);
+    let relayed = sink.wait_for(1, std::time::Duration::from_secs(10));
+    assert_eq!(
+        relayed.len(),
+        1,
+        "relayed while the milter hangs:\n{}",
+        srv.log()
+    );
+    assert!(srv.messages("bob").is_empty(), "still held by the milter");
+}

@@ -69,6 +69,56 @@ const FILL: usize = 64;
 /// asked, in case a wake-up was missed.
 const SCAN_EVERY: Duration = Duration::from_secs(60);
 
+/// Takes the maildrop's complete drops into the queue, past `[relay]
+/// milters` if there are any; the ids of those queued.
+fn take_drops(queue: &Queue, live: &Live) -> Vec<String> {
+    let names = match maildrop::waiting(queue) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("maildrop: cannot read it: {e}");
+            return Vec::new();
+        }
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let local = live().local;
+    let config = local.config();
+    let filters = Filters {
+        milters: config.relay_milters(),
+        spool_dir: &config.spool_dir,
+        quarantine: config.quarantine.as_deref(),
+        hostname: &config.hostname,
+        max_size: config.server.max_message_size,
+    };
+    let filters = (!filters.milters.is_empty()).then_some(&filters);
+    let mut ids = Vec::new();
+    // A bounded batch at a time: the queue files of one batch are made
+    // durable together.
+    for batch in names.chunks(256) {
+        let taken = maildrop::pick_up(
+            queue,
+            batch,
+            &config.hostname,
+            config.server.max_message_size,
+            filters,
+        );
+        for (name, r) in taken {
+            match r {
+                Ok(id) => ids.push(id),
+                Err(maildrop::Refused::Io(e)) => {
+                    log::error!("maildrop: {name} cannot be taken now: {e}")
+                }
+                Err(maildrop::Refused::Bad(_)) => {}
+                Err(maildrop::Refused::Later(why)) => {
+                    log::warn!("maildrop: {name} waits for a later pickup: a milter said {why}")
+                }
+            }
+        }
+    }
+    ids
+}
+
 /// What the runner delivers with: the mailboxes, and the relay if there
 /// is one.
 pub struct Services {
@@ -98,6 +148,11 @@ pub struct Runner {
     done: Receiver<outbound::Done>,
     /// How many messages are in the queue, for the server's status.
     count: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where pickups are asked for when `[relay] milters` run them on a
+    /// thread of their own, and where that thread hands back the ids it
+    /// queued (never ready until then).
+    pickups: Option<Sender<()>>,
+    picked: Receiver<Vec<String>>,
 }
 
 fn now() -> i64 {
@@ -140,6 +195,8 @@ impl Runner {
             when: HashMap::new(),
             done,
             count,
+            pickups: None,
+            picked: crossbeam_channel::never(),
         };
         let connections = (runner.live)()
             .local
@@ -208,6 +265,20 @@ impl Runner {
                         self.back(d);
                     }
                 }
+                recv(self.picked) -> ids => match ids {
+                    Ok(ids) => {
+                        for id in ids {
+                            self.schedule(&id, i64::MIN);
+                        }
+                    }
+                    // A panic in a milter's turn: the next pickup starts
+                    // the thread again, and the drop is still there.
+                    Err(_) => {
+                        log::error!("maildrop: the pickup thread ended");
+                        self.pickups = None;
+                        self.picked = crossbeam_channel::never();
+                    }
+                },
                 default(wait) => {}
             }
             if last_scan.elapsed() >= SCAN_EVERY {
@@ -327,49 +398,48 @@ impl Runner {
     }
 
     /// Takes what is in the maildrop into the queue; each is due at once.
+    /// With `[relay] milters` that is done on a thread of its own (made
+    /// the first time), which hands the ids back: a milter that is slow
+    /// or hangs then holds up no delivery, only the pickup.
     fn pick_up(&mut self) {
-        let names = match maildrop::waiting(&self.queue) {
-            Ok(n) => n,
-            Err(e) => {
-                log::error!("maildrop: cannot read it: {e}");
-                return;
+        let filtered = !(self.live)().local.config().relay_milters().is_empty();
+        if !filtered {
+            for id in take_drops(&self.queue, &self.live) {
+                self.schedule(&id, i64::MIN);
             }
-        };
-        if names.is_empty() {
             return;
         }
-        let local = (self.live)().local;
-        let config = local.config();
-        let filters = Filters {
-            milters: config.relay_milters(),
-            spool_dir: &config.spool_dir,
-            quarantine: config.quarantine.as_deref(),
-            hostname: &config.hostname,
-            max_size: config.server.max_message_size,
-        };
-        let filters = (!filters.milters.is_empty()).then_some(&filters);
-        // A bounded batch at a time: the queue files of one batch are made
-        // durable together.
-        for batch in names.chunks(256) {
-            let taken = maildrop::pick_up(
-                &self.queue,
-                batch,
-                &config.hostname,
-                config.server.max_message_size,
-                filters,
-            );
-            for (name, r) in taken {
-                match r {
-                    Ok(id) => self.schedule(&id, i64::MIN),
-                    Err(maildrop::Refused::Io(e)) => {
-                        log::error!("maildrop: {name} cannot be taken now: {e}")
+        if self.pickups.is_none() {
+            let (ask, asked) = crossbeam_channel::bounded(1);
+            let (taken, picked) = crossbeam_channel::unbounded();
+            let (queue, live) = (self.queue.clone(), self.live.clone());
+            let started = std::thread::Builder::new()
+                .name("pickup".into())
+                .spawn(move || {
+                    // Ends when the runner's end of `ask` goes.
+                    while asked.recv().is_ok() {
+                        if taken.send(take_drops(&queue, &live)).is_err() {
+                            return;
+                        }
                     }
-                    Err(maildrop::Refused::Bad(_)) => {}
-                    Err(maildrop::Refused::Later(why)) => {
-                        log::warn!("maildrop: {name} waits for a later pickup: a milter said {why}")
+                });
+            match started {
+                Ok(_) => {
+                    self.pickups = Some(ask);
+                    self.picked = picked;
+                }
+                Err(e) => {
+                    log::error!("maildrop: cannot start the pickup thread, picking up here: {e}");
+                    for id in take_drops(&self.queue, &self.live) {
+                        self.schedule(&id, i64::MIN);
                     }
+                    return;
                 }
             }
+        }
+        // Full: a pickup is asked for already, and will see this drop.
+        if let Some(ask) = &self.pickups {
+            let _ = ask.try_send(());
         }
     }
 
