@@ -736,6 +736,10 @@ fn accept_lets_the_message_through_unasked_and_the_next_one_is_asked_again() {
 fn a_logged_in_clients_mail_reaches_the_relay_milters_with_its_login() {
     needs_python!();
     let m = TestMilter::start("[]", &[]);
+    // The listener's milter refuses the connection (a client on a
+    // blocklist, say): a client that logs in is judged by the relay
+    // milters alone.
+    let listener = TestMilter::start(r#"[{"at": "connect", "do": "reject"}]"#, &[]);
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::make_pki(dir.path(), "milter-auth");
     let users = dir.path().join("users");
@@ -753,7 +757,8 @@ fn a_logged_in_clients_mail_reaches_the_relay_milters_with_its_login() {
         users.display(),
         quoted(&m)
     );
-    let text = base_config(dir.path(), "", "", &tables).replace(
+    let top = format!("milters = [{}]", quoted(&listener));
+    let text = base_config(dir.path(), &top, "", &tables).replace(
         "listen = [\"127.0.0.1:0\"]",
         "listen = [{ address = \"127.0.0.1:0\", require_tls = true, require_auth = true }]",
     );

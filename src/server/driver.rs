@@ -261,20 +261,26 @@ impl<S: Transport> Driver<S> {
             local: self.ctx.local,
         };
         let (mut chain, verdict) = Chain::open(list, client);
-        if let milter::Verdict::Refuse(r) = verdict {
-            log::info!(
-                "[{}]: connection refused by a milter: {}",
-                self.session.peer(),
-                r.render(true).trim_end()
-            );
-            self.session.refuse_mail(r);
-        }
+        // What the milters before these said of the connection is theirs:
+        // a client that logged in is judged by `[relay] milters` alone.
+        let refusal = match verdict {
+            milter::Verdict::Refuse(r) => {
+                log::info!(
+                    "[{}]: connection refused by a milter: {}",
+                    self.session.peer(),
+                    r.render(true).trim_end()
+                );
+                Some(r)
+            }
+            milter::Verdict::Go | milter::Verdict::Discard => None,
+        };
+        self.session.refuse_mail(refusal);
         if let Some(login) = self.session.login() {
             chain.logged_in(login);
         }
         if let Some(helo) = self.session.hello_name() {
             if let milter::Verdict::Refuse(r) = chain.helo(helo) {
-                self.session.refuse_mail(r);
+                self.session.refuse_mail(Some(r));
             }
         }
         self.session.set_filtered(true);

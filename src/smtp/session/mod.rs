@@ -391,9 +391,10 @@ impl<R: Resolved> Session<R> {
     }
 
     /// The filters refused the connection itself: every MAIL is refused
-    /// with `reply` (as Postfix does, so that the client hears why).
-    pub fn refuse_mail(&mut self, reply: Reply) {
-        self.refusal = Some(reply);
+    /// with `reply` (as Postfix does, so that the client hears why);
+    /// `None`, the filters now in force have not (or no longer) refused it.
+    pub fn refuse_mail(&mut self, reply: Option<Reply>) {
+        self.refusal = reply;
     }
 
     /// The name the client greeted with.
