@@ -206,11 +206,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         return Err(ParseError::BadCharacters);
     }
     let line = std::str::from_utf8(line).map_err(|_| ParseError::BadCharacters)?;
-    let line = line.trim_end_matches([' ', '\t']);
-    let (verb, rest) = match line.find([' ', '\t']) {
-        Some(i) => (&line[..i], line[i + 1..].trim_start_matches([' ', '\t'])),
-        None => (line, ""),
-    };
+    let (verb, rest) = verb_and_rest(line);
     let is = |name: &str| verb.eq_ignore_ascii_case(name);
     let no_args = |cmd: Command, usage: &'static str| {
         if rest.is_empty() {
@@ -308,6 +304,44 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     Err(ParseError::Unrecognized)
 }
 
+/// A command line's verb and its arguments, without the blanks around
+/// them.
+fn verb_and_rest(line: &str) -> (&str, &str) {
+    let line = line.trim_end_matches([' ', '\t']);
+    match line.find([' ', '\t']) {
+        Some(i) => (&line[..i], line[i + 1..].trim_start_matches([' ', '\t'])),
+        None => (line, ""),
+    }
+}
+
+/// The ESMTP parameters of a MAIL or RCPT line as the client wrote them,
+/// a word each (milters are told them so); none for any other line. The
+/// path is found by the parser's own grammar, so the two agree on where
+/// it ends (a quoted `>`, a path without its brackets).
+pub fn written_params(line: &[u8]) -> Vec<&str> {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Vec::new();
+    };
+    let (verb, rest) = verb_and_rest(line);
+    let params = if verb.eq_ignore_ascii_case("MAIL") {
+        keyword_arg(rest, "FROM:")
+            .and_then(|a| address::parse_reverse_path(a).ok())
+            .map(|(_, params)| params)
+    } else if verb.eq_ignore_ascii_case("RCPT") {
+        keyword_arg(rest, "TO:")
+            .and_then(|a| address::parse_forward_path(a).ok())
+            .map(|(_, params)| params)
+    } else {
+        None
+    };
+    params.map_or(Vec::new(), |p| param_words(p).collect())
+}
+
+/// The words of a parameter list.
+fn param_words(s: &str) -> impl Iterator<Item = &str> {
+    s.split([' ', '\t']).filter(|p| !p.is_empty())
+}
+
 /// `FROM:<a>` / `from: <a>` -> `<a>`; `None` when the keyword is missing.
 fn keyword_arg<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
     let head = rest.get(..keyword.len())?;
@@ -325,7 +359,7 @@ fn keyword_of(param: &str) -> String {
 
 fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
     let mut params = MailParams::default();
-    for param in s.split([' ', '\t']).filter(|p| !p.is_empty()) {
+    for param in param_words(s) {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (param, None),
@@ -392,7 +426,7 @@ fn parse_mail_params(s: &str) -> Result<MailParams, ParseError> {
 
 fn parse_rcpt_params(s: &str) -> Result<RcptParams, ParseError> {
     let mut params = RcptParams::default();
-    for param in s.split([' ', '\t']).filter(|p| !p.is_empty()) {
+    for param in param_words(s) {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (param, None),
@@ -778,6 +812,30 @@ mod tests {
             parse(b"RCPT TO:<a@@b>"),
             Err(ParseError::Recipient(_))
         ));
+    }
+
+    #[test]
+    fn the_written_params_follow_the_path_as_the_parser_finds_it() {
+        for (line, want) in [
+            (
+                &b"MAIL FROM:<a@b.example> SIZE=10  BODY=8BITMIME"[..],
+                &["SIZE=10", "BODY=8BITMIME"][..],
+            ),
+            // No brackets, as tolerated: the parameters are still found.
+            (b"mail from:a@b.example SIZE=10", &["SIZE=10"]),
+            // A quoted `>` does not end the path.
+            (b"MAIL FROM:<\"x>y\"@b.example> SMTPUTF8", &["SMTPUTF8"]),
+            (
+                b"RCPT TO:<c@d.example>\tNOTIFY=NEVER ORCPT=rfc822;c@d.example",
+                &["NOTIFY=NEVER", "ORCPT=rfc822;c@d.example"],
+            ),
+            (b"RCPT TO:<postmaster>", &[]),
+            (b"MAIL FROM:<bad", &[]),
+            (b"NOOP SIZE=10", &[]),
+            (b"MAIL FROM:<a@b.example> \xff", &[]),
+        ] {
+            assert_eq!(written_params(line), want, "{line:?}");
+        }
     }
 
     #[test]

@@ -1223,36 +1223,19 @@ fn mailbox_text(m: &Mailbox) -> String {
     m.to_string()
 }
 
-/// The reverse path as written in logs and `Return-Path:` (no brackets).
 /// What a milter is told of MAIL or RCPT: the path in angle brackets,
 /// then each ESMTP parameter as the client wrote it.
 fn filter_args(path: &str, line: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(line);
     let mut args = vec![format!("<{path}>")];
-    if let Some(end) = path_end(&text) {
-        args.extend(text[end..].split_ascii_whitespace().map(str::to_string));
-    }
+    args.extend(
+        command::written_params(line)
+            .into_iter()
+            .map(str::to_string),
+    );
     args
 }
 
-/// Where the path of a MAIL or RCPT line ends: after the `>` that closes
-/// it, a quoted `>` not counted.
-fn path_end(line: &str) -> Option<usize> {
-    let start = line.find('<')?;
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in line[start..].char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '>' if !quoted => return Some(start + i + 1),
-            _ => {}
-        }
-    }
-    None
-}
-
+/// The reverse path as written in logs and `Return-Path:` (no brackets).
 fn reverse_path_text(p: &ReversePath) -> String {
     match p {
         ReversePath::Null => String::new(),
