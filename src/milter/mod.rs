@@ -20,7 +20,7 @@ pub use message::Eom;
 
 use crate::config::{DefaultAction, Milter, MilterAddress};
 use crate::smtp::milter::{actions, steps, Command, Decoder, Family, Options, Reply as Said};
-use crate::smtp::reply::{Enhanced, Reply};
+use crate::smtp::reply::{self, Reply};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -68,18 +68,20 @@ pub enum Verdict {
     Discard,
 }
 
-/// `550 5.7.1`, as Postfix words a milter's plain reject.
-fn rejected() -> Reply {
-    Reply::new(550, Some(Enhanced(5, 7, 1)), "Command rejected")
+impl Verdict {
+    /// The reply of a refusal; `None` when the command goes on.
+    pub fn refusal(self) -> Option<Reply> {
+        match self {
+            Verdict::Refuse(r) => Some(r),
+            Verdict::Go | Verdict::Discard => None,
+        }
+    }
 }
 
-/// `451 4.7.1`: a milter's tempfail, and a milter that cannot be asked.
-fn tempfailed() -> Reply {
-    Reply::new(
-        451,
-        Some(Enhanced(4, 7, 1)),
-        "Service unavailable - try again later",
-    )
+/// An address as a milter gave it (`<a@b>`, or bare), without its
+/// brackets.
+pub fn bare_address(text: &str) -> &str {
+    text.trim().trim_start_matches('<').trim_end_matches('>')
 }
 
 /// Who the SMTP client is, for the connect event and its macros.
@@ -425,7 +427,7 @@ impl Filter {
     /// What a broken milter's default action says.
     fn stand_in(&self) -> Heard {
         match self.conf.default_action {
-            DefaultAction::Tempfail => Heard::Refuse(tempfailed()),
+            DefaultAction::Tempfail => Heard::Refuse(reply::filter_tempfailed()),
             DefaultAction::Accept => Heard::Go,
         }
     }
@@ -497,15 +499,15 @@ impl Filter {
                 };
                 Heard::Go
             }
-            Said::Reject => self.refused(stage, rejected()),
-            Said::Tempfail => self.refused(stage, tempfailed()),
+            Said::Reject => self.refused(stage, reply::filter_rejected()),
+            Said::Tempfail => self.refused(stage, reply::filter_tempfailed()),
             Said::ReplyCode(r) => self.refused(stage, r.to_reply()),
             Said::Discard => Heard::Discard,
             Said::Skip if stage == Stage::Body => Heard::Skip,
             Said::Skip => Heard::Go,
             Said::Shutdown | Said::ConnectionFailure => {
                 self.broken("closed the session");
-                Heard::Refuse(tempfailed())
+                Heard::Refuse(reply::filter_tempfailed())
             }
             other => self.broken(&format!("answered with {other:?} out of place")),
         }

@@ -12,8 +12,8 @@ use super::envelope::{Envelope, Rcpt, Record};
 use crate::config::Milter;
 use crate::delivery::spool::Spool;
 use crate::delivery::Body;
-use crate::milter::{Chain, Client, Verdict};
-use crate::smtp::reply::Reply;
+use crate::milter::{bare_address, Chain, Client, Verdict};
+use crate::smtp::reply::{self, Reply};
 use std::path::Path;
 
 /// What the pickup needs to run its milters.
@@ -66,15 +66,17 @@ fn converse(
     body: Body<'_>,
     now: i64,
 ) -> Outcome {
-    let all = |env: &Envelope| (0..env.recipients.len()).collect::<Vec<_>>();
-    if let Verdict::Refuse(r) = connected {
-        return refused(env, &all(env), &r, now);
+    if let Some(r) = connected.refusal() {
+        return refused(env, &r, now);
     }
-    if let Verdict::Refuse(r) = chain.helo("localhost") {
-        return refused(env, &all(env), &r, now);
+    if let Some(r) = chain.helo("localhost").refusal() {
+        return refused(env, &r, now);
     }
-    if let Verdict::Refuse(r) = chain.mail(&env.id, &[format!("<{}>", env.sender)]) {
-        return refused(env, &all(env), &r, now);
+    if let Some(r) = chain
+        .mail(&env.id, &[format!("<{}>", env.sender)])
+        .refusal()
+    {
+        return refused(env, &r, now);
     }
     let mut records = Vec::new();
     let mut taken = 0;
@@ -98,11 +100,10 @@ fn converse(
     }
     let eom = chain.message(body, false, f.spool_dir, f.max_size);
     match eom.verdict {
-        Verdict::Refuse(r) => return refused(env, &all(env), &r, now),
+        Verdict::Refuse(r) => return refused(env, &r, now),
         Verdict::Discard => {
             log::info!("{}: discarded by a milter", env.id);
-            let done = all(env)
-                .into_iter()
+            let done = (0..env.recipients.len())
                 .map(|rcpt| Record::Done { rcpt, at: now })
                 .collect();
             return Outcome::Queue {
@@ -112,25 +113,19 @@ fn converse(
         }
         Verdict::Go => {}
     }
-    let bare = |s: &str| {
-        s.trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string()
-    };
     if let Some(from) = &eom.from {
-        env.sender = bare(from);
+        env.sender = bare_address(from).to_string();
         log::info!("{}: sender changed by a milter to <{}>", env.id, env.sender);
     }
-    for gone in eom.del_rcpts.iter().map(|r| bare(r)) {
+    for gone in eom.del_rcpts.iter().map(|r| bare_address(r)) {
         for (n, r) in env.recipients.iter().enumerate() {
-            if r.address.eq_ignore_ascii_case(&gone) {
+            if r.address.eq_ignore_ascii_case(gone) {
                 log::info!("{}: to=<{gone}> removed by a milter", env.id);
                 records.push(Record::Done { rcpt: n, at: now });
             }
         }
     }
-    for added in eom.add_rcpts.iter().map(|r| bare(r)) {
+    for added in eom.add_rcpts.iter().map(|r| bare_address(r)) {
         log::info!("{}: to=<{added}> added by a milter", env.id);
         env.recipients.push(Rcpt::new(added));
     }
@@ -147,12 +142,7 @@ fn converse(
             }
             None => {
                 log::info!("{}: quarantined by a milter ({reason}); refused", env.id);
-                let r = Reply::new(
-                    550,
-                    Some(crate::smtp::reply::Enhanced(5, 7, 1)),
-                    "Message quarantined by a content filter",
-                );
-                return refused(env, &all(env), &r, now);
+                return refused(env, &reply::quarantined(), now);
             }
         }
     }
@@ -167,14 +157,16 @@ fn shown(r: &Reply) -> String {
     r.render(true).trim_end().replace("\r\n", " ")
 }
 
-/// A refusal: for now (4xx), or for good for these recipients (5xx).
-fn refused(env: &Envelope, rcpts: &[usize], r: &Reply, now: i64) -> Outcome {
+/// A refusal of the whole message: for now (4xx), or for good (5xx).
+fn refused(env: &Envelope, r: &Reply, now: i64) -> Outcome {
     if r.code() < 500 {
         return Outcome::Later(shown(r));
     }
     log::info!("{}: refused by a milter: {}", env.id, shown(r));
     Outcome::Queue {
-        records: rcpts.iter().flat_map(|&n| failed(env, n, r, now)).collect(),
+        records: (0..env.recipients.len())
+            .flat_map(|n| failed(env, n, r, now))
+            .collect(),
         rewritten: None,
     }
 }

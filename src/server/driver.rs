@@ -263,23 +263,20 @@ impl<S: Transport> Driver<S> {
         let (mut chain, verdict) = Chain::open(list, client);
         // What the milters before these said of the connection is theirs:
         // a client that logged in is judged by `[relay] milters` alone.
-        let refusal = match verdict {
-            milter::Verdict::Refuse(r) => {
-                log::info!(
-                    "[{}]: connection refused by a milter: {}",
-                    self.session.peer(),
-                    r.render(true).trim_end()
-                );
-                Some(r)
-            }
-            milter::Verdict::Go | milter::Verdict::Discard => None,
-        };
+        let refusal = verdict.refusal();
+        if let Some(r) = &refusal {
+            log::info!(
+                "[{}]: connection refused by a milter: {}",
+                self.session.peer(),
+                r.render(true).trim_end()
+            );
+        }
         self.session.refuse_mail(refusal);
         if let Some(login) = self.session.login() {
             chain.logged_in(login);
         }
         if let Some(helo) = self.session.hello_name() {
-            if let milter::Verdict::Refuse(r) = chain.helo(helo) {
+            if let Some(r) = chain.helo(helo).refusal() {
                 self.session.refuse_mail(Some(r));
             }
         }
@@ -407,10 +404,7 @@ impl<S: Transport> Driver<S> {
                         (Some(c), Check::Mail { id, args }) => c.mail(&id, &args),
                         (Some(c), Check::Rcpt { address, args }) => c.rcpt(&address, &args),
                     };
-                    response = self.session.filtered(match verdict {
-                        milter::Verdict::Refuse(r) => Some(r),
-                        milter::Verdict::Go | milter::Verdict::Discard => None,
-                    });
+                    response = self.session.filtered(verdict.refusal());
                     continue;
                 }
                 Action::ReceiveData => self.receive_data()?,
@@ -567,20 +561,19 @@ impl<S: Transport> Driver<S> {
             milter::Verdict::Go => {}
         }
         if let Some(from) = &eom.from {
-            let from = from.trim().trim_start_matches('<').trim_end_matches('>');
+            let from = milter::bare_address(from);
             log::info!("{}: sender changed by a milter to <{from}>", env.id);
             env.reverse_path = from.to_string();
         }
         for gone in &eom.del_rcpts {
-            let gone = gone.trim().trim_start_matches('<').trim_end_matches('>');
+            let gone = milter::bare_address(gone);
             let before = env.recipients.len();
-            let mut kept = env
-                .rcpt_params
-                .drain(..)
-                .zip(env.recipients.drain(..))
+            let pairs = std::mem::take(&mut env.rcpt_params)
+                .into_iter()
+                .zip(std::mem::take(&mut env.recipients));
+            (env.rcpt_params, env.recipients) = pairs
                 .filter(|(_, r)| !r.address.eq_ignore_ascii_case(gone))
-                .collect::<Vec<_>>();
-            (env.rcpt_params, env.recipients) = kept.drain(..).unzip();
+                .unzip();
             if env.recipients.len() < before {
                 log::info!("{}: to=<{gone}> removed by a milter", env.id);
             }
@@ -616,10 +609,7 @@ impl<S: Transport> Driver<S> {
 
     /// A recipient a milter added, resolved as one the client gave.
     fn added_recipient(&self, text: &str) -> Result<Recipient, String> {
-        let path = format!(
-            "<{}>",
-            text.trim().trim_start_matches('<').trim_end_matches('>')
-        );
+        let path = format!("<{}>", milter::bare_address(text));
         let path = match address::parse_forward_path(&path) {
             Ok((p, "")) => p,
             _ => return Err("not an address".into()),
@@ -637,22 +627,14 @@ impl<S: Transport> Driver<S> {
         mut env: Envelope<Recipient>,
         reason: &str,
     ) -> Result<Envelope<Recipient>, Reply> {
-        let refuse = || {
-            Reply::new(
-                550,
-                Some(crate::smtp::reply::Enhanced(5, 7, 1)),
-                "Message quarantined by a content filter",
-            )
-        };
         let Some(mailbox) = &self.ctx.config.quarantine else {
             log::info!("{}: quarantined by a milter ({reason}); refused", env.id);
-            return Err(refuse());
+            return Err(reply::quarantined());
         };
-        let path =
-            ForwardPath::Mailbox(match address::parse_forward_path(&format!("<{mailbox}>")) {
-                Ok((ForwardPath::Mailbox(m), "")) => m,
-                _ => return Err(refuse()),
-            });
+        let path = match address::parse_forward_path(&format!("<{mailbox}>")) {
+            Ok((path @ ForwardPath::Mailbox(_), "")) => path,
+            _ => return Err(reply::quarantined()),
+        };
         match self.ctx.delivery.lookup(&path) {
             Lookup::Local(r) => {
                 log::info!(
@@ -668,7 +650,7 @@ impl<S: Transport> Driver<S> {
                     "{}: quarantined by a milter ({reason}), but quarantine = {mailbox:?} is no local mailbox ({other:?}); refused",
                     env.id
                 );
-                Err(refuse())
+                Err(reply::quarantined())
             }
         }
     }

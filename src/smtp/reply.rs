@@ -211,6 +211,19 @@ pub fn local_error() -> Reply {
         "Error: local error in processing, try again later",
     )
 }
+/// A content filter (milter) refused: as Postfix words it.
+pub fn filter_rejected() -> Reply {
+    Reply::new(550, e(5, 7, 1), "Command rejected")
+}
+/// A content filter said to try later, or could not be asked.
+pub fn filter_tempfailed() -> Reply {
+    Reply::new(451, e(4, 7, 1), "Service unavailable - try again later")
+}
+/// A content filter quarantined the message, and there is no quarantine
+/// mailbox to deliver it to.
+pub fn quarantined() -> Reply {
+    Reply::new(550, e(5, 7, 1), "Message quarantined by a content filter")
+}
 pub fn insufficient_storage() -> Reply {
     Reply::new(452, e(4, 3, 1), "Error: insufficient system storage")
 }
