@@ -171,8 +171,7 @@ impl Filter {
         macro_rules! ask {
             ($stage:expr, $macros:expr, $cmd:expr) => {
                 match self.event($stage, $macros, $cmd) {
-                    Heard::Go | Heard::Quiet => {}
-                    Heard::Skip => {}
+                    Heard::Go | Heard::Quiet | Heard::Skip => {}
                     other => return other,
                 }
                 if !self.asked() {
@@ -255,7 +254,7 @@ impl Filter {
             .as_mut()
             .expect("an open milter has its connection");
         Command::Macros {
-            stage: b'E',
+            stage: Command::EndOfMessage.code(),
             pairs: &[("i", id)],
         }
         .encode(&mut conn.out);

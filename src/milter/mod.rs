@@ -454,18 +454,8 @@ impl Filter {
         // message); they wait to go with the next packet sent, which
         // costs no write of their own.
         if !macros.is_empty() {
-            let code = match cmd {
-                Command::Connect { .. } => b'C',
-                Command::Helo(_) => b'H',
-                Command::Mail(_) => b'M',
-                Command::Rcpt(_) => b'R',
-                Command::Data => b'T',
-                Command::EndOfHeaders => b'N',
-                Command::EndOfMessage => b'E',
-                _ => b'L',
-            };
             Command::Macros {
-                stage: code,
+                stage: cmd.code(),
                 pairs: macros,
             }
             .encode(&mut conn.out);

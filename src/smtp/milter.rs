@@ -105,23 +105,42 @@ pub enum Command<'a> {
 }
 
 impl Command<'_> {
+    /// The command's octet, which also names its stage in the macros
+    /// sent for it.
+    pub fn code(&self) -> u8 {
+        match self {
+            Command::Negotiate(_) => b'O',
+            Command::Macros { .. } => b'D',
+            Command::Connect { .. } => b'C',
+            Command::Helo(_) => b'H',
+            Command::Mail(_) => b'M',
+            Command::Rcpt(_) => b'R',
+            Command::Data => b'T',
+            Command::Header { .. } => b'L',
+            Command::EndOfHeaders => b'N',
+            Command::Body(_) => b'B',
+            Command::EndOfMessage => b'E',
+            Command::Abort => b'A',
+            Command::Quit => b'Q',
+        }
+    }
+
     /// The packet, appended to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
+        out.push(self.code());
         let string = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(s.as_bytes());
             out.push(0);
         };
         match self {
             Command::Negotiate(o) => {
-                out.push(b'O');
                 for n in [o.version, o.actions, o.steps] {
                     out.extend_from_slice(&n.to_be_bytes());
                 }
             }
             Command::Macros { stage, pairs } => {
-                out.push(b'D');
                 out.push(*stage);
                 for (name, value) in *pairs {
                     string(out, name);
@@ -129,7 +148,6 @@ impl Command<'_> {
                 }
             }
             Command::Connect { hostname, family } => {
-                out.push(b'C');
                 string(out, hostname);
                 match family {
                     Family::Unknown => out.push(b'U'),
@@ -149,34 +167,22 @@ impl Command<'_> {
                     }
                 }
             }
-            Command::Helo(name) => {
-                out.push(b'H');
-                string(out, name);
-            }
+            Command::Helo(name) => string(out, name),
             Command::Mail(args) | Command::Rcpt(args) => {
-                out.push(if matches!(self, Command::Mail(_)) {
-                    b'M'
-                } else {
-                    b'R'
-                });
                 for a in *args {
                     string(out, a);
                 }
             }
-            Command::Data => out.push(b'T'),
             Command::Header { name, value } => {
-                out.push(b'L');
                 string(out, name);
                 string(out, value);
             }
-            Command::EndOfHeaders => out.push(b'N'),
-            Command::Body(chunk) => {
-                out.push(b'B');
-                out.extend_from_slice(chunk);
-            }
-            Command::EndOfMessage => out.push(b'E'),
-            Command::Abort => out.push(b'A'),
-            Command::Quit => out.push(b'Q'),
+            Command::Body(chunk) => out.extend_from_slice(chunk),
+            Command::Data
+            | Command::EndOfHeaders
+            | Command::EndOfMessage
+            | Command::Abort
+            | Command::Quit => {}
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
