@@ -42,15 +42,7 @@ pub fn without_return_path(dir: &Path, body: super::Body<'_>) -> io::Result<Opti
     }
     let mut spool = Spool::create(dir)?;
     spool.write(&header::remove(fields, &["Return-Path"]))?;
-    let mut rest = body.after(split.header as u64).reader();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = rest.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        spool.write(&chunk[..n])?;
-    }
+    spool.append(body.after(split.header as u64))?;
     Ok(Some(spool))
 }
 
@@ -95,6 +87,19 @@ impl Spool {
         self.file.write_all(bytes)?;
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Writes all of `body` after what is there, a piece at a time.
+    pub fn append(&mut self, body: super::Body<'_>) -> io::Result<()> {
+        let mut reader = body.reader();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.write(&chunk[..n])?;
+        }
     }
 
     /// Everything written so far, as a message for delivery.

@@ -153,15 +153,8 @@ fn rewrite(dir: &Path, fields: &Header, separator: &[u8], body: Body<'_>) -> io:
     let mut spool = Spool::create(dir)?;
     spool.write(&fields.render())?;
     spool.write(separator)?;
-    let mut reader = body.reader();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(spool);
-        }
-        spool.write(&buf[..n])?;
-    }
+    spool.append(body)?;
+    Ok(spool)
 }
 
 impl Filter {
