@@ -6,7 +6,7 @@
 //! milter changed is written again to a new spool; an unchanged one is
 //! never copied.
 
-use super::{Chain, Filter, Heard, Stage, State, Verdict};
+use super::{Chain, Filter, Heard, Stage, Verdict};
 use crate::delivery::spool::Spool;
 use crate::delivery::Body;
 use crate::smtp::edit::Header;
@@ -95,26 +95,18 @@ impl Chain {
         let mut content = Content::Original(body.after(split.body as u64));
         let id = self.id.clone();
         for f in &mut self.filters {
-            match &f.state {
-                State::Open => {}
-                State::Broken => match f.stand_in() {
-                    Heard::Refuse(r) => {
-                        eom.verdict = Verdict::Refuse(r);
-                        break;
-                    }
-                    _ => continue,
-                },
-                _ => continue,
-            }
-            let heard = f.message(Turn {
-                id: &id,
-                fields: &mut fields,
-                content: &mut content,
-                crlf,
-                spool_dir,
-                max_size,
-                eom: &mut eom,
-            });
+            let heard = match f.unasked() {
+                None => f.message(Turn {
+                    id: &id,
+                    fields: &mut fields,
+                    content: &mut content,
+                    crlf,
+                    spool_dir,
+                    max_size,
+                    eom: &mut eom,
+                }),
+                Some(heard) => heard,
+            };
             match heard {
                 Heard::Refuse(r) => {
                     eom.verdict = Verdict::Refuse(r);

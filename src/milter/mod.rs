@@ -437,6 +437,17 @@ impl Filter {
         matches!(self.state, State::Open)
     }
 
+    /// What it says of an event without being asked: as it said before,
+    /// or as its default action says; `None` when it is to be asked.
+    fn unasked(&self) -> Option<Heard> {
+        match &self.state {
+            State::Open => None,
+            State::Refused(r) => Some(Heard::Refuse(r.clone())),
+            State::Broken => Some(self.stand_in()),
+            State::AcceptedConnection | State::AcceptedMessage => Some(Heard::Go),
+        }
+    }
+
     /// Sends an event (with its macros) and, unless the milter said not
     /// to wait, reads what it says.
     fn event(&mut self, stage: Stage, macros: &[(&str, &str)], cmd: Command<'_>) -> Heard {
@@ -621,14 +632,12 @@ impl Chain {
     /// Asks each open milter in turn; the first that refuses decides.
     fn each(&mut self, stage: Stage, macros: &[(&str, &str)], cmd: &Command<'_>) -> Verdict {
         for f in &mut self.filters {
-            let heard = match &f.state {
-                State::Open => f.event(stage, macros, cmd.clone()),
+            let heard = match f.unasked() {
+                None => f.event(stage, macros, cmd.clone()),
                 // A refused connection, or a milter that could not be
                 // asked, is heard at MAIL: a greeting always stands.
-                State::Refused(_) | State::Broken if stage == Stage::Helo => Heard::Go,
-                State::Refused(r) => Heard::Refuse(r.clone()),
-                State::Broken => f.stand_in(),
-                State::AcceptedConnection | State::AcceptedMessage => Heard::Go,
+                Some(Heard::Refuse(_)) if stage == Stage::Helo => Heard::Go,
+                Some(heard) => heard,
             };
             match heard {
                 Heard::Go | Heard::Quiet | Heard::Skip => {}
