@@ -49,10 +49,7 @@ fn message(chain: &mut Chain, n: usize, spool: &Spool, dir: &std::path::Path) {
         chain.mail(&id, &["<load@client.example>".into(), "SIZE=4096".into()]),
         Verdict::Go
     );
-    assert_eq!(
-        chain.rcpt("benchuser@localhost", &["<benchuser@localhost>".into()]),
-        Verdict::Go
-    );
+    assert_eq!(chain.rcpt(&["<benchuser@localhost>".into()]), Verdict::Go);
     let eom = chain.message(spool.body(), true, dir, 1 << 20);
     assert_eq!(eom.verdict, Verdict::Go);
 }

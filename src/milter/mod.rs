@@ -663,12 +663,13 @@ impl Chain {
         self.each(Stage::Helo, &[], &Command::Helo(name))
     }
 
-    /// A MAIL: the start of a message.
+    /// A MAIL: the start of a message. `args`: the reverse path in angle
+    /// brackets, then the ESMTP parameters.
     pub fn mail(&mut self, id: &str, args: &[String]) -> Verdict {
         self.end_message();
         self.id = id.to_string();
         self.in_message = true;
-        let sender = args.first().map_or("", |a| a.trim_matches(['<', '>']));
+        let sender = args.first().map_or("", |a| bare_address(a));
         let mut macros = vec![("i", id), ("{mail_addr}", sender)];
         let login = self.login.clone();
         if let Some(login) = &login {
@@ -682,10 +683,12 @@ impl Chain {
         v
     }
 
-    pub fn rcpt(&mut self, address: &str, args: &[String]) -> Verdict {
+    /// A RCPT; `args` as for MAIL.
+    pub fn rcpt(&mut self, args: &[String]) -> Verdict {
         if self.discard {
             return Verdict::Go;
         }
+        let address = args.first().map_or("", |a| bare_address(a));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match self.each(
             Stage::Rcpt,

@@ -81,8 +81,7 @@ fn converse(
     let mut records = Vec::new();
     let mut taken = 0;
     for n in 0..env.recipients.len() {
-        let address = env.recipients[n].address.clone();
-        match chain.rcpt(&address, &[format!("<{address}>")]) {
+        match chain.rcpt(&[format!("<{}>", env.recipients[n].address)]) {
             Verdict::Refuse(r) if r.code() < 500 => {
                 chain.abort();
                 return Outcome::Later(shown(&r));

@@ -402,7 +402,7 @@ impl<S: Transport> Driver<S> {
                         (None, _) => milter::Verdict::Go,
                         (Some(c), Check::Helo(name)) => c.helo(&name),
                         (Some(c), Check::Mail { id, args }) => c.mail(&id, &args),
-                        (Some(c), Check::Rcpt { address, args }) => c.rcpt(&address, &args),
+                        (Some(c), Check::Rcpt(args)) => c.rcpt(&args),
                     };
                     response = self.session.filtered(verdict.refusal());
                     continue;

@@ -158,12 +158,9 @@ pub enum Check {
         id: String,
         args: Vec<String>,
     },
-    /// The recipient as accepted (for `{rcpt_addr}`), and its arguments
-    /// as for MAIL.
-    Rcpt {
-        address: String,
-        args: Vec<String>,
-    },
+    /// The forward path in angle brackets, then the ESMTP parameters as
+    /// the client wrote them.
+    Rcpt(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -836,14 +833,13 @@ impl<R: Resolved> Session<R> {
         let reply = match self.pending.take() {
             Some(Pending::Rcpt(path, params, args)) => match lookup {
                 Lookup::Local(resolved) if self.filters => {
-                    let address = forward_path_text(&path);
                     return self.ask(
                         Pending::FilterRcpt {
                             path,
                             params,
                             resolved,
                         },
-                        Action::Filter(Check::Rcpt { address, args }),
+                        Action::Filter(Check::Rcpt(args)),
                     );
                 }
                 lookup => self.rcpt_answered(path, params, lookup),
