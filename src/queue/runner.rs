@@ -403,43 +403,44 @@ impl Runner {
     /// or hangs then holds up no delivery, only the pickup.
     fn pick_up(&mut self) {
         let filtered = !(self.live)().local.config().relay_milters().is_empty();
-        if !filtered {
-            for id in take_drops(&self.queue, &self.live) {
-                self.schedule(&id, i64::MIN);
-            }
-            return;
+        if filtered && self.pickups.is_none() {
+            self.start_pickups();
         }
-        if self.pickups.is_none() {
-            let (ask, asked) = crossbeam_channel::bounded(1);
-            let (taken, picked) = crossbeam_channel::unbounded();
-            let (queue, live) = (self.queue.clone(), self.live.clone());
-            let started = std::thread::Builder::new()
-                .name("pickup".into())
-                .spawn(move || {
-                    // Ends when the runner's end of `ask` goes.
-                    while asked.recv().is_ok() {
-                        if taken.send(take_drops(&queue, &live)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            match started {
-                Ok(_) => {
-                    self.pickups = Some(ask);
-                    self.picked = picked;
-                }
-                Err(e) => {
-                    log::error!("maildrop: cannot start the pickup thread, picking up here: {e}");
-                    for id in take_drops(&self.queue, &self.live) {
-                        self.schedule(&id, i64::MIN);
-                    }
-                    return;
+        match &self.pickups {
+            // Full: a pickup is asked for already, and will see this drop.
+            Some(ask) if filtered => {
+                let _ = ask.try_send(());
+            }
+            _ => {
+                for id in take_drops(&self.queue, &self.live) {
+                    self.schedule(&id, i64::MIN);
                 }
             }
         }
-        // Full: a pickup is asked for already, and will see this drop.
-        if let Some(ask) = &self.pickups {
-            let _ = ask.try_send(());
+    }
+
+    /// Starts the thread that picks up past `[relay] milters`; if it
+    /// cannot start, pickups stay on this one (logged).
+    fn start_pickups(&mut self) {
+        let (ask, asked) = crossbeam_channel::bounded(1);
+        let (taken, picked) = crossbeam_channel::unbounded();
+        let (queue, live) = (self.queue.clone(), self.live.clone());
+        let started = std::thread::Builder::new()
+            .name("pickup".into())
+            .spawn(move || {
+                // Ends when the runner's end of `ask` goes.
+                while asked.recv().is_ok() {
+                    if taken.send(take_drops(&queue, &live)).is_err() {
+                        return;
+                    }
+                }
+            });
+        match started {
+            Ok(_) => {
+                self.pickups = Some(ask);
+                self.picked = picked;
+            }
+            Err(e) => log::error!("maildrop: cannot start the pickup thread, picking up here: {e}"),
         }
     }
 
